@@ -1,0 +1,95 @@
+"""Start or join a Ray cluster, with authentication on and nothing exposed beyond loopback.
+
+The only module (with ``rl/actors.py``) that talks to Ray's cluster API; the logic classes never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ClusterHandle:
+    """What ``start_or_join`` did, so ``shutdown`` undoes exactly that."""
+
+    started_local: bool
+    temp_dir: str | None
+
+
+def _private_token(temp_dir: Path) -> None:
+    """Token auth for a local cluster without touching ~/.ray: a fresh token in Ray's temp dir."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+        return  # the user opted out explicitly; respect it
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        _refresh_ray_auth_cache()
+        return
+    token_path = temp_dir / "auth_token"
+    fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
+    _refresh_ray_auth_cache()
+
+
+def _refresh_ray_auth_cache() -> None:
+    """Ray caches the auth mode and token per process; re-read them after changing the environment."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # older Ray without token auth: nothing cached
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def start_or_join(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    temp_dir: str | None = None,
+    dashboard: bool = False,
+    runtime_env: dict | None = None,
+) -> ClusterHandle:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a local single-node cluster.
+
+    A local cluster gets its own temp dir (short path: Ray's socket names must fit in 107 bytes),
+    token authentication, and a dashboard bound to 127.0.0.1 only when asked for.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ClusterHandle(started_local=False, temp_dir=None)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=True)
+        return ClusterHandle(started_local=False, temp_dir=None)
+    tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="relay-ray-", dir="/tmp"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    _private_token(tmp)
+    ray.init(
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        _temp_dir=str(tmp),
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        runtime_env=runtime_env,
+        logging_level=logging.WARNING,
+        configure_logging=True,
+        log_to_driver=True,
+    )
+    return ClusterHandle(started_local=True, temp_dir=str(tmp))
+
+
+def shutdown(handle: ClusterHandle | None) -> None:
+    import ray
+
+    if handle is not None and ray.is_initialized():
+        ray.shutdown()
