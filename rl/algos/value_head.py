@@ -30,7 +30,7 @@ class ValueHead(nn.Module):
     """Linear value head on the policy's last hidden states: [B, T, H] -> [B, T].
 
     ``dropout`` applies to the hidden states before the projection. The bias starts at 0 and the
-    weight ~ N(0, 1/H) scaled down, so initial values are small.
+    weight ~ N(0, init_std^2), init_std = 1/sqrt(H + 1) by default (OpenAI lm-human-preferences).
     """
 
     def __init__(self, hidden_size: int, dropout: float = 0.0, init_std: float | None = None):
@@ -42,7 +42,7 @@ class ValueHead(nn.Module):
         self.hidden_size = hidden_size
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.summary = nn.Linear(hidden_size, 1)
-        std = init_std if init_std is not None else 1.0 / (hidden_size + 1)
+        std = init_std if init_std is not None else (hidden_size + 1) ** -0.5
         nn.init.normal_(self.summary.weight, std=std)
         nn.init.zeros_(self.summary.bias)
 
