@@ -1,0 +1,117 @@
+"""Rank metrics for one held-out relevant item, and rating errors. Pure numpy.
+
+Ranks are 1-based. Tie rule (``ties=``):
+- ``"pessimistic"`` (default): the target ranks below every candidate with an equal score, so
+  ``rank = 1 + #(score > s_t) + #(score == s_t, other candidates)``. A scorer that gives every
+  candidate the same score (e.g. an empty or degenerate profile) gets the worst rank, not the best,
+  so a policy cannot earn reward by making the recommender indifferent.
+- ``"mean"``: the expected rank under random tie-breaking, ``1 + #(>) + #(==, others) / 2``
+  (can be fractional).
+- ``"optimistic"``: ``1 + #(>)``; for comparison with code that uses it (e.g. argsort-based evals).
+NaN scores count as -inf; a NaN target score ranks last.
+
+Metrics of a rank r with cutoff k (single relevant item):
+``hit@k = [r <= k]``, ``ndcg@k = [r <= k] / log2(r + 1)`` (the ideal DCG is 1),
+``mrr = 1 / r`` (``mrr@k``: 0 beyond k), ``recall@k`` = the share of relevant items ranked within k
+(= hit@k for one relevant item).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+
+Ties = Literal["pessimistic", "mean", "optimistic"]
+MetricName = Literal["hit", "ndcg", "mrr", "recall"]
+
+
+def _clean(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(scores), -np.inf, scores)
+
+
+def batch_rank_of_target(scores: np.ndarray, target_index: Sequence[int] | np.ndarray, ties: Ties = "pessimistic") -> np.ndarray:
+    """Ranks of targets: ``scores`` [B, C], ``target_index`` [B] -> ranks [B] (float, 1-based).
+
+    Rows may be padded with ``-inf`` (or NaN) for unequal candidate counts; those never outrank a
+    finite target.
+    """
+    s = _clean(scores)  # [B, C]
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [batch, candidates], got shape {s.shape}")
+    idx = np.asarray(target_index, dtype=np.int64)  # [B]
+    if idx.shape != (s.shape[0],) or (idx < 0).any() or (idx >= s.shape[1]).any():
+        raise ValueError(f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}")
+    t = s[np.arange(s.shape[0]), idx][:, None]  # [B, 1]
+    greater = (s > t).sum(1)  # [B]
+    equal = (s == t).sum(1) - 1  # [B] other candidates tied with the target
+    if ties == "pessimistic":
+        return (1 + greater + equal).astype(np.float64)
+    if ties == "mean":
+        return 1 + greater + equal / 2.0
+    if ties == "optimistic":
+        return (1 + greater).astype(np.float64)
+    raise ValueError(f"ties={ties!r}; use 'pessimistic', 'mean' or 'optimistic'")
+
+
+def rank_of_target(scores: Sequence[float] | np.ndarray, target_index: int, ties: Ties = "pessimistic") -> float:
+    """1-based rank of ``scores[target_index]`` among ``scores`` [C] under the tie rule above."""
+    return float(batch_rank_of_target(np.asarray(scores, dtype=np.float64)[None, :], [target_index], ties)[0])
+
+
+def hit_at_k(rank: float | np.ndarray, k: int) -> float | np.ndarray:
+    r = np.asarray(rank, dtype=np.float64)
+    out = (r <= k).astype(np.float64)
+    return float(out) if out.ndim == 0 else out
+
+
+def ndcg_at_k(rank: float | np.ndarray, k: int) -> float | np.ndarray:
+    r = np.asarray(rank, dtype=np.float64)
+    out = np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
+def mrr(rank: float | np.ndarray, k: int | None = None) -> float | np.ndarray:
+    r = np.asarray(rank, dtype=np.float64)
+    out = 1.0 / r if k is None else np.where(r <= k, 1.0 / r, 0.0)
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def recall_at_k(ranks_of_relevant: Sequence[float] | np.ndarray, k: int) -> float:
+    """Share of relevant items ranked within ``k``: ``ranks_of_relevant`` [R] (each ranked among the non-relevant)."""
+    r = np.asarray(ranks_of_relevant, dtype=np.float64)
+    if r.size == 0:
+        raise ValueError("recall_at_k needs at least one relevant item")
+    return float((r <= k).mean())
+
+
+def metric_from_rank(rank: float | np.ndarray, metric: MetricName, k: int) -> float | np.ndarray:
+    """Dispatch by name; ``rank`` scalar or [B]. ``mrr`` is truncated at ``k`` (mrr@k)."""
+    if metric in ("hit", "recall"):
+        return hit_at_k(rank, k)
+    if metric == "ndcg":
+        return ndcg_at_k(rank, k)
+    if metric == "mrr":
+        return mrr(rank, k)
+    raise ValueError(f"metric={metric!r}; use 'hit', 'ndcg', 'mrr' or 'recall'")
+
+
+def batch_metrics(scores: np.ndarray, target_index: Sequence[int], ks: Sequence[int] = (1, 5, 10), ties: Ties = "pessimistic") -> dict[str, float]:
+    """Mean hit@k, ndcg@k, mrr over a batch: ``scores`` [B, C] -> ``{"hit@5": ..., "ndcg@5": ..., "mrr": ...}``."""
+    ranks = batch_rank_of_target(scores, target_index, ties)  # [B]
+    out = {"mrr": float(np.mean(1.0 / ranks))}
+    for k in ks:
+        out[f"hit@{k}"] = float(np.mean(hit_at_k(ranks, k)))
+        out[f"ndcg@{k}"] = float(np.mean(ndcg_at_k(ranks, k)))
+    return out
+
+
+def mae(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> float:
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    return float(np.mean(np.abs(p - t)))
+
+
+def rmse(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> float:
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    return float(np.sqrt(np.mean((p - t) ** 2)))
