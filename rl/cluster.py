@@ -93,3 +93,24 @@ def shutdown(handle: ClusterHandle | None) -> None:
 
     if handle is not None and ray.is_initialized():
         ray.shutdown()
+
+
+class CapacityError(RuntimeError):
+    """The cluster cannot hold the actors the config asks for."""
+
+
+def check_capacity(cpus_needed: float, gpus_needed: float = 0.0, *, what: str = "actors") -> None:
+    """Fail before starting anything if the cluster's total resources cannot hold the request."""
+    import ray
+
+    total = ray.cluster_resources()
+    missing = []
+    if cpus_needed > total.get("CPU", 0) + 1e-9:
+        missing.append(f"{cpus_needed:g} CPUs (cluster has {total.get('CPU', 0):g})")
+    if gpus_needed > total.get("GPU", 0) + 1e-9:
+        missing.append(f"{gpus_needed:g} GPUs (cluster has {total.get('GPU', 0):g})")
+    if missing:
+        raise CapacityError(
+            f"the {what} need {' and '.join(missing)}; add nodes, or lower rollout.num_workers, "
+            "rollout.num_cpus_per_worker and rewards.functions[*].num_workers/num_cpus"
+        )

@@ -1,0 +1,136 @@
+"""``relay`` command line. Imports stay inside the subcommands so ``relay --help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_CONFIG = 2
+
+_DESCRIPTION = """\
+Relay: RL fine-tuning of LLM policies rewarded by the outcome of another model.
+Rollout and reward workers run as Ray actors; a TRL GRPO learner trains a LoRA adapter.
+"""
+
+_TRAIN_EPILOG = """\
+examples:
+  relay train                                   # the embedded default, configs/quickstart.yaml
+  relay train configs/quickstart.yaml learner.max_steps=10 rollout.num_workers=2
+  relay train my.yaml model.name=Qwen/Qwen2.5-0.5B-Instruct cluster.address=auto --run-dir runs/exp1
+"""
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a policy (starts or joins a Ray cluster)",
+        description="Train a policy with RL. Overrides are dotted keys: section.field=value.",
+        epilog=_TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config (default: configs/quickstart.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. learner.max_steps=10")
+    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    p.add_argument("--check", action="store_true", help="validate the config and env, print it, start nothing")
+    p.set_defaults(func=_cmd_train)
+
+
+def _split_config_and_overrides(args) -> tuple[str | None, list[str]]:
+    # `relay train learner.max_steps=3` has no config file: the first positional is an override.
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)
+        config = None
+    return config, overrides
+
+
+def _cmd_train(args) -> int:
+    from rl.config import load_config
+
+    config, overrides = _split_config_and_overrides(args)
+    cfg = load_config(config, overrides)
+    if args.check:
+        import yaml
+
+        from rl.driver import preflight
+
+        preflight(cfg)
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from rl.driver import train
+
+    run_dir = train(cfg, args.run_dir)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def _add_tiny_model(sub) -> None:
+    p = sub.add_parser(
+        "tiny-model",
+        help="build the tiny local Qwen2 model + tokenizer",
+        description="Build a tiny Qwen2-architecture causal LM and BPE tokenizer with a chat template "
+        "(Hugging Face layout), deterministically from a seed.",
+    )
+    p.add_argument("out_dir", help="directory to write (created)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and tokenizer (default 0)")
+    p.set_defaults(func=_cmd_tiny_model)
+
+
+def _cmd_tiny_model(args) -> int:
+    from rl.tiny_model import TinyModelSpec, build_tiny_model
+
+    out = build_tiny_model(args.out_dir, TinyModelSpec(seed=args.seed))
+    print(f"tiny model written to {out}")
+    return 0
+
+
+def _add_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a JSONL of samples with a reward function",
+        description="Score {prompt, completion, ...columns} JSONL lines with any reward function through "
+        "Relay's reward pool; prints a summary and writes per-sample scores.",
+    )
+    p.set_defaults(func=_cmd_score, _parser=p)
+    from rewards.score import add_score_arguments
+
+    add_score_arguments(p)
+
+
+def _cmd_score(args) -> int:
+    from rewards.score import run_score
+
+    return run_score(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_score(sub)
+    _add_tiny_model(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    from rl.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("relay: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Relay's typed configuration: YAML + dotted overrides -> validated ``RelayConfig``.
+
+Each field is documented once, here. Validation collects every problem and reports them together,
+each naming the dotted field, its value and the fix (``ConfigError``); the CLI exits with code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
+
+
+class ConfigError(ValueError):
+    """One or more problems in a config; ``problems`` lists each as 'field (value): what; fix'."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"{len(problems)} config problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelConfig(_Section):
+    vocab_size: int = Field(1024, ge=300, description="BPE vocabulary size of the tiny tokenizer.")
+    hidden_size: int = Field(64, ge=8, description="Hidden size of the tiny Qwen2 model.")
+    num_hidden_layers: int = Field(2, ge=1, description="Transformer layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Attention heads (must divide hidden_size).")
+    num_key_value_heads: int = Field(2, ge=1, description="KV heads (must divide num_attention_heads).")
+    intermediate_size: int = Field(128, ge=8, description="MLP width.")
+    initializer_range: float = Field(0.2, gt=0, description="Init std; ~0.2 lets a tiny policy learn quickly.")
+    seed: int = Field(0, description="Seed the weights and tokenizer are built from.")
+
+
+class ModelConfig(_Section):
+    name: str = Field(
+        "tiny",
+        description="'tiny' (built locally from model.tiny), a local directory, or a hub id such as "
+        "'Qwen/Qwen2.5-0.5B-Instruct'. All load through from_pretrained.",
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the tiny model.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="Modules to adapt: 'all-linear' or a list of module names."
+    )
+
+    def peft_kwargs(self) -> dict[str, Any]:
+        return {
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": self.target_modules,
+            "task_type": "CAUSAL_LM",
+        }
+
+
+class AlgorithmConfig(_Section):
+    name: Literal["grpo"] = Field("grpo", description="RL algorithm. 'grpo': TRL's GRPOTrainer.")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field(
+        "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type)."
+    )
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group size).")
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (the base model, adapter off).")
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group", description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO)."
+    )
+    num_iterations: int = Field(1, ge=1, description="Optimisation passes per generated batch.")
+
+
+class LearnerConfig(_Section):
+    max_steps: int = Field(60, ge=1, description="Optimizer steps to run.")
+    batch_size: int = Field(
+        16, ge=1, description="Completions per optimizer step (prompts per step x algorithm.num_generations)."
+    )
+    learning_rate: float = Field(5e-3, gt=0, description="AdamW learning rate for the LoRA parameters.")
+    lr_scheduler: Literal["constant", "linear", "cosine", "constant_with_warmup"] = Field(
+        "constant", description="Learning-rate schedule."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    device: Literal["cpu", "auto"] = Field("cpu", description="'cpu', or 'auto' to use a GPU when present.")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads in the learner (default: torch's).")
+
+
+class RolloutConfig(_Section):
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine in the rollout actors.")
+    num_workers: int = Field(1, ge=1, description="Rollout actors; prompts are sharded across them.")
+    max_new_tokens: int = Field(24, ge=1, description="Completion length limit in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
+    num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs reserved per rollout actor.")
+    num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor.")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per rollout actor (default: the node's cores / num_workers)."
+    )
+    mode: Literal["on_policy"] = Field(
+        "on_policy", description="'on_policy': each step generates with the adapter the learner just produced."
+    )
+
+
+class RewardFunctionConfig(_Section):
+    name: str = Field(description="Component name in metrics; also the function to load when `source` is unset.")
+    source: str | None = Field(
+        None, description="Registry name, 'package.module:function' or 'path/to/file.py:function'."
+    )
+    weight: float = Field(1.0, description="Weight of this component in the summed reward.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments bound to the function.")
+    num_workers: int = Field(1, ge=1, description="Ray actors hosting this function.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-call timeout; a timed-out chunk scores None.")
+    max_retries: int = Field(2, ge=0, description="Retries of a chunk whose actor died.")
+    num_cpus: float = Field(1.0, ge=0, description="Ray CPUs per actor.")
+    num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per actor (fractions allowed).")
+
+    @property
+    def target(self) -> str:
+        return self.source or self.name
+
+
+class RewardsConfig(_Section):
+    functions: list[RewardFunctionConfig] = Field(
+        default_factory=list, description="Reward components; empty = the env's own rewards and weights."
+    )
+    on_failure: Literal["none", "fail_fast"] = Field(
+        "none", description="'none': a failed/timed-out sample scores None (counted); 'fail_fast': stop the run."
+    )
+
+
+class EnvConfig(_Section):
+    name: str = Field("letters", description="Env by registry name or 'package.module:Class'.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Env-specific arguments (validated by the env).")
+
+
+class ClusterConfig(_Section):
+    address: str | None = Field(None, description="Ray address to join ('auto', 'ray://...'); unset = start local.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (default: all).")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (default: detected).")
+    temp_dir: str | None = Field(None, description="Ray temp dir of a local cluster (default: a fresh /tmp dir).")
+    dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1) for a local cluster.")
+
+
+class LoggingConfig(_Section):
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars and text samples to RUN_DIR/tensorboard.")
+    wandb: bool = Field(False, description="Also log to Weights & Biases (needs the wandb extra).")
+    wandb_project: str = Field("relay", description="W&B project.")
+    log_every: int = Field(1, ge=1, description="Steps between metric records.")
+    progress_bar: bool = Field(True, description="Show a progress bar with step, reward, KL, tokens/s.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of RUN_DIR/relay.log.")
+
+
+class CheckpointConfig(_Section):
+    every_steps: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end).")
+    keep: int = Field(2, ge=1, description="Checkpoints kept.")
+
+
+class RelayConfig(_Section):
+    seed: int = Field(0, description="Seed for data order, initial adapter and sampling.")
+    name: str = Field("relay", description="Run name; the default run dir is runs/<name>-<timestamp>.")
+    run_dir: str | None = Field(None, description="Run directory (resolved config, metrics, logs, checkpoints).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], value parsed as YAML, so 3 is int and [1, 2] a list)."""
+    if "=" not in item:
+        raise ConfigError([f"override {item!r}: expected dotted.key=value, e.g. rollout.num_workers=2"])
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"override {item!r}: the key {key!r} is not a dotted path like learner.max_steps"])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})"]) from exc
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``dotted.key=value`` into a nested dict (list items by index: rewards.functions.0.weight=2)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError([f"override {item!r}: {where} is not an index of a {len(node)}-item list"])
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError([f"override {item!r}: {where} is a value, not a section"])
+            node = node.setdefault(part, {})
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError([f"override {item!r}: {'.'.join(path)} is not an index of a {len(node)}-item list"])
+            node[int(last)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError([f"override {item!r}: {'.'.join(path[:-1])} is a value, not a section"])
+    return data
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError([f"config file {str(p)!r} does not exist; pass a YAML file such as {DEFAULT_CONFIG}"])
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{p}: not valid YAML{where}: {problem}; fix the syntax there"], source=str(p)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{p}: the top level must be a mapping of sections, got a {type(data).__name__}"])
+    return data
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for 'did you mean')."""
+    model: Any = RelayConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_pydantic(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            known = _fields_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}? " if close else ""
+            problems.append(f"{dotted}: unknown key; {hint}known keys here: {', '.join(known)}")
+            continue
+        value = err.get("input")
+        shown = f" ({value!r})" if not isinstance(value, dict) else ""
+        msg = err["msg"]
+        if kind == "literal_error":
+            fix = "pick one of the listed values"
+        elif kind == "missing":
+            fix = "add it"
+        elif kind.endswith("_parsing") or kind.endswith("_type"):
+            fix = "give a value of that type"
+        else:
+            fix = "change the value"
+        problems.append(f"{dotted}{shown}: {msg}; {fix}")
+    return problems
+
+
+def _semantic_problems(cfg: RelayConfig) -> list[str]:
+    """Cross-field rules pydantic field types cannot express."""
+    p: list[str] = []
+    g = cfg.algorithm.num_generations
+    b = cfg.learner.batch_size
+    if b % g:
+        lo, hi = max(g, b - b % g), b - b % g + g
+        p.append(
+            f"learner.batch_size ({b}) must be a multiple of algorithm.num_generations ({g}); "
+            f"set learner.batch_size to {lo} or {hi}"
+        )
+    tiny = cfg.model.tiny
+    if tiny.hidden_size % tiny.num_attention_heads:
+        p.append(
+            f"model.tiny.hidden_size ({tiny.hidden_size}) must be divisible by model.tiny.num_attention_heads "
+            f"({tiny.num_attention_heads}); change either"
+        )
+    if tiny.num_attention_heads % tiny.num_key_value_heads:
+        p.append(
+            f"model.tiny.num_key_value_heads ({tiny.num_key_value_heads}) must divide "
+            f"model.tiny.num_attention_heads ({tiny.num_attention_heads}); change either"
+        )
+    name = cfg.model.name
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
+    if name != "tiny" and looks_local and not Path(name).expanduser().is_dir():
+        p.append(f"model.name ({name!r}): no such directory; give an existing model directory, a hub id, or 'tiny'")
+    names = [f.name for f in cfg.rewards.functions]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        p.append(f"rewards.functions: name {dup!r} is used twice; give each component a distinct name")
+    if cfg.rollout.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            p.append(
+                "rollout.engine ('vllm'): vLLM is not installed; install the 'vllm' extra on a GPU machine "
+                "(pip install 'relay-rl[vllm]') or set rollout.engine=hf"
+            )
+    if cfg.checkpoint.every_steps > cfg.learner.max_steps:
+        p.append(
+            f"checkpoint.every_steps ({cfg.checkpoint.every_steps}) exceeds learner.max_steps "
+            f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
+        )
+    return p
+
+
+def validate(data: dict[str, Any], source: str | None = None) -> RelayConfig:
+    """Validate a config dict, reporting every problem at once."""
+    try:
+        cfg = RelayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_pydantic(exc), source=source) from None
+    problems = _semantic_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source=source)
+    return cfg
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RelayConfig:
+    """Load ``path`` (default: configs/quickstart.yaml), apply dotted overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    data = read_yaml(path)
+    apply_overrides(data, list(overrides or []))
+    return validate(data, source=str(path))

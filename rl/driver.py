@@ -1,0 +1,290 @@
+"""``relay train``: preflight, run directory, Ray pools, the learner loop, cleanup.
+
+Everything that can be checked without side effects (config, env arguments, reward references,
+the dataset) is checked before the run directory is created, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rl.config import ConfigError, RelayConfig
+from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
+from rl.registry import RegistryError
+
+logger = logging.getLogger("relay")
+
+# Environment variables every actor inherits (offline hubs, quiet tokenizers).
+_PROPAGATED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME", "PYTHONPATH")
+
+
+@dataclass
+class Plan:
+    """What preflight established: the env, its dataset and the resolved reward components."""
+
+    cfg: RelayConfig
+    env: Env
+    train_dataset: Any
+    rewards: list[RewardComponent]
+
+
+def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
+    if cfg.rewards.functions:
+        return [RewardComponent(f.name, f.weight, f.source, dict(f.kwargs)) for f in cfg.rewards.functions]
+    return env.rewards()
+
+
+def preflight(cfg: RelayConfig) -> Plan:
+    """Resolve the env, its dataset and every reward function; collect all problems."""
+    from rewards.registry import load_reward
+
+    problems: list[str] = []
+    try:
+        env_cls = ENVS.resolve(cfg.env.name)
+    except RegistryError as exc:
+        raise ConfigError([f"env.name ({cfg.env.name!r}): {exc}"]) from None
+    problems += env_arg_problems(env_cls, cfg.env.args)
+    if problems:
+        raise ConfigError(problems)
+    env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
+    components = reward_components(cfg, env)
+    for i, comp in enumerate(components):
+        field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
+        try:
+            load_reward(comp.source or comp.name, comp.kwargs)
+        except (RegistryError, TypeError, ValueError) as exc:
+            problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
+    try:
+        dataset = env.train_dataset()
+    except (OSError, ValueError) as exc:
+        problems.append(f"env.args: building the {cfg.env.name!r} dataset failed: {exc}")
+        dataset = None
+    if dataset is not None:
+        if "prompt" not in dataset.column_names:
+            problems.append(f"env {cfg.env.name!r}: its dataset has no 'prompt' column (columns: {dataset.column_names})")
+        if len(dataset) == 0:
+            problems.append(f"env {cfg.env.name!r}: the training dataset is empty; check env.args")
+    if problems:
+        raise ConfigError(problems)
+    return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components)
+
+
+def default_run_dir(cfg: RelayConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.name}-{stamp}"
+
+
+def create_run_dir(path: Path) -> Path:
+    """A fresh run directory; refuses one that already holds a run."""
+    if (path / "config.yaml").exists():
+        raise ConfigError([f"--run-dir {str(path)!r} already holds a run; pick a new directory"])
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError([f"--run-dir {str(path)!r} is not writable ({exc.strerror}); choose a writable path"]) from None
+    return path
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("relay-rl", "torch", "transformers", "trl", "peft", "ray", "datasets", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def _setup_file_logging(run_dir: Path, level: str) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "relay.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, logging.getLevelName(level)))
+    return handler
+
+
+def resolve_model(cfg: RelayConfig, run_dir: Path) -> str:
+    """The model path every process loads: a tiny model built into the run dir, or the user's."""
+    if cfg.model.name != "tiny":
+        return cfg.model.name
+    from rl.tiny_model import TinyModelSpec, build_tiny_model
+
+    target = run_dir / "base_model"
+    if not (target / "config.json").exists():
+        build_tiny_model(target, TinyModelSpec(**cfg.model.tiny.model_dump()))
+    return str(target)
+
+
+def _actor_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PROPAGATED_ENV if k in os.environ}
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+def cpus_needed(cfg: RelayConfig, rewards: list[RewardComponent]) -> float:
+    by_name = {f.name: f for f in cfg.rewards.functions}
+    reward_cpus = sum(
+        (by_name[r.name].num_cpus * by_name[r.name].num_workers) if r.name in by_name else 1.0 for r in rewards
+    )
+    return cfg.rollout.num_cpus_per_worker * cfg.rollout.num_workers + reward_cpus
+
+
+def train(cfg: RelayConfig, run_dir: str | Path | None = None) -> Path:
+    """Run ``cfg`` end to end; returns the run directory."""
+    plan = preflight(cfg)
+    run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
+    _write_yaml(run_path / "config.yaml", cfg.to_dict())
+    (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
+    handler = _setup_file_logging(run_path, cfg.logging.level)
+    logger.info("run dir %s", run_path)
+    try:
+        _run(plan, run_path)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    return run_path
+
+
+def _run(plan: Plan, run_dir: Path) -> None:
+    import torch
+
+    from rewards.pool import RewardPool, RewardSpec
+    from rl import cluster
+    from rl.learner.grpo import (
+        RelayGRPOTrainer,
+        SamplesToTensorBoard,
+        StepStats,
+        grpo_args,
+        make_reward_func,
+        make_rollout_func,
+    )
+    from rl.metrics import MetricsFile, RelayProgress
+    from rl.rollout.pool import RolloutPool
+    from rl.rollout.types import SamplingParams
+
+    cfg = plan.cfg
+    if cfg.learner.torch_threads:
+        torch.set_num_threads(cfg.learner.torch_threads)
+    model_path = resolve_model(cfg, run_dir)
+    needed = cpus_needed(cfg, plan.rewards)
+    num_cpus = cfg.cluster.num_cpus
+    if cfg.cluster.address is None and num_cpus is None:
+        # A local cluster's CPUs are logical slots: rollout and reward phases alternate in on-policy
+        # mode, so reserving more slots than cores is fine and keeps small machines from deadlocking.
+        num_cpus = max(os.cpu_count() or 1, int(needed + 0.999))
+    handle = cluster.start_or_join(
+        cfg.cluster.address,
+        num_cpus=num_cpus,
+        num_gpus=cfg.cluster.num_gpus,
+        temp_dir=cfg.cluster.temp_dir,
+        dashboard=cfg.cluster.dashboard,
+    )
+    pools: list[Any] = []
+    try:
+        cluster.check_capacity(needed, what="rollout and reward actors")
+        stats = StepStats()
+        threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
+        rollout_pool = RolloutPool(
+            num_workers=cfg.rollout.num_workers,
+            engine=cfg.rollout.engine,
+            engine_kwargs={
+                "model_path": model_path,
+                "lora": cfg.lora.peft_kwargs(),
+                "dtype": cfg.model.dtype,
+                "torch_threads": threads,
+            },
+            num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
+            num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
+            env_vars=_actor_env(),
+        )
+        pools.append(rollout_pool)
+        by_name = {f.name: f for f in cfg.rewards.functions}
+        reward_funcs, weights = [], []
+        for comp in plan.rewards:
+            fc = by_name.get(comp.name)
+            spec = RewardSpec(
+                name=comp.name,
+                source=comp.source or comp.name,
+                weight=comp.weight,
+                kwargs=dict(comp.kwargs),
+                **(
+                    {
+                        "num_workers": fc.num_workers,
+                        "timeout_s": fc.timeout_s,
+                        "max_retries": fc.max_retries,
+                        "num_cpus": fc.num_cpus,
+                        "num_gpus": fc.num_gpus,
+                    }
+                    if fc
+                    else {}
+                ),
+            )
+            pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
+            pools.append(pool)
+            reward_funcs.append(make_reward_func(pool, comp.name, stats))
+            weights.append(comp.weight)
+
+        from peft import LoraConfig as PeftLoraConfig
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tb_dir = str(run_dir / "tensorboard")
+        args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), logging_dir=tb_dir, reward_weights=weights)
+        args.model_init_kwargs = {"dtype": cfg.model.dtype}
+        sampling = SamplingParams(
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            top_k=cfg.rollout.top_k,
+        )
+        trainer = RelayGRPOTrainer(
+            model=model_path,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=plan.train_dataset,
+            processing_class=tokenizer,
+            peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
+            rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
+        )
+        trainer.relay_stats = stats
+        trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))
+        if cfg.logging.progress_bar:
+            trainer.add_callback(RelayProgress())
+        if cfg.logging.tensorboard:
+            trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+        t0 = time.perf_counter()
+        trainer.train()
+        trainer.save_model(str(run_dir / "adapter"))
+        summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        logger.info("finished: %s", summary)
+    finally:
+        for pool in pools:
+            try:
+                pool.close()
+            except Exception:  # noqa: BLE001 - cleanup must not mask the original error
+                logger.exception("closing a pool failed")
+        cluster.shutdown(handle)

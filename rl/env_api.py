@@ -1,0 +1,76 @@
+"""The env contract and its registry.
+
+An env builds a ``datasets.Dataset`` with a ``prompt`` column (chat messages) plus context columns
+that reward functions receive as keyword arguments, and declares its reward components and
+weights. Envs live in ``envs/``; ``rl/`` finds them by name (lazy import strings), never imports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rl.registry import Registry
+
+
+class EnvArgs(BaseModel):
+    """Base of every env's argument schema (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class RewardComponent:
+    """One weighted reward component an env asks for (same fields as ``rewards.functions[i]``)."""
+
+    name: str
+    weight: float = 1.0
+    source: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Env:
+    """Base class. Subclasses set ``Args`` and implement ``train_dataset`` and ``rewards``."""
+
+    Args: ClassVar[type[EnvArgs]] = EnvArgs
+
+    def __init__(self, args: EnvArgs, seed: int = 0):
+        self.args = args
+        self.seed = seed
+
+    def train_dataset(self):  # -> datasets.Dataset
+        raise NotImplementedError
+
+    def eval_dataset(self):  # -> datasets.Dataset | None
+        return None
+
+    def rewards(self) -> list[RewardComponent]:
+        raise NotImplementedError
+
+
+ENVS: Registry[type[Env]] = Registry("env")
+ENVS.register("letters", "envs.letters:LettersEnv")
+
+
+def env_arg_problems(env_cls: type[Env], args: dict[str, Any], prefix: str = "env.args") -> list[str]:
+    """Validate ``args`` against ``env_cls.Args``; each problem names the dotted field and the fix."""
+    try:
+        env_cls.Args.model_validate(args)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            dotted = ".".join([prefix, *map(str, err["loc"])])
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(env_cls.Args.model_fields)
+                out.append(f"{dotted}: unknown argument for this env; known: {known}")
+            else:
+                out.append(f"{dotted} ({err.get('input')!r}): {err['msg']}; change the value")
+        return out
+    return []
+
+
+def build_env(name: str, args: dict[str, Any], seed: int) -> Env:
+    env_cls = ENVS.resolve(name)
+    return env_cls(env_cls.Args.model_validate(args), seed=seed)

@@ -1,0 +1,184 @@
+"""The GRPO learner: TRL's ``GRPOTrainer`` whose generation and rewards run in Ray actor pools.
+
+The seam is TRL's ``rollout_func`` hook: each generation batch, Relay (1) ships the current LoRA
+tensors to the rollout pool if the policy moved (one object-store put), (2) generates there with
+per-(step, prompt, sample) seeds and the expected adapter version, so no worker can answer with a
+stale adapter, and (3) hands TRL token ids and logprobs. Rewards are async functions that call the
+reward pools, so TRL runs all components concurrently. Everything else (advantages, loss, KL to
+the adapter-disabled base, optimizer, LoRA) is TRL's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from transformers import TrainerCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from rl.adapter import lora_state_dict, tensors_nbytes
+from rl.rollout.sampling import sample_seed
+from rl.rollout.types import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class StepStats:
+    """Relay-side numbers gathered during a step and merged into the trainer's log record."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[float]] = defaultdict(list)
+        self.samples: list[tuple[str, str]] = []
+
+    def add(self, key: str, value: float) -> None:
+        self._values[key].append(float(value))
+
+    def flush(self) -> dict[str, float]:
+        # Counters (failures, bytes) are summed over the logging window; timings are averaged.
+        out = {}
+        for key, vals in self._values.items():
+            summed = key.endswith(("_failed", "_timeout", "_invalid", "_retried", "_bytes", "/tokens"))
+            out[key] = sum(vals) if summed else sum(vals) / len(vals)
+        self._values.clear()
+        return out
+
+
+class RelayGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer that merges Relay's rollout/reward stats into each log record."""
+
+    relay_stats: StepStats
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs or any(k.startswith("reward") for k in logs):
+            logs.update(self.relay_stats.flush())
+        super().log(logs, start_time)
+
+
+def _completion_text(tokenizer, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats: StepStats):
+    """TRL ``rollout_func``: sync the adapter if the policy moved, then generate in the pool.
+
+    TRL passes the per-process prompts already repeated ``num_generations`` times in a row
+    (its RepeatSampler); we generate each distinct prompt once with ``n = num_generations``.
+    """
+    state = {"version": None}
+
+    def rollout_func(prompts: list[Any], trainer: GRPOTrainer) -> dict[str, list]:
+        g = num_generations
+        if len(prompts) % g:
+            raise RuntimeError(f"rollout_func got {len(prompts)} prompts, not a multiple of num_generations={g}")
+        unique = prompts[::g]
+        version = trainer.state.global_step
+        if state["version"] != version:
+            t0 = time.perf_counter()
+            tensors = lora_state_dict(trainer.model)
+            pool.sync_adapter(version, tensors)
+            stats.add("rollout/sync_seconds", time.perf_counter() - t0)
+            stats.add("rollout/sync_bytes", tensors_nbytes(tensors))
+            state["version"] = version
+        # Seeded by (step, position in the global batch, sample): independent of how the pool shards.
+        seeds = [sample_seed(base_seed, version, i, j) for i in range(len(unique)) for j in range(g)]
+        t0 = time.perf_counter()
+        rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
+        gen_seconds = time.perf_counter() - t0
+        n_tokens = sum(len(r.completion_ids) for r in rollouts)
+        stats.add("rollout/generate_seconds", gen_seconds)
+        stats.add("rollout/tokens", n_tokens)
+        stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
+        stats.add("rollout/adapter_version", min(r.version for r in rollouts))
+        tok = trainer.processing_class
+        stats.samples = [
+            (json.dumps(unique[r.prompt_index])[:2000], _completion_text(tok, r.completion_ids)) for r in rollouts[:4]
+        ]
+        return {
+            "prompt_ids": [r.prompt_ids for r in rollouts],
+            "completion_ids": [r.completion_ids for r in rollouts],
+            "logprobs": [r.logprobs for r in rollouts],
+        }
+
+    return rollout_func
+
+
+def make_reward_func(pool, name: str, stats: StepStats):
+    """An async TRL reward function backed by a reward pool (TRL gathers all components concurrently)."""
+
+    async def reward_func(prompts, completions, completion_ids=None, **columns):
+        result = await pool.ascore(prompts, completions, completion_ids, **columns)
+        for cause in ("failed", "timeout", "invalid", "retried"):
+            stats.add(f"rewards/{name}/n_{cause}", getattr(result, f"n_{cause}"))
+        stats.add(f"rewards/{name}/seconds", result.seconds)
+        return result.values
+
+    reward_func.__name__ = name
+    reward_func.__qualname__ = name
+    return reward_func
+
+
+class SamplesToTensorBoard(TrainerCallback):
+    """Writes a few prompt/completion samples as TensorBoard text every ``every`` steps."""
+
+    def __init__(self, logdir: str, stats: StepStats, every: int = 10):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(logdir)
+        self.stats = stats
+        self.every = every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stats.samples and (state.global_step == 1 or state.global_step % self.every == 0):
+            rows = "\n\n".join(f"**prompt** {p}\n\n**completion** {c}" for p, c in self.stats.samples)
+            self.writer.add_text("samples", rows, state.global_step)
+            self.writer.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.writer.close()
+
+
+def grpo_args(cfg, output_dir: str, logging_dir: str | None, reward_weights: list[float]) -> GRPOConfig:
+    """Map Relay's config onto TRL's GRPOConfig (one optimizer step per generation batch)."""
+    report_to = []
+    if cfg.logging.tensorboard:
+        report_to.append("tensorboard")
+    if cfg.logging.wandb:
+        report_to.append("wandb")
+    return GRPOConfig(
+        output_dir=output_dir,
+        logging_dir=logging_dir,
+        report_to=report_to,
+        use_cpu=cfg.learner.device == "cpu",
+        bf16=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_steps=cfg.learner.max_steps,
+        per_device_train_batch_size=cfg.learner.batch_size,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_generations=cfg.algorithm.num_generations,
+        num_iterations=cfg.algorithm.num_iterations,
+        max_completion_length=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        beta=cfg.algorithm.beta,
+        epsilon=cfg.algorithm.epsilon,
+        loss_type=cfg.algorithm.loss_type,
+        scale_rewards=cfg.algorithm.scale_rewards,
+        reward_weights=reward_weights,
+        learning_rate=cfg.learner.learning_rate,
+        lr_scheduler_type=cfg.learner.lr_scheduler,
+        warmup_steps=cfg.learner.warmup_steps,
+        weight_decay=cfg.learner.weight_decay,
+        max_grad_norm=cfg.learner.max_grad_norm,
+        logging_steps=cfg.logging.log_every,
+        save_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        log_completions=False,
+        disable_tqdm=True,
+    )
