@@ -300,11 +300,13 @@ def layout(mentions: list[Mention], size: int, rng: random.Random) -> list[Place
     half = side // 2
     boxes: list[Placed] = []
     for m, color in instances:
-        xs = _band(m.h, size, half, m.v is not None)
-        ys = _band(m.v, size, half, m.h is not None)
         full = (half + 1, size - half - 1)
-        for attempt in range(400):
-            bx, by = (xs, ys) if attempt < 200 else (full, full)  # relax before giving up
+        # Relax step by step before giving up: both bands, then the named side only, then anywhere.
+        stages = [(_band(m.h, size, half, m.v is not None), _band(m.v, size, half, m.h is not None)),
+                  (_band(m.h, size, half, False), _band(m.v, size, half, False)),
+                  (full, full)]
+        for attempt in range(600):
+            bx, by = stages[attempt // 200]
             if bx[0] > bx[1] or by[0] > by[1]:
                 continue
             cx, cy = rng.randint(*bx), rng.randint(*by)

@@ -1,0 +1,103 @@
+"""RePrompt env pure parts: messages, parsing, format/length rewards, prompt sources and generator."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from envs.reprompt import (
+    ASSISTANT_PREFILL, SYSTEM_PROMPT, build_messages, build_rows, format_reward, generate_training_prompts,
+    length_reward, load_geneval_prompts, load_text_prompts, Parsed, parse_completion,
+)
+from rewards.t2i.geneval import TAGS, validate_metadata
+
+EVAL_FILE = Path(__file__).resolve().parents[3] / "shared/data/geneval/evaluation_metadata.jsonl"
+
+
+def test_messages_and_prefill():
+    msgs = build_messages("  a photo of a cow ")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert msgs[0]["content"] == SYSTEM_PROMPT and msgs[1]["content"] == "a photo of a cow"
+    assert "<think>" in SYSTEM_PROMPT and "<answer>" in SYSTEM_PROMPT
+    assert ASSISTANT_PREFILL == "Let me solve this step by step.\n<think>"
+    with pytest.raises(ValueError, match="empty"):
+        build_messages("   ")
+
+
+@pytest.mark.parametrize(
+    "text, think, answer, well_formed",
+    [
+        ("plan</think><answer>a red cup</answer>", "plan", "a red cup", True),
+        ("\nline 1\nline 2\n</think>\n\n<answer>\na red\ncup\n</answer>\n", "line 1\nline 2", "a red\ncup", True),
+        ("<think>plan</think><answer>x</answer>", "plan", "x", True),  # repeated opener tolerated
+        ("</think><answer>x</answer>", "", "x", True),  # empty reasoning is still the right shape
+        ("plan</think><answer>  \n </answer>", "plan", None, False),  # empty answer
+        ("plan</think>", "plan", None, False),  # missing answer
+        ("plan</think><answer>cut off", "plan", None, False),  # truncated
+        ("no tags at all", None, None, False),
+        ("<answer>x</answer>", None, "x", False),  # no reasoning block
+        ("a<think>b</think><answer>x</answer>", "ab", "x", False),  # nested think
+        ("a</think><answer>x<answer>y</answer></answer>", "a", "x<answer>y", False),  # nested answer
+        ("a</think><answer>x</answer><answer>y</answer>", "a", "x", False),  # two answers
+        ("a</think><answer>x</answer> and more", "a", "x", False),  # text after the answer
+        ("a</think>b</think><answer>x</answer>", "a", "x", False),  # two closers
+    ],
+)
+def test_parse_completion(text, think, answer, well_formed):
+    assert parse_completion(text) == Parsed(think, answer, well_formed)
+
+
+def test_format_and_length_rewards_accept_strings_and_messages():
+    long_answer = " ".join(["word"] * 20)
+    completions = [
+        f"p</think><answer>{long_answer}</answer>",
+        [{"role": "assistant", "content": "p</think><answer>too short</answer>"}],
+        "p</think>",
+        "p</think><answer>" + " ".join(["w"] * 77) + "</answer>",
+        "p</think><answer>" + " ".join(["w"] * 16) + "</answer>",
+        "p</think><answer>" + " ".join(["w"] * 15) + "</answer>",
+    ]
+    prompts = ["x"] * len(completions)
+    assert format_reward(prompts, completions) == [1.0, 1.0, -1.0, 1.0, 1.0, 1.0]
+    assert length_reward(prompts, completions) == [1.0, -1.0, 0.0, -1.0, 1.0, -1.0]
+
+
+def test_load_text_prompts(tmp_path):
+    path = tmp_path / "color_val.txt"
+    path.write_text("a red apple\n\n  \n a blue car \n")
+    assert load_text_prompts(path) == ["a red apple", "a blue car"]
+    path.write_text("\n \n")
+    with pytest.raises(ValueError, match="color_val.txt holds no prompts"):
+        load_text_prompts(path)
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        load_text_prompts(tmp_path / "missing.txt")
+
+
+def test_load_geneval_prompts(tmp_path):
+    meta = {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "pink"}], "prompt": "a photo of a pink car"}
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(meta) + "\n")
+    assert load_geneval_prompts(path) == [{"prompt": "a photo of a pink car", "metadata": meta}]
+
+
+def test_generator_is_deterministic_valid_and_balanced():
+    items = generate_training_prompts(120, seed=3)
+    assert items == generate_training_prompts(120, seed=3) != generate_training_prompts(120, seed=4)
+    assert Counter(it["metadata"]["tag"] for it in items) == Counter({t: 20 for t in TAGS})
+    assert len({it["prompt"] for it in items}) == 120
+    for it in items:
+        assert validate_metadata(it["metadata"]) == [] and it["metadata"]["prompt"] == it["prompt"]
+    counting = next(it for it in items if it["metadata"]["tag"] == "counting")["metadata"]
+    assert counting["exclude"][0]["count"] == counting["include"][0]["count"] + 1
+    rows = build_rows(items[:2], base_seed=10)
+    assert rows[1]["seed"] == 11 and json.loads(rows[0]["metadata"]) == items[0]["metadata"]
+    assert rows[0]["prompt"][1]["content"] == items[0]["prompt"]
+
+
+@pytest.mark.skipif(not EVAL_FILE.is_file(), reason=f"GenEval evaluation prompts not present at {EVAL_FILE}")
+def test_generator_never_produces_an_evaluation_prompt():
+    eval_prompts = {json.loads(line)["prompt"] for line in EVAL_FILE.read_text().splitlines() if line.strip()}
+    assert len(eval_prompts) == 553
+    generated = {it["prompt"] for seed in range(3) for it in generate_training_prompts(2000, seed)}
+    assert not generated & eval_prompts
