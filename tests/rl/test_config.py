@@ -1,0 +1,94 @@
+"""Config loading, dotted overrides, and validation messages (each names the field, value and fix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rl.config import ConfigError, apply_overrides, load_config, validate
+
+BAD_CONFIGS = [
+    # (config dict, substrings every one of which must appear in the message)
+    ({"learner": {"batch_size": 10}, "algorithm": {"num_generations": 4}},
+     ["learner.batch_size (10)", "multiple of algorithm.num_generations (4)", "set learner.batch_size to 8 or 12"]),
+    ({"learner": {"max_step": 3}}, ["learner.max_step: unknown key", "did you mean 'learner.max_steps'"]),
+    ({"rollout": {"num_workers": 0}}, ["rollout.num_workers (0)", "greater than or equal to 1"]),
+    ({"rollout": {"engine": "sglang"}}, ["rollout.engine ('sglang')", "'hf' or 'vllm'", "pick one"]),
+    ({"learner": {"learning_rate": "fast"}}, ["learner.learning_rate ('fast')", "valid number"]),
+    ({"algorithm": {"num_generations": 1}}, ["algorithm.num_generations (1)", "greater than or equal to 2"]),
+    ({"algorithm": {"loss_type": "ppo"}}, ["algorithm.loss_type ('ppo')", "'grpo'", "'dapo'"]),
+    ({"rollout": {"top_p": 1.5}}, ["rollout.top_p (1.5)", "less than or equal to 1"]),
+    ({"rollout": {"temperature": 0}}, ["rollout.temperature (0)", "greater than 0"]),
+    ({"model": {"name": "./no/such/model"}}, ["model.name ('./no/such/model')", "no such directory"]),
+    ({"modle": {"name": "tiny"}}, ["modle: unknown key", "did you mean 'model'"]),
+    ({"rewards": {"functions": [{"name": "a"}, {"name": "a"}]}}, ["rewards.functions: name 'a' is used twice"]),
+    ({"rewards": {"functions": [{"weight": 2.0}]}}, ["rewards.functions.0.name", "Field required", "add it"]),
+    ({"rewards": {"on_failure": "ignore"}}, ["rewards.on_failure ('ignore')", "'none' or 'fail_fast'"]),
+    ({"model": {"tiny": {"hidden_size": 30, "num_attention_heads": 4}}},
+     ["model.tiny.hidden_size (30) must be divisible by model.tiny.num_attention_heads (4)"]),
+    ({"checkpoint": {"every_steps": 100}, "learner": {"max_steps": 10}},
+     ["checkpoint.every_steps (100) exceeds learner.max_steps (10)", "at most 10"]),
+    ({"rollout": {"engine": "vllm"}}, ["rollout.engine ('vllm'): vLLM is not installed", "rollout.engine=hf"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("data,expected", BAD_CONFIGS, ids=[str(i) for i in range(len(BAD_CONFIGS))])
+def test_bad_config_messages(data, expected):
+    if data.get("rollout", {}).get("engine") == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is not None:
+            pytest.skip("vLLM is installed here, so selecting it is valid")
+    with pytest.raises(ConfigError) as info:
+        validate(data)
+    message = str(info.value)
+    for part in expected:
+        assert part in message, f"{part!r} not in:\n{message}"
+
+
+def test_all_problems_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate({"learner": {"max_step": 3, "learning_rate": "x"}, "rollout": {"num_workers": 0}})
+    assert len(info.value.problems) == 3
+
+
+def test_overrides_parse_yaml_values_and_list_indices():
+    data = {"rewards": {"functions": [{"name": "a", "weight": 1.0}]}}
+    apply_overrides(data, ["learner.max_steps=7", "rollout.top_p=0.5", "rewards.functions.0.weight=2",
+                           "lora.target_modules=[q_proj, v_proj]", "cluster.address=auto"])  # fmt: skip
+    cfg = validate(data)
+    assert cfg.learner.max_steps == 7 and cfg.rollout.top_p == 0.5
+    assert cfg.rewards.functions[0].weight == 2.0
+    assert cfg.lora.target_modules == ["q_proj", "v_proj"]
+    assert cfg.cluster.address == "auto"
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("learner.max_steps", "expected dotted.key=value"),
+        ("rewards.functions.3.weight=1", "not an index of a 0-item list"),
+        ("seed.x=1", "seed is a value, not a section"),
+    ],
+)
+def test_bad_overrides(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        apply_overrides({"seed": 0, "rewards": {"functions": []}}, [override])
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("learner:\n  max_steps: 3\n  batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path)
