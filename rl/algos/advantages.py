@@ -23,7 +23,7 @@ string ``"package.module:fn"`` / ``"path/to/file.py:fn"``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

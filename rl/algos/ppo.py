@@ -123,7 +123,9 @@ def outcome_to_token_rewards(
     Rows with no valid token get no reward.
     """
     if rewards.dim() != 1 or rewards.shape[0] != mask.shape[0]:
-        raise ValueError(f"rewards must be [B] with B = mask.shape[0]; got rewards {tuple(rewards.shape)}, mask {tuple(mask.shape)}")
+        raise ValueError(
+            f"rewards must be [B] with B = mask.shape[0]; got rewards {tuple(rewards.shape)}, mask {tuple(mask.shape)}"
+        )
     dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
     m = mask.to(dtype=dtype, device=rewards.device)  # [B, L]
     token_rewards = torch.zeros_like(m)  # [B, L]

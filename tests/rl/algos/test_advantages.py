@@ -136,7 +136,7 @@ def grouped_rewards(draw):
     b = draw(st.integers(1, 4))
     values = draw(st.lists(finite, min_size=b * g, max_size=b * g))
     unscored = draw(st.lists(st.booleans(), min_size=b * g, max_size=b * g))
-    r = torch.tensor([NAN if u else v for v, u in zip(values, unscored)], dtype=torch.float64)
+    r = torch.tensor([NAN if u else v for v, u in zip(values, unscored, strict=True)], dtype=torch.float64)
     return r, g
 
 
