@@ -1,0 +1,51 @@
+"""LoRA adapter tensors: what moves from the learner to the rollout workers after each update.
+
+Keys are peft's ``get_peft_model_state_dict`` keys (adapter name stripped), so a learner and a
+worker that wrap the same base model with the same ``LoraConfig`` produce identical key sets and
+the worker loads the learner's dict with ``set_peft_model_state_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def lora_state_dict(peft_model, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's tensors, detached, on CPU and contiguous (ready for ``ray.put``)."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def tensors_nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Total payload size in bytes."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+@dataclass
+class AdapterUpdate:
+    """One adapter version as the learner publishes it."""
+
+    version: int
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return tensors_nbytes(self.tensors)
+
+
+def assert_same_adapter(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 0.0) -> None:
+    """Raise AssertionError naming the first difference (keys, shape, dtype-cast values)."""
+    missing, extra = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+    if missing or extra:
+        raise AssertionError(f"adapter keys differ: only in first {missing[:5]}, only in second {extra[:5]}")
+    for key in sorted(a):
+        x, y = a[key], b[key]
+        if x.shape != y.shape:
+            raise AssertionError(f"adapter tensor {key!r}: shape {tuple(x.shape)} != {tuple(y.shape)}")
+        diff = (x.float() - y.float()).abs().max().item() if x.numel() else 0.0
+        if diff > atol:
+            raise AssertionError(f"adapter tensor {key!r}: max abs difference {diff:g} > atol {atol:g}")

@@ -1,0 +1,58 @@
+"""Plain data that crosses the rollout boundary (engine -> worker -> pool -> learner)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How completions are sampled; the same meaning for every engine (hf, vllm)."""
+
+    max_new_tokens: int  # hard cap on completion length; hitting it gives finish_reason "length"
+    temperature: float = 1.0  # logits are divided by this; 0 means greedy (logprobs then use temperature 1)
+    top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with probability >= top_p; 1 = off
+    top_k: int = 0  # keep only the k most likely tokens; 0 = off
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens ({self.max_new_tokens}) must be >= 1")
+        if self.temperature < 0:
+            problems.append(f"temperature ({self.temperature}) must be >= 0 (0 = greedy)")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p ({self.top_p}) must be in (0, 1]; use 1 to turn it off")
+        if self.top_k < 0:
+            problems.append(f"top_k ({self.top_k}) must be >= 0; use 0 to turn it off")
+        if problems:
+            raise ValueError("invalid SamplingParams: " + "; ".join(problems))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature logprobs are computed at (1 for greedy decoding)."""
+        return 1.0 if self.greedy else self.temperature
+
+
+@dataclass
+class Rollout:
+    """One sampled completion of one prompt."""
+
+    prompt_index: int  # index into the prompt list of the request this rollout answers
+    sample_index: int  # 0..n-1 among the n samples of that prompt
+    prompt_ids: list[int]  # the rendered prompt's token ids (no padding)
+    completion_ids: list[int]  # sampled ids; ends with EOS when finish_reason == "stop" (TRL expects it)
+    logprobs: list[float]  # log p(token) under log_softmax(logits / temperature), one per completion id
+    text: str  # completion decoded without special tokens
+    version: int  # adapter version of the policy that sampled it (-1 = base model, no adapter loaded)
+    finish_reason: FinishReason  # "stop": emitted EOS; "length": hit max_new_tokens
+
+
+class StaleAdapterError(RuntimeError):
+    """A worker was asked to sample for adapter version v but holds another one (on-policy guarantee)."""
