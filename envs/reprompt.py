@@ -11,16 +11,27 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from rewards.contract import message_text
 from rewards.t2i.geneval import Parsed, ideal_rewrite, load_geneval_metadata, parse_completion
 from rewards.t2i.shapeworld import CLASS_NAMES, COLORS
 
 __all__ = [
-    "SYSTEM_PROMPT", "ASSISTANT_PREFILL", "Parsed", "build_messages", "parse_completion",
-    "format_reward", "length_reward", "load_geneval_prompts", "load_text_prompts",
-    "generate_training_prompts", "ideal_rewrite", "build_rows", "MIN_ANSWER_WORDS", "MAX_ANSWER_WORDS",
+    "SYSTEM_PROMPT",
+    "ASSISTANT_PREFILL",
+    "Parsed",
+    "build_messages",
+    "parse_completion",
+    "format_reward",
+    "length_reward",
+    "load_geneval_prompts",
+    "load_text_prompts",
+    "generate_training_prompts",
+    "ideal_rewrite",
+    "build_rows",
+    "MIN_ANSWER_WORDS",
+    "MAX_ANSWER_WORDS",
 ]
 
 SYSTEM_PROMPT = (
@@ -44,14 +55,14 @@ def build_messages(raw_prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": raw_prompt.strip()}]
 
 
-def format_reward(prompts: list, completions: list, completion_ids: Any = None, **_: Any) -> list[Optional[float]]:
+def format_reward(prompts: list, completions: list, completion_ids: Any = None, **_: Any) -> list[float | None]:
     """+1 for exactly think-then-answer (see parse_completion), -1 otherwise."""
     return [1.0 if parse_completion(message_text(c)).well_formed else -1.0 for c in completions]
 
 
-def length_reward(prompts: list, completions: list, completion_ids: Any = None, **_: Any) -> list[Optional[float]]:
+def length_reward(prompts: list, completions: list, completion_ids: Any = None, **_: Any) -> list[float | None]:
     """+1 if the answer has more than 15 and fewer than 77 words, -1 otherwise, 0 without an answer."""
-    out: list[Optional[float]] = []
+    out: list[float | None] = []
     for c in completions:
         answer = parse_completion(message_text(c)).answer
         if answer is None:
@@ -62,6 +73,7 @@ def length_reward(prompts: list, completions: list, completion_ids: Any = None, 
 
 
 # ---------------------------------------------------------------- prompt sources
+
 
 def load_geneval_prompts(path: str | Path) -> list[dict]:
     """GenEval's evaluation_metadata.jsonl -> [{"prompt": str, "metadata": dict}, ...]."""
@@ -83,11 +95,13 @@ def build_rows(items: list[dict], base_seed: int = 0) -> list[dict]:
     """Dataset rows for the trainer: chat ``prompt``, ``metadata`` as JSON (Arrow-friendly), ``seed``."""
     rows = []
     for k, item in enumerate(items):
-        rows.append({
-            "prompt": build_messages(item["prompt"]),
-            "metadata": json.dumps(item["metadata"]),
-            "seed": base_seed + k,
-        })
+        rows.append(
+            {
+                "prompt": build_messages(item["prompt"]),
+                "metadata": json.dumps(item["metadata"]),
+                "seed": base_seed + k,
+            }
+        )
     return rows
 
 
@@ -120,17 +134,23 @@ def _sample(tag: str, rng: random.Random) -> tuple[str, dict]:
         return f"{opener} {_a(a)} and {_a(b)}", {"include": [{"class": a, "count": 1}, {"class": b, "count": 1}]}
     if tag == "counting":
         n = rng.choice((2, 3, 4))
-        return (f"{opener} {_NUMBERS[n]} {_plural(a)}",
-                {"include": [{"class": a, "count": n}], "exclude": [{"class": a, "count": n + 1}]})
+        return (
+            f"{opener} {_NUMBERS[n]} {_plural(a)}",
+            {"include": [{"class": a, "count": n}], "exclude": [{"class": a, "count": n + 1}]},
+        )
     if tag == "colors":
         return f"{opener} {_a(c1 + ' ' + a)}", {"include": [{"class": a, "count": 1, "color": c1}]}
     if tag == "position":
         rel = rng.choice(tuple(_REL_WORDS))
-        return (f"{opener} {_a(a)} {_REL_WORDS[rel]} {_a(b)}",
-                {"include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}]})
+        return (
+            f"{opener} {_a(a)} {_REL_WORDS[rel]} {_a(b)}",
+            {"include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}]},
+        )
     if tag == "color_attr":
-        return (f"{opener} {_a(c1 + ' ' + a)} and {_a(c2 + ' ' + b)}",
-                {"include": [{"class": a, "count": 1, "color": c1}, {"class": b, "count": 1, "color": c2}]})
+        return (
+            f"{opener} {_a(c1 + ' ' + a)} and {_a(c2 + ' ' + b)}",
+            {"include": [{"class": a, "count": 1, "color": c1}, {"class": b, "count": 1, "color": c2}]},
+        )
     raise ValueError(f"unknown GenEval tag {tag!r}")
 
 

@@ -18,9 +18,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from rewards.contract import message_text, user_text
 from rewards.t2i.detector import Detection, detect
@@ -34,10 +35,11 @@ POSITION_THRESHOLD = 0.1  # GenEval's default: offsets shrink by 10% of both obj
 # ---------------------------------------------------------------- completion parsing
 # Lives here (not in envs/) because rewards must not import envs; envs/reprompt.py re-exports it.
 
+
 @dataclass(frozen=True)
 class Parsed:
-    think: Optional[str]  # reasoning, stripped; None without a closing </think>
-    answer: Optional[str]  # final image prompt, stripped; None when missing, unclosed or empty
+    think: str | None  # reasoning, stripped; None without a closing </think>
+    answer: str | None  # final image prompt, stripped; None when missing, unclosed or empty
     well_formed: bool  # exactly: [<think>] reasoning </think> <answer> prompt </answer>, nothing after
 
 
@@ -70,6 +72,7 @@ def parse_completion(text: str) -> Parsed:
 
 # ---------------------------------------------------------------- metadata
 
+
 def _spec_problems(spec: Any, where: str, n_before: int) -> list[str]:
     if not isinstance(spec, dict):
         return [f"{where} must be an object, got {type(spec).__name__}"]
@@ -83,10 +86,17 @@ def _spec_problems(spec: Any, where: str, n_before: int) -> list[str]:
         problems.append(f"{where}.color ({spec['color']!r}) must be one of {', '.join(COLORS)}")
     if "position" in spec:
         pos = spec["position"]
-        if (not isinstance(pos, (list, tuple)) or len(pos) != 2 or pos[0] not in RELATIONS
-                or not isinstance(pos[1], int) or not 0 <= pos[1] < n_before):
-            problems.append(f"{where}.position ({pos!r}) must be [relation, index of an earlier include], "
-                            f"relation one of {', '.join(RELATIONS)}")
+        if (
+            not isinstance(pos, (list, tuple))
+            or len(pos) != 2
+            or pos[0] not in RELATIONS
+            or not isinstance(pos[1], int)
+            or not 0 <= pos[1] < n_before
+        ):
+            problems.append(
+                f"{where}.position ({pos!r}) must be [relation, index of an earlier include], "
+                f"relation one of {', '.join(RELATIONS)}"
+            )
     return problems
 
 
@@ -147,13 +157,14 @@ def as_metadata(value: Any) -> dict:
 
 # ---------------------------------------------------------------- GenEval rules
 
+
 def relative_position(box_a: Sequence[float], box_b: Sequence[float]) -> set[str]:
     """Relations of A to B, GenEval's way: centre offset minus 10% of both sizes, then direction."""
     ca = ((box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2)
     cb = ((box_b[0] + box_b[2]) / 2, (box_b[1] + box_b[3]) / 2)
     dims = (abs(box_a[2] - box_a[0]) + abs(box_b[2] - box_b[0]), abs(box_a[3] - box_a[1]) + abs(box_b[3] - box_b[1]))
     offset = (ca[0] - cb[0], ca[1] - cb[1])
-    revised = [math.copysign(max(abs(o) - POSITION_THRESHOLD * d, 0.0), o) for o, d in zip(offset, dims)]
+    revised = [math.copysign(max(abs(o) - POSITION_THRESHOLD * d, 0.0), o) for o, d in zip(offset, dims, strict=True)]
     if all(abs(r) < 1e-3 for r in revised):
         return set()
     norm = math.hypot(*offset)
@@ -176,7 +187,7 @@ def clause_results(detections: Iterable[Detection], metadata: dict) -> list[tupl
     for det in detections:
         objects.setdefault(det.cls, []).append(det)
     results: list[tuple[bool, str]] = []
-    matched_groups: list[Optional[list[Detection]]] = []
+    matched_groups: list[list[Detection] | None] = []
     for req in metadata.get("include", []):
         name, count = req["class"], req["count"]
         found = objects.get(name, [])[:count]
@@ -188,8 +199,10 @@ def clause_results(detections: Iterable[Detection], metadata: dict) -> list[tupl
                 colors = [d.color for d in found]
                 if colors.count(req["color"]) < count:
                     ok = False
-                    reason = (f"expected {req['color']} {name}>={count}, found {colors.count(req['color'])} "
-                              f"{req['color']}; and " + ", ".join(f"{colors.count(c)} {c}" for c in COLORS if c in colors))
+                    reason = (
+                        f"expected {req['color']} {name}>={count}, found {colors.count(req['color'])} "
+                        f"{req['color']}; and " + ", ".join(f"{colors.count(c)} {c}" for c in COLORS if c in colors)
+                    )
             if "position" in req and ok:
                 relation, target = req["position"]
                 group = matched_groups[target]
@@ -200,7 +213,10 @@ def clause_results(detections: Iterable[Detection], metadata: dict) -> list[tupl
                         bad = [t for t in group if relation not in relative_position(obj.bbox, t.bbox)]
                         if bad:
                             rels = relative_position(obj.bbox, bad[0].bbox)
-                            ok, reason = False, f"expected {name} {relation} target, found {' and '.join(sorted(rels))} target"
+                            ok, reason = (
+                                False,
+                                f"expected {name} {relation} target, found {' and '.join(sorted(rels))} target",
+                            )
                             break
         matched_groups.append(found if ok else None)
         results.append((ok, reason))
@@ -216,13 +232,13 @@ def check(detections: Iterable[Detection], metadata: dict) -> tuple[bool, str]:
     return all(ok for ok, _ in results), "\n".join(reason for ok, reason in results if not ok)
 
 
-def score_table(results: Iterable[dict]) -> dict[str, Optional[float]]:
+def score_table(results: Iterable[dict]) -> dict[str, float | None]:
     """Per-tag accuracy over ``{"tag", "correct"}`` records, and ``overall`` = mean over the tags present
     (GenEval's "avg. over tasks"). A tag with no records maps to None and is left out of overall."""
     by_tag: dict[str, list[bool]] = {}
     for r in results:
         by_tag.setdefault(r["tag"], []).append(bool(r["correct"]))
-    table: dict[str, Optional[float]] = {t: None for t in TAGS}
+    table: dict[str, float | None] = {t: None for t in TAGS}
     for tag, values in by_tag.items():
         table[tag] = sum(values) / len(values)
     present = [v for v in table.values() if v is not None]
@@ -231,6 +247,7 @@ def score_table(results: Iterable[dict]) -> dict[str, Optional[float]]:
 
 
 # ---------------------------------------------------------------- shapeworld scoring
+
 
 def prompt_seed(text: str, base: int = 0) -> int:
     """A stable per-prompt seed (Python's hash() is salted per process)."""
@@ -242,9 +259,16 @@ def score_prompt(image_prompt: str, metadata: dict, seed: int, size: int = 128) 
     return check(detect(render(image_prompt, seed, size)), metadata)
 
 
-def geneval_reward(prompts: list, completions: list, completion_ids: Any = None, *,
-                   metadata: list, seed: Optional[list] = None, partial: bool = False,
-                   **_: Any) -> list[Optional[float]]:
+def geneval_reward(
+    prompts: list,
+    completions: list,
+    completion_ids: Any = None,
+    *,
+    metadata: list,
+    seed: list | None = None,
+    partial: bool = False,
+    **_: Any,
+) -> list[float | None]:
     """RePrompt's image reward on shapeworld: 1.0 when GenEval's rules hold, else 0.0.
 
     ``metadata``: per-sample GenEval record (dict or JSON string) of the ORIGINAL prompt.
@@ -255,8 +279,8 @@ def geneval_reward(prompts: list, completions: list, completion_ids: Any = None,
     """
     if len(metadata) != len(completions):
         raise ValueError(f"geneval_reward: metadata has {len(metadata)} values for {len(completions)} completions")
-    rewards: list[Optional[float]] = []
-    for k, (prompt, completion) in enumerate(zip(prompts, completions)):
+    rewards: list[float | None] = []
+    for k, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
         answer = parse_completion(message_text(completion)).answer
         if answer is None:
             rewards.append(0.0)
@@ -269,7 +293,9 @@ def geneval_reward(prompts: list, completions: list, completion_ids: Any = None,
     return rewards
 
 
-def geneval_partial_reward(prompts: list, completions: list, completion_ids: Any = None, **kw: Any) -> list[Optional[float]]:
+def geneval_partial_reward(
+    prompts: list, completions: list, completion_ids: Any = None, **kw: Any
+) -> list[float | None]:
     """``geneval_reward`` with partial credit (fraction of include/exclude clauses satisfied)."""
     return geneval_reward(prompts, completions, completion_ids, partial=True, **kw)
 
@@ -290,7 +316,11 @@ _PLACEMENTS = {
 def _noun(name: str, count: int) -> str:
     if count == 1:
         return name
-    return name if name in ("skis", "scissors", "sheep") else (name + "es" if name.endswith(("s", "sh", "ch")) else name + "s")
+    return (
+        name
+        if name in ("skis", "scissors", "sheep")
+        else (name + "es" if name.endswith(("s", "sh", "ch")) else name + "s")
+    )
 
 
 def ideal_rewrite(metadata: dict) -> str:

@@ -26,22 +26,91 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from PIL import Image, ImageDraw
 
 # GenEval's object_names.txt (COCO classes), in its order; a class's code is its index + 1.
 CLASS_NAMES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "computer mouse", "tv remote",
-    "computer keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
-    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "computer mouse",
+    "tv remote",
+    "computer keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
 )
 
 # GenEval's color vocabulary -> fill RGB. Pixel-exact (no antialiasing), far apart in RGB.
@@ -71,8 +140,17 @@ MAX_OBJECTS = 12  # more would not fit without overlap at 128 px
 GAP = 3  # background pixels kept between glyphs so connected components stay apart
 
 NUMBER_WORDS: dict[str, int] = {
-    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
-    "seven": 7, "eight": 8, "nine": 9, "ten": 10, "couple": 2, "several": 3,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "couple": 2,
+    "several": 3,
 }
 SINGULAR_WORDS = frozenset({"a", "an", "one", "single", "another"})
 _IRREGULAR_PLURALS = {"person": ["people"], "knife": ["knives"], "computer mouse": ["computer mice"]}
@@ -107,11 +185,11 @@ class Mention:
     cls: str
     count: int
     count_kind: str  # "one" | "digit" | "word" | "bare_plural"
-    color: Optional[str]
+    color: str | None
     clause: int
     start: int  # token index of the noun
-    h: Optional[str] = None  # "left" | "right"
-    v: Optional[str] = None  # "top" | "bottom"
+    h: str | None = None  # "left" | "right"
+    v: str | None = None  # "top" | "bottom"
 
     @property
     def placed(self) -> bool:
@@ -143,10 +221,10 @@ def _clause_ids(tokens: list[str]) -> list[int]:
     return ids
 
 
-def _match_noun(tokens: list[str], i: int) -> Optional[tuple[int, str, bool]]:
+def _match_noun(tokens: list[str], i: int) -> tuple[int, str, bool] | None:
     """Longest class surface form starting at token i -> (length, class, plural)."""
     for n in range(_MAX_FORM_LEN, 0, -1):
-        key = tuple(tokens[i:i + n])
+        key = tuple(tokens[i : i + n])
         if len(key) == n and key in _FORMS:
             cls, plural = _FORMS[key]
             # "orange" followed by a noun is a color ("an orange cup"), not the fruit.
@@ -156,10 +234,10 @@ def _match_noun(tokens: list[str], i: int) -> Optional[tuple[int, str, bool]]:
     return None
 
 
-def _placement_at(tokens: list[str], i: int) -> Optional[tuple[int, dict[str, str]]]:
+def _placement_at(tokens: list[str], i: int) -> tuple[int, dict[str, str]] | None:
     """An absolute placement starting at token i: '(on|in|at|to) the [far] left [side|half|...]',
     also 'top left corner'. Returns (length, {'h'|'v': side}); a trailing 'of' makes it a relation."""
-    if i + 2 >= len(tokens) or tokens[i] not in ("on", "in", "at", "to") or tokens[i + 1:i + 2] != ["the"]:
+    if i + 2 >= len(tokens) or tokens[i] not in ("on", "in", "at", "to") or tokens[i + 1 : i + 2] != ["the"]:
         return None
     j, found = i + 2, {}
     while j < len(tokens) and (tokens[j] in _SIDES or tokens[j] in ("far", "very")):
@@ -175,7 +253,7 @@ def _placement_at(tokens: list[str], i: int) -> Optional[tuple[int, dict[str, st
     return j - i, found
 
 
-def _count_before(tokens: list[str], clauses: list[int], lo: int, noun: int) -> tuple[Optional[int], str]:
+def _count_before(tokens: list[str], clauses: list[int], lo: int, noun: int) -> tuple[int | None, str]:
     """Last number-ish token between the previous mention (lo) and the noun, same clause."""
     for k in range(noun - 1, lo - 1, -1):
         if clauses[k] != clauses[noun]:
@@ -218,8 +296,9 @@ def parse(prompt: str) -> list[Mention]:
     return _attach_placements(mentions, placements, clauses)
 
 
-def _attach_placements(mentions: list[Mention], placements: list[tuple[int, dict[str, str]]],
-                       clauses: list[int]) -> list[Mention]:
+def _attach_placements(
+    mentions: list[Mention], placements: list[tuple[int, dict[str, str]]], clauses: list[int]
+) -> list[Mention]:
     """A placement belongs to the nearest preceding mention in its clause, else the next mention."""
     out = list(mentions)
     for pos, sides in placements:
@@ -276,7 +355,7 @@ def glyph_cell(size: int, crowded: bool) -> int:
     return max(4, base - 2) if crowded else base
 
 
-def _band(side: Optional[str], extent: int, half: int, axis_constrained: bool) -> tuple[int, int]:
+def _band(side: str | None, extent: int, half: int, axis_constrained: bool) -> tuple[int, int]:
     """Range of glyph centres for one axis: a side third, or the middle band when only the other axis
     is constrained (so 'left'/'right' objects also share a height, as GenEval's relation test needs)."""
     lo, hi = half + 1, extent - half - 1
@@ -302,9 +381,11 @@ def layout(mentions: list[Mention], size: int, rng: random.Random) -> list[Place
     for m, color in instances:
         full = (half + 1, size - half - 1)
         # Relax step by step before giving up: both bands, then the named side only, then anywhere.
-        stages = [(_band(m.h, size, half, m.v is not None), _band(m.v, size, half, m.h is not None)),
-                  (_band(m.h, size, half, False), _band(m.v, size, half, False)),
-                  (full, full)]
+        stages = [
+            (_band(m.h, size, half, m.v is not None), _band(m.v, size, half, m.h is not None)),
+            (_band(m.h, size, half, False), _band(m.v, size, half, False)),
+            (full, full),
+        ]
         for attempt in range(600):
             bx, by = stages[attempt // 200]
             if bx[0] > bx[1] or by[0] > by[1]:
@@ -318,8 +399,9 @@ def layout(mentions: list[Mention], size: int, rng: random.Random) -> list[Place
 
 
 def _apart(a: Placed, b: Placed) -> bool:
-    return (a.x + a.side + GAP <= b.x or b.x + b.side + GAP <= a.x
-            or a.y + a.side + GAP <= b.y or b.y + b.side + GAP <= a.y)
+    return (
+        a.x + a.side + GAP <= b.x or b.x + b.side + GAP <= a.x or a.y + a.side + GAP <= b.y or b.y + b.side + GAP <= a.y
+    )
 
 
 def marker_color(fill: tuple[int, int, int]) -> tuple[int, int, int]:

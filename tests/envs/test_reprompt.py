@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 
 from envs.reprompt import (
-    ASSISTANT_PREFILL, SYSTEM_PROMPT, build_messages, build_rows, format_reward, generate_training_prompts,
-    length_reward, load_geneval_prompts, load_text_prompts, Parsed, parse_completion,
+    ASSISTANT_PREFILL,
+    SYSTEM_PROMPT,
+    Parsed,
+    build_messages,
+    build_rows,
+    format_reward,
+    generate_training_prompts,
+    length_reward,
+    load_geneval_prompts,
+    load_text_prompts,
+    parse_completion,
 )
 from rewards.t2i.geneval import TAGS, validate_metadata
 
@@ -75,7 +84,11 @@ def test_load_text_prompts(tmp_path):
 
 
 def test_load_geneval_prompts(tmp_path):
-    meta = {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "pink"}], "prompt": "a photo of a pink car"}
+    meta = {
+        "tag": "colors",
+        "include": [{"class": "car", "count": 1, "color": "pink"}],
+        "prompt": "a photo of a pink car",
+    }
     path = tmp_path / "m.jsonl"
     path.write_text(json.dumps(meta) + "\n")
     assert load_geneval_prompts(path) == [{"prompt": "a photo of a pink car", "metadata": meta}]

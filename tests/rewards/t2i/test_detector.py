@@ -6,7 +6,7 @@ from collections import Counter
 from PIL import Image, ImageDraw
 
 from rewards.t2i.detector import detect
-from rewards.t2i.shapeworld import CLASS_NAMES, COLORS, BACKGROUND, render, scene
+from rewards.t2i.shapeworld import BACKGROUND, CLASS_NAMES, COLORS, render, scene
 
 
 def test_every_class_and_color_round_trips():
@@ -22,8 +22,10 @@ def test_round_trip_matches_scene_exactly():
     for seed in range(25):
         a, b = rng.sample(CLASS_NAMES, 2)
         ca, cb = rng.sample(COLORS, 2)
-        prompt = (f"A clear picture on a plain background: {rng.randint(1, 4)} {ca} {a} on the left side, "
-                  f"{rng.randint(1, 4)} {cb} {b} on the right side.")
+        prompt = (
+            f"A clear picture on a plain background: {rng.randint(1, 4)} {ca} {a} on the left side, "
+            f"{rng.randint(1, 4)} {cb} {b} on the right side."
+        )
         truth = sorted((p.cls, p.color, p.x, p.y, p.x + p.side, p.y + p.side) for p in scene(prompt, seed))
         got = sorted((d.cls, d.color, *d.bbox) for d in detect(render(prompt, seed)))
         assert got == truth
@@ -34,7 +36,8 @@ def test_sides_and_counts_come_back():
     for seed in range(10):
         dets = detect(render(prompt, seed))
         assert Counter((d.cls, d.color) for d in dets if d.cls != "vase") == Counter(
-            {("dog", "red"): 3, ("cat", "blue"): 2})
+            {("dog", "red"): 3, ("cat", "blue"): 2}
+        )
         assert [d.cls for d in dets].count("vase") == 1
         assert all(d.center[0] < 64 for d in dets if d.cls == "dog")
         assert all(d.center[0] > 64 for d in dets if d.cls == "cat")

@@ -7,8 +7,17 @@ import pytest
 
 from rewards.t2i.detector import Detection
 from rewards.t2i.geneval import (
-    check, clause_results, geneval_partial_reward, geneval_reward, ideal_rewrite, load_geneval_metadata,
-    parse_completion, prompt_seed, relative_position, score_prompt, score_table,
+    check,
+    clause_results,
+    geneval_partial_reward,
+    geneval_reward,
+    ideal_rewrite,
+    load_geneval_metadata,
+    parse_completion,
+    prompt_seed,
+    relative_position,
+    score_prompt,
+    score_table,
 )
 
 EVAL_FILE = Path(__file__).resolve().parents[4] / "shared/data/geneval/evaluation_metadata.jsonl"
@@ -20,6 +29,7 @@ def det(cls, x, y, color="red", side=10):
 
 # ---- relative_position, hand-computed: offset minus 0.1*(both sizes), normalised by |offset|
 
+
 def test_relative_position_cases():
     assert relative_position((0, 0, 10, 10), (50, 0, 60, 10)) == {"left of"}  # dx=-48/50
     assert relative_position((50, 0, 60, 10), (0, 0, 10, 10)) == {"right of"}
@@ -30,6 +40,7 @@ def test_relative_position_cases():
 
 
 # ---- include / exclude rules
+
 
 def test_include_needs_at_least_count():
     meta = {"tag": "counting", "include": [{"class": "cup", "count": 2}]}
@@ -58,15 +69,19 @@ def test_color_is_judged_on_first_count_detections_only():
 
 
 def test_color_attr_needs_both_colors():
-    meta = {"tag": "color_attr", "include": [{"class": "bus", "count": 1, "color": "green"},
-                                             {"class": "cup", "count": 1, "color": "purple"}]}
+    meta = {
+        "tag": "color_attr",
+        "include": [{"class": "bus", "count": 1, "color": "green"}, {"class": "cup", "count": 1, "color": "purple"}],
+    }
     assert check([det("bus", 0, 0, "green"), det("cup", 30, 0, "purple")], meta)[0]
     assert not check([det("bus", 0, 0, "green"), det("cup", 30, 0, "green")], meta)[0]
 
 
 def test_position_against_earlier_group():
-    meta = {"tag": "position", "include": [{"class": "teddy bear", "count": 1},
-                                           {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+    meta = {
+        "tag": "position",
+        "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}],
+    }
     assert check([det("teddy bear", 0, 50), det("dog", 80, 50)], meta) == (True, "")
     ok, reason = check([det("teddy bear", 80, 50), det("dog", 0, 50)], meta)
     assert not ok and reason == "expected dog right of target, found left of target"
@@ -75,8 +90,10 @@ def test_position_against_earlier_group():
 
 
 def test_position_needs_every_target_instance():
-    meta = {"tag": "position", "include": [{"class": "cup", "count": 2},
-                                           {"class": "vase", "count": 1, "position": ["above", 0]}]}
+    meta = {
+        "tag": "position",
+        "include": [{"class": "cup", "count": 2}, {"class": "vase", "count": 1, "position": ["above", 0]}],
+    }
     assert check([det("vase", 50, 0), det("cup", 20, 80), det("cup", 80, 80)], meta)[0]
     assert not check([det("vase", 50, 40), det("cup", 20, 80), det("cup", 80, 0)], meta)[0]
 
@@ -88,10 +105,15 @@ def test_clause_results_lists_include_then_exclude():
 
 # ---- score table
 
+
 def test_score_table_is_mean_over_tags():
-    results = [{"tag": "single_object", "correct": True}, {"tag": "single_object", "correct": True},
-               {"tag": "counting", "correct": False}, {"tag": "counting", "correct": True},
-               {"tag": "position", "correct": False}]
+    results = [
+        {"tag": "single_object", "correct": True},
+        {"tag": "single_object", "correct": True},
+        {"tag": "counting", "correct": False},
+        {"tag": "counting", "correct": True},
+        {"tag": "position", "correct": False},
+    ]
     table = score_table(results)
     assert table["single_object"] == 1.0 and table["counting"] == 0.5 and table["position"] == 0.0
     assert table["colors"] is None and table["overall"] == pytest.approx(0.5)  # (1 + .5 + 0) / 3
@@ -100,11 +122,17 @@ def test_score_table_is_mean_over_tags():
 
 # ---- loading
 
+
 def test_load_reports_file_line_and_field(tmp_path):
     good = {"tag": "single_object", "include": [{"class": "cow", "count": 1}], "prompt": "a photo of a cow"}
     path = tmp_path / "meta.jsonl"
-    path.write_text(json.dumps(good) + "\n\n" + "{not json\n"
-                    + json.dumps({**good, "include": [{"class": "unicorn", "count": 0}]}) + "\n")
+    path.write_text(
+        json.dumps(good)
+        + "\n\n"
+        + "{not json\n"
+        + json.dumps({**good, "include": [{"class": "unicorn", "count": 0}]})
+        + "\n"
+    )
     with pytest.raises(ValueError) as err:
         load_geneval_metadata(path)
     text = str(err.value)
@@ -126,26 +154,39 @@ def test_load_rejects_bad_position_reference(tmp_path):
 
 # ---- reward
 
-POS_META = {"tag": "position", "prompt": "a photo of a dog right of a teddy bear",
-            "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+POS_META = {
+    "tag": "position",
+    "prompt": "a photo of a dog right of a teddy bear",
+    "include": [{"class": "teddy bear", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}],
+}
 
 
 def test_reward_renders_answer_and_judges_original_metadata():
     good = " plan </think>\n<answer>" + ideal_rewrite(POS_META) + "</answer>"
     prompts = [[{"role": "user", "content": POS_META["prompt"]}]] * 3
-    completions = [[{"role": "assistant", "content": good}], "no tags at all", "x</think><answer>a photo of a cow</answer>"]
+    completions = [
+        [{"role": "assistant", "content": good}],
+        "no tags at all",
+        "x</think><answer>a photo of a cow</answer>",
+    ]
     rewards = geneval_reward(prompts, completions, metadata=[json.dumps(POS_META), POS_META, POS_META])
     assert rewards == [1.0, 0.0, 0.0]
     partial = geneval_partial_reward(prompts, completions, metadata=[POS_META] * 3)
     assert partial == [1.0, 0.0, 0.0]  # the cow prompt matches no clause
-    half = geneval_partial_reward(["p"], ["</think><answer>A simple picture: one teddy bear, nothing else.</answer>"],
-                                  metadata=[POS_META], seed=[0])
+    half = geneval_partial_reward(
+        ["p"],
+        ["</think><answer>A simple picture: one teddy bear, nothing else.</answer>"],
+        metadata=[POS_META],
+        seed=[0],
+    )
     assert half == [0.5]
 
 
 def test_reward_is_deterministic_and_checks_lengths():
     args = (["a photo of two clocks"] * 2, ["</think><answer>two clocks</answer>"] * 2)
-    meta = [{"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}]}] * 2
+    meta = [
+        {"tag": "counting", "include": [{"class": "clock", "count": 2}], "exclude": [{"class": "clock", "count": 3}]}
+    ] * 2
     first = geneval_reward(*args, metadata=meta)
     assert first == geneval_reward(*args, metadata=meta) and first[0] == first[1]
     with pytest.raises(ValueError, match="metadata has 1 values for 2 completions"):
@@ -162,13 +203,16 @@ def test_parse_completion_reexported_behaviour():
 
 # ---- raw vs ideal on GenEval's prompts
 
+
 @pytest.mark.skipif(not EVAL_FILE.is_file(), reason=f"GenEval metadata not present at {EVAL_FILE}")
 def test_ideal_rewrites_beat_raw_prompts_on_geneval():
     metas = load_geneval_metadata(EVAL_FILE)[::3]  # a third of the 553 keeps the test fast
-    raw = score_table({"tag": m["tag"], "correct": score_prompt(m["prompt"], m, prompt_seed(m["prompt"]))[0]}
-                      for m in metas)
-    ideal = score_table({"tag": m["tag"], "correct": score_prompt(ideal_rewrite(m), m, prompt_seed(m["prompt"]))[0]}
-                        for m in metas)
+    raw = score_table(
+        {"tag": m["tag"], "correct": score_prompt(m["prompt"], m, prompt_seed(m["prompt"]))[0]} for m in metas
+    )
+    ideal = score_table(
+        {"tag": m["tag"], "correct": score_prompt(ideal_rewrite(m), m, prompt_seed(m["prompt"]))[0]} for m in metas
+    )
     assert 0.3 <= raw["overall"] <= 0.6 and raw["position"] < 0.35
     assert ideal["overall"] >= 0.95
     assert all(15 < len(ideal_rewrite(m).split()) < 77 for m in metas)

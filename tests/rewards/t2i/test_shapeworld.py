@@ -67,9 +67,8 @@ def test_glyphs_never_overlap():
     for seed in range(20):
         boxes = scene("5 dogs, 4 cats, 3 red cups", seed)
         for i, a in enumerate(boxes):
-            for b in boxes[i + 1:]:
-                assert (a.x + a.side <= b.x or b.x + b.side <= a.x
-                        or a.y + a.side <= b.y or b.y + b.side <= a.y)
+            for b in boxes[i + 1 :]:
+                assert a.x + a.side <= b.x or b.x + b.side <= a.x or a.y + a.side <= b.y or b.y + b.side <= a.y
 
 
 def test_size_parameter_and_background():
