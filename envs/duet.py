@@ -211,8 +211,8 @@ def _block(name: str, cue: str, prompt: str, profile: str) -> str:
 def _user_block(history: Sequence[ItemInfo], n_keywords: int) -> str:
     kws = _keywords(history, n_keywords) or ["general products"]
     cats = [c for c, _ in Counter(_clean(h.categories[-1]) for h in history if h.categories).most_common(3)]
-    brands = [b for b, _ in Counter(_clean(h.brand) for h in history if h.brand.strip()).most_common(2)]
-    recent = [_clean(h.title)[:60] for h in history[-3:] if h.title.strip()]
+    brands = [b for b, _ in Counter(_clean(h.brand).rstrip(".") for h in history if h.brand.strip()).most_common(2)]
+    recent = [_clean(h.title)[:60].rstrip(" .") for h in history[-3:] if h.title.strip()]
     profile = f"This user buys {_join(cats) or 'a mix of'} products"
     profile += f", often from {_join(brands)}." if brands else "."
     if recent:
@@ -225,8 +225,8 @@ def _user_block(history: Sequence[ItemInfo], n_keywords: int) -> str:
 def _item_block(item: ItemInfo, n_keywords: int) -> str:
     kws = _keywords([item], n_keywords) or ["product"]
     kind = _clean(item.categories[-1]) if item.categories else "general"
-    profile = f"{_clean(item.title) or 'An item'}. A {kind} product"
-    profile += f" by {_clean(item.brand)}." if item.brand.strip() else "."
+    profile = f"{_clean(item.title).rstrip('.') or 'An item'}. A {kind} product"
+    profile += f" by {_clean(item.brand).rstrip('.')}." if item.brand.strip() else "."
     profile += f" Suits users who look for {_join(kws[:3])}."
     prompt = f"Describe what this {kind} item offers and who would buy it."
     return _block("item_profile", ", ".join(kws), prompt, profile)
@@ -245,3 +245,41 @@ def template_completion(user_history: Sequence[ItemInfo], item: ItemInfo | None 
             raise ValueError("template_completion(mode='joint') needs the item")
         out += "\n" + _item_block(item, n_keywords)
     return out
+
+
+# ------------------------------------------------------------------------------ reward wiring
+
+
+def user_profile_extractor(mode: Mode = "user_only"):
+    """Completion text -> the ``<profile>`` of ``<user_profile>``, or None on any format failure."""
+    _check_mode(mode)
+
+    def extract(text: str) -> str | None:
+        parsed = parse_profiles(text, mode)
+        return parsed.user.profile if parsed is not None else None
+
+    return extract
+
+
+def joint_profile_extractor(text: str) -> tuple[str, str] | None:
+    """Completion text -> (user profile, item profile) in joint mode, or None on a format failure."""
+    parsed = parse_profiles(text, "joint")
+    return (parsed.user.profile, parsed.item.profile) if parsed is not None and parsed.item is not None else None
+
+
+def ranker_reward(ranker, mode: Mode = "user_only"):
+    """``RankerReward`` over the user ``<profile>``; an unparsable completion scores -1.
+
+    Use with ``mode="user_only"`` prompts: a joint prompt shows the target item, which the user
+    profile could simply copy.
+    """
+    from rewards.rec.ranker import RankerReward
+
+    return RankerReward(ranker, user_profile_extractor(mode), name=f"duet_ranker_{mode}")
+
+
+def rating_reward(predictor):
+    """``RatingReward`` over both profiles (joint mode); an unparsable completion scores -1."""
+    from rewards.rec.rating import RatingReward
+
+    return RatingReward(predictor, joint_profile_extractor, name="duet_rating")

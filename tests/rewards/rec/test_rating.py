@@ -1,0 +1,69 @@
+import pytest
+
+from rewards.rec.rating import RatingPredictor, RatingReward, parse_rating, rating_score
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("<rating>4.50</rating>", 4.5),
+        ("I think <rating> 3 </rating> and <rating>5</rating>", 3.0),  # the first one counts
+        ("<rating>.5</rating>", 0.5),
+        ("<rating>4.</rating>", 4.0),
+        ("<rating>four</rating>", None),
+        ("<rating>4.5", None),  # unclosed
+        ("4.5", None),
+        ("<rating>1e999</rating>", None),
+        ("", None),
+    ],
+)
+def test_parse_rating(text, value):
+    assert parse_rating(text) == value
+
+
+def test_rating_score():
+    assert rating_score(4.0, 4.0) == 1.0
+    assert rating_score(3.0, 5.0) == 0.5
+    assert rating_score(9.0, 1.0) == 0.0  # clipped to 5
+    assert rating_score(1.0, 5.0) == 0.0
+
+
+class StubPredictor:
+    lo, hi = 1.0, 5.0
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def predict(self, users, items, titles):
+        self.calls.append((list(users), list(items), list(titles)))
+        return [self.answers[u] for u in users]
+
+
+def test_rating_reward_with_stub():
+    from envs.duet import rating_reward
+
+    def blk(name, profile):
+        return f"<{name}><cue>c</cue><constructed_prompt>p</constructed_prompt><profile>{profile}</profile></{name}>"
+
+    stub = StubPredictor({"U1": 4.0, "U2": None})
+    fn = rating_reward(stub)
+    completions = [blk("user_profile", "U1") + blk("item_profile", "I1"), "garbage", blk("user_profile", "U2") + blk("item_profile", "I2")]
+    out = fn(["p"] * 3, completions, rating=[5, 3, 2], item_title=["T1", "T2", "T3"])
+    assert out == [0.75, -1.0, -1.0]
+    assert stub.calls == [(["U1", "U2"], ["I1", "I2"], ["T1", "T3"])]  # one batched call, failures skipped
+    fn2 = RatingReward(stub, lambda t: ("U2", "I"), unparsed_prediction=None)
+    assert fn2(["p"], ["x"], rating=[3], item_title=["t"]) == [None]
+
+
+def test_tiny_model_batched_generation(tiny_model_dir):
+    pred = RatingPredictor(tiny_model_dir, max_new_tokens=6, batch_size=3)
+    prompt = pred.build_prompt("likes pens", "a blue pen", "Blue Pen")
+    assert prompt.endswith("<rating>") and "Item title: Blue Pen" in prompt
+    prompts = [pred.build_prompt(u, "item", "title") for u in ["a", "likes science lab tools very much", "b c d"]]
+    batched = pred.generate(prompts)
+    assert batched == [pred.generate([p])[0] for p in prompts]  # left padding does not change greedy outputs
+    values = pred.predict(["a", "b"], ["c", "d"], ["e", "f"])
+    assert len(values) == 2 and all(v is None or isinstance(v, float) for v in values)
+    fn = RatingReward(pred, lambda t: ("u", "i"))
+    out = fn(["p", "p"], ["x", "y"], rating=[4, 2], item_title=["t", "t"])
+    assert all(v == -1.0 or 0.0 <= v <= 1.0 for v in out)
