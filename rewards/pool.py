@@ -170,6 +170,8 @@ def _cause(exc: BaseException) -> str:
     if isinstance(cause, BaseException):
         exc = cause
     text = str(exc).strip().splitlines()
+    if getattr(exc, "actor_init_failed", False) and text:
+        return text[-1]  # already 'module.SomeError: message' from the worker's __init__
     return f"{type(exc).__name__}: {text[-1] if text else ''}".strip().rstrip(":")
 
 
