@@ -1,0 +1,222 @@
+"""RolloutPool: RolloutWorker actors behind one ``generate`` / ``sync_adapter`` interface.
+
+The only rollout module that touches Ray. Adapter tensors are ``ray.put`` once per version and every
+worker loads that one object. A worker that dies mid-step is restarted by Ray (``max_restarts``);
+the pool re-sends the current adapter to it and regenerates its shard with the same seeds, so the
+step completes with the same results it would have had.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rl.actors import spawn
+from rl.rollout.types import Rollout, SamplingParams, StaleAdapterError
+from rl.rollout.worker import RolloutWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolStats:
+    last_generate_seconds: float = 0.0
+    last_completion_tokens: int = 0
+    total_completion_tokens: int = 0
+    shard_retries: int = 0  # shards regenerated after a worker died or fell behind
+
+    @property
+    def last_tokens_per_second(self) -> float:
+        s = self.last_generate_seconds
+        return self.last_completion_tokens / s if s > 0 else 0.0
+
+
+def shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous [start, end) ranges, sizes differing by at most one; empty ranges dropped."""
+    base, extra = divmod(num_items, num_shards)
+    bounds, start = [], 0
+    for i in range(num_shards):
+        end = start + base + (1 if i < extra else 0)
+        if end > start:
+            bounds.append((start, end))
+        start = end
+    return bounds
+
+
+class RolloutPool:
+    def __init__(
+        self,
+        num_workers: int,
+        engine: str,
+        engine_kwargs: dict[str, Any],
+        num_cpus_per_worker: float = 1,
+        num_gpus_per_worker: float = 0,
+        env_vars: dict[str, str] | None = None,
+        max_restarts: int = 3,
+        max_shard_retries: int = 2,
+        restart_timeout_s: float = 300.0,
+    ):
+        if num_workers < 1:
+            raise ValueError(f"num_workers ({num_workers}) must be >= 1")
+        import ray
+
+        kwargs = dict(engine_kwargs)
+        if engine == "hf":  # one torch thread per reserved CPU, not one per machine core
+            kwargs.setdefault("torch_threads", max(1, int(num_cpus_per_worker)))
+        self.max_shard_retries = max_shard_retries
+        self.restart_timeout_s = restart_timeout_s
+        self.workers = [
+            spawn(
+                RolloutWorker,
+                engine,
+                kwargs,
+                num_cpus=num_cpus_per_worker,
+                num_gpus=num_gpus_per_worker,
+                max_restarts=max_restarts,
+                max_task_retries=0,  # the pool retries a shard itself, after re-syncing the adapter
+                env_vars=env_vars,
+            )
+            for _ in range(num_workers)
+        ]
+        self._version = -1
+        self._adapter_ref: Any = None  # ObjectRef of the current adapter tensors (kept alive for restarts)
+        self.stats = PoolStats()
+        ray.get([w.version.remote() for w in self.workers])  # surface constructor errors now
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    # ---- adapter ---------------------------------------------------------------------------------
+    def sync_adapter(self, version: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Every worker loads ``version``; returns when all have it."""
+        import ray
+
+        if version < self._version:
+            raise ValueError(f"adapter version {version} is older than the pool's version {self._version}")
+        ref = ray.put(tensors)  # once; each worker fetches the same object
+        self._adapter_ref, self._version = ref, version
+        pending = {w.load_adapter.remote(version, ref): i for i, w in enumerate(self.workers)}
+        for obj, i in pending.items():
+            try:
+                ray.get(obj)
+            except ray.exceptions.RayActorError:
+                self._recover(i)
+
+    def _recover(self, i: int) -> None:
+        """Wait for Ray to restart worker ``i`` and bring it to the pool's adapter version."""
+        import ray
+
+        deadline = time.monotonic() + self.restart_timeout_s
+        died_errors = 0
+        while True:
+            worker = self.workers[i]
+            if self._adapter_ref is None:
+                call = worker.version.remote()
+            else:
+                call = worker.load_adapter.remote(self._version, self._adapter_ref)
+            try:
+                ray.get(call, timeout=max(1.0, deadline - time.monotonic()))
+                return
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                # ActorUnavailableError: restarting, keep waiting. ActorDiedError: may still be the
+                # old incarnation's death being reported; a few in a row mean the restarts are used up.
+                died_errors += isinstance(exc, ray.exceptions.ActorDiedError)
+                if time.monotonic() > deadline or died_errors > 5:
+                    raise RuntimeError(
+                        f"rollout worker {i} did not come back within {self.restart_timeout_s:.0f}s ({exc!r}); "
+                        "raise max_restarts or check the worker logs (out of memory?)"
+                    ) from exc
+                time.sleep(1.0)
+
+    # ---- generation ------------------------------------------------------------------------------
+    def generate(
+        self,
+        prompts: list,
+        n: int,
+        sampling: SamplingParams,
+        seeds: list[int] | None = None,
+        expected_version: int | None = None,
+    ) -> list[Rollout]:
+        """``len(prompts) * n`` rollouts, prompt-major, as if one engine had produced them all."""
+        import ray
+
+        if expected_version is not None and expected_version != self._version:
+            raise StaleAdapterError(
+                f"the pool holds adapter version {self._version} but the request expects {expected_version}; "
+                "call sync_adapter first"
+            )
+        if seeds is None:  # drawn here so that a regenerated shard reuses them
+            seeds = [secrets.randbits(63) for _ in range(len(prompts) * n)]
+        if len(seeds) != len(prompts) * n:
+            raise ValueError(f"seeds has {len(seeds)} entries; need len(prompts) * n = {len(prompts) * n}")
+        start_time = time.perf_counter()
+        shards = shard_bounds(len(prompts), len(self.workers))  # shard k runs on worker k
+
+        def submit(k: int):
+            s, e = shards[k]
+            return self.workers[k].generate.remote(prompts[s:e], n, sampling, seeds[s * n : e * n], expected_version)
+
+        pending = {submit(k): (k, 0) for k in range(len(shards))}
+        results: dict[int, list[Rollout]] = {}
+        while pending:
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            k, attempt = pending.pop(ready)
+            try:
+                results[k] = ray.get(ready)
+            except (ray.exceptions.RayActorError, StaleAdapterError) as exc:
+                if attempt >= self.max_shard_retries:
+                    raise RuntimeError(f"shard {k} failed {attempt + 1} times; last error: {exc!r}") from exc
+                logger.warning("rollout worker %d failed (%s); re-syncing adapter and regenerating its shard", k, exc)
+                self.stats.shard_retries += 1
+                self._recover(k)
+                pending[submit(k)] = (k, attempt + 1)
+        rollouts = []
+        for k, (s, _) in enumerate(shards):
+            for r in results[k]:
+                r.prompt_index += s  # worker-local -> global prompt index
+                rollouts.append(r)
+        self._record(time.perf_counter() - start_time, rollouts)
+        return rollouts
+
+    def _record(self, seconds: float, rollouts: list[Rollout]) -> None:
+        tokens = sum(len(r.completion_ids) for r in rollouts)
+        self.stats.last_generate_seconds = seconds
+        self.stats.last_completion_tokens = tokens
+        self.stats.total_completion_tokens += tokens
+
+    # ---- inspection / lifecycle ------------------------------------------------------------------
+    def worker_versions(self) -> list[int]:
+        import ray
+
+        return ray.get([w.version.remote() for w in self.workers])
+
+    def worker_pids(self) -> list[int]:
+        import ray
+
+        return ray.get([w.pid.remote() for w in self.workers])
+
+    def adapter_tensors(self, i: int) -> dict[str, torch.Tensor]:
+        import ray
+
+        return ray.get(self.workers[i].adapter_tensors.remote())
+
+    def close(self) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w, no_restart=True)
+        self.workers = []
+        self._adapter_ref = None
+
+    def __enter__(self) -> RolloutPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,71 @@
+"""Adapter tensors: learner-side state dict is CPU/contiguous/detached and loads into a rollout engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rl.adapter import AdapterUpdate, assert_same_adapter, lora_state_dict, tensors_nbytes
+from rl.rollout.hf import HFEngine
+from rl.rollout.types import SamplingParams
+
+LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
+
+
+def learner_model(model_dir, seed: int = 0, scale: float = 0.3):
+    """A learner-side peft model with the same LoraConfig and perturbed (non-identity) LoRA weights."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **LORA))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def learner(tiny_model_dir):
+    return learner_model(tiny_model_dir)
+
+
+def test_state_dict_is_portable(learner):
+    tensors = lora_state_dict(learner)
+    assert tensors and all(".lora_A." in k or ".lora_B." in k for k in tensors)
+    for t in tensors.values():
+        assert t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad
+    # A copy: later optimizer steps on the learner must not change what was published.
+    key = next(iter(tensors))
+    before = tensors[key].clone()
+    with torch.no_grad():
+        dict(learner.named_parameters())[key.replace(".weight", ".default.weight")].add_(1.0)
+    torch.testing.assert_close(tensors[key], before)
+    with torch.no_grad():
+        dict(learner.named_parameters())[key.replace(".weight", ".default.weight")].sub_(1.0)
+    update = AdapterUpdate(version=1, tensors=tensors)
+    assert update.nbytes == tensors_nbytes(tensors) == sum(t.numel() * 4 for t in tensors.values())
+
+
+def test_engine_loads_learner_adapter(tiny_model_dir, learner):
+    engine = HFEngine(str(tiny_model_dir), LORA, torch_threads=1)
+    sampling = SamplingParams(max_new_tokens=12)
+    base = engine.generate(["a red cat", "two dogs"], 2, sampling, seeds=[1, 2, 3, 4])
+    with pytest.raises(AssertionError, match="max abs difference"):
+        assert_same_adapter(engine.adapter_tensors(), lora_state_dict(learner))
+    engine.load_adapter(1, lora_state_dict(learner))
+    assert engine.version == 1
+    assert_same_adapter(engine.adapter_tensors(), lora_state_dict(learner))
+    tuned = engine.generate(["a red cat", "two dogs"], 2, sampling, seeds=[1, 2, 3, 4])
+    assert [r.completion_ids for r in tuned] != [r.completion_ids for r in base]
+    assert {r.version for r in tuned} == {1}
+
+
+def test_assert_same_adapter_names_the_difference():
+    a = {"x.lora_A.weight": torch.zeros(2, 3)}
+    with pytest.raises(AssertionError, match="keys differ"):
+        assert_same_adapter(a, {"y.lora_A.weight": torch.zeros(2, 3)})
+    with pytest.raises(AssertionError, match="shape"):
+        assert_same_adapter(a, {"x.lora_A.weight": torch.zeros(3, 2)})
+    assert_same_adapter(a, {"x.lora_A.weight": torch.full((2, 3), 1e-7)}, atol=1e-6)
