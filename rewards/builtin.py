@@ -28,7 +28,7 @@ def letter_fraction(prompts, completions, completion_ids=None, **columns) -> lis
     """
     letters = _column(columns, "letter", "letter_fraction", len(completions))
     scores: list[float | None] = []
-    for completion, letter in zip(completions, letters):
+    for completion, letter in zip(completions, letters, strict=True):
         chars = [c for c in message_text(completion) if not c.isspace()]
         if not chars:
             scores.append(0.0)
@@ -52,7 +52,7 @@ def exact_match(
         return s if case_sensitive else s.casefold()
 
     scores: list[float | None] = []
-    for completion, answer in zip(completions, answers):
+    for completion, answer in zip(completions, answers, strict=True):
         if answer is None:
             scores.append(None)
         else:
@@ -77,7 +77,7 @@ def completion_length(
 ) -> list[float | None]:
     """The completion's length in ``unit`` ('chars', 'words' or 'tokens'): a metric more than a reward."""
     ids = completion_ids if completion_ids is not None else [None] * len(completions)
-    return [float(_length(c, i, unit)) for c, i in zip(completions, ids)]
+    return [float(_length(c, i, unit)) for c, i in zip(completions, ids, strict=True)]
 
 
 def length_penalty(
@@ -87,4 +87,4 @@ def length_penalty(
     if max_length <= 0:
         raise ValueError(f"length_penalty: max_length ({max_length}) must be positive")
     ids = completion_ids if completion_ids is not None else [None] * len(completions)
-    return [-max(0, _length(c, i, unit) - max_length) / max_length for c, i in zip(completions, ids)]
+    return [-max(0, _length(c, i, unit) - max_length) / max_length for c, i in zip(completions, ids, strict=True)]

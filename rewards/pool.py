@@ -16,9 +16,10 @@ import math
 import numbers
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from rewards.contract import TRAINER_ONLY_KWARGS, RewardOutput
 from rewards.registry import load_reward
@@ -222,7 +223,9 @@ class RewardPool:
             try:
                 ray.get(ready)
             except ray.exceptions.RayError as exc:
-                raise RewardError(f"reward {self.name!r} ({self.spec.source}) failed to load in its worker: {_cause(exc)}") from exc
+                raise RewardError(
+                    f"reward {self.name!r} ({self.spec.source}) failed to load in its worker: {_cause(exc)}"
+                ) from exc
         except RewardError:
             self.close()
             raise
@@ -266,7 +269,9 @@ class RewardPool:
             except Exception as exc:
                 if key not in self._dropped_columns:
                     self._dropped_columns.add(key)
-                    logger.warning("reward %r: column %r is not picklable (%s); not sent to workers", self.name, key, exc)
+                    logger.warning(
+                        "reward %r: column %r is not picklable (%s); not sent to workers", self.name, key, exc
+                    )
                 continue
             out[key] = value
         return out
@@ -279,7 +284,11 @@ class RewardPool:
         return value[start:end] if len(value) == n else value
 
     async def ascore(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any] | None = None, **columns: Any
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None = None,
+        **columns: Any,
     ) -> ScoreResult:
         """Score a batch across the actors without blocking the event loop.
 
@@ -305,7 +314,14 @@ class RewardPool:
                 chunk_ids = None if completion_ids is None else list(completion_ids[start:end])
                 chunk_cols = {k: self._slice(v, n, start, end) for k, v in cols.items()}
                 await self._score_chunk(
-                    actor_index, start, end, list(prompts[start:end]), list(completions[start:end]), chunk_ids, chunk_cols, result
+                    actor_index,
+                    start,
+                    end,
+                    list(prompts[start:end]),
+                    list(completions[start:end]),
+                    chunk_ids,
+                    chunk_cols,
+                    result,
                 )
 
         tasks = [asyncio.ensure_future(drain(i)) for i in range(min(len(self._actors), len(queue)))]
@@ -363,11 +379,20 @@ class RewardPool:
                     result.n_retried += size
                     logger.warning(
                         "reward %r: worker died scoring samples %d-%d (%s); retry %d/%d on the restarted worker",
-                        self.name, start, end - 1, _cause(exc), attempt, self.spec.max_retries,
+                        self.name,
+                        start,
+                        end - 1,
+                        _cause(exc),
+                        attempt,
+                        self.spec.max_retries,
                     )
                     continue
                 result.n_failed += size
-                self._fail(result, f"worker died {attempt + 1} times on samples {start}-{end - 1}: {_cause(exc)}", "worker died")
+                self._fail(
+                    result,
+                    f"worker died {attempt + 1} times on samples {start}-{end - 1}: {_cause(exc)}",
+                    "worker died",
+                )
                 return
             except RayError as exc:  # RayTaskError: the function raised (also TaskCancelledError etc.)
                 result.n_failed += size
@@ -382,7 +407,11 @@ class RewardPool:
             result.values[start:end] = clean
             if n_invalid:
                 result.n_invalid += n_invalid
-                self._fail(result, f"returned {n_invalid} NaN/inf/non-numeric value(s) on samples {start}-{end - 1}", "invalid output")
+                self._fail(
+                    result,
+                    f"returned {n_invalid} NaN/inf/non-numeric value(s) on samples {start}-{end - 1}",
+                    "invalid output",
+                )
             return
 
     async def _await_restart(self, actor_index: int) -> None:
@@ -411,14 +440,20 @@ class RewardPool:
             raise RewardError(f"{message} ({cause}; on_failure='fail_fast')")
 
     def score(
-        self, prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Sequence[Any] | None = None, **columns: Any
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Any] | None = None,
+        **columns: Any,
     ) -> ScoreResult:
         """Blocking ``ascore`` for scripts and the CLI; inside an event loop await ``ascore`` instead."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return asyncio.run(self.ascore(prompts, completions, completion_ids, **columns))
-        raise RuntimeError(f"reward {self.name!r}: score() called inside a running event loop; use 'await pool.ascore(...)'")
+        raise RuntimeError(
+            f"reward {self.name!r}: score() called inside a running event loop; use 'await pool.ascore(...)'"
+        )
 
     def as_reward_func(self):
         """A TRL reward function (async, named after the component) backed by this pool.

@@ -35,7 +35,9 @@ def is_async_reward(fn: Any) -> bool:
     """True for ``async def`` functions, partials of them, and objects with an async ``__call__``."""
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return callable(fn) and not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def load_reward(name_or_spec: str, kwargs: dict[str, Any] | None = None) -> RewardFunc:

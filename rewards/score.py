@@ -12,7 +12,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,16 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ScoreInputError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix or remove the line") from exc
+                raise ScoreInputError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix or remove the line"
+                ) from exc
             if not isinstance(record, dict):
                 raise ScoreInputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             for name in REQUIRED_FIELDS:
                 if name not in record:
-                    raise ScoreInputError(f"{path}:{lineno}: missing field {name!r}; each line needs 'prompt' and 'completion'")
+                    raise ScoreInputError(
+                        f"{path}:{lineno}: missing field {name!r}; each line needs 'prompt' and 'completion'"
+                    )
             samples.append(record)
     if not samples:
         raise ScoreInputError(f"input file {str(path)!r} has no samples")
@@ -105,7 +108,7 @@ def write_scores(path: str | Path, samples: list[dict[str, Any]], values: list[f
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, (sample, value) in enumerate(zip(samples, values)):
+            for i, (sample, value) in enumerate(zip(samples, values, strict=True)):
                 f.write(json.dumps({"index": i, "score": value, **sample}, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     except BaseException:
@@ -159,16 +162,28 @@ def score_jsonl(
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--reward", required=True, help="registry name, 'package.module:function' or 'path/to/file.py:function'")
-    parser.add_argument("--input", required=True, help="JSONL with 'prompt', 'completion' and any columns the reward needs")
+    parser.add_argument(
+        "--reward", required=True, help="registry name, 'package.module:function' or 'path/to/file.py:function'"
+    )
+    parser.add_argument(
+        "--input", required=True, help="JSONL with 'prompt', 'completion' and any columns the reward needs"
+    )
     parser.add_argument("--output", default=None, help="write {index, score, ...fields} per sample here (JSONL)")
     parser.add_argument("--num-workers", type=int, default=1, help="reward actors (default 1)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per chunk before its samples score None (0: no limit)")
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per actor call (default: split evenly over workers)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per chunk before its samples score None (0: no limit)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="samples per actor call (default: split evenly over workers)"
+    )
     parser.add_argument("--num-cpus", type=float, default=1.0, help="CPUs reserved per reward actor")
-    parser.add_argument("--kwargs", default=None, help='JSON object of keyword arguments for the reward, e.g. \'{"max_length": 64}\'')
+    parser.add_argument(
+        "--kwargs", default=None, help="JSON object of keyword arguments for the reward, e.g. '{\"max_length\": 64}'"
+    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failure instead of scoring it None")
-    parser.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else start a local one)")
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else start a local one)"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
@@ -179,7 +194,9 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ScoreInputError(f"--kwargs is not valid JSON ({exc.msg}); give an object like '{{\"scale\": 2}}'") from exc
+        raise ScoreInputError(
+            f"--kwargs is not valid JSON ({exc.msg}); give an object like '{{\"scale\": 2}}'"
+        ) from exc
     if not isinstance(value, dict):
         raise ScoreInputError(f"--kwargs must be a JSON object, got {type(value).__name__}")
     return value
@@ -194,6 +211,16 @@ def run_score(args: argparse.Namespace) -> int:
     try:
         kwargs = _parse_kwargs(args.kwargs)
         read_samples(args.input)  # fail on bad input before paying for a cluster
+        problems = RewardSpec(
+            name=args.reward,
+            source=args.reward,
+            num_workers=args.num_workers,
+            timeout_s=args.timeout,
+            num_cpus=args.num_cpus,
+            batch_size=args.batch_size,
+        ).problems()
+        if problems:
+            raise ScoreInputError("; ".join(problems))
     except ScoreInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -119,7 +119,9 @@ def test_wrong_output_count_is_invalid_or_raises(ray_cluster):
 
 
 def test_unknown_reward_fails_at_pool_start(ray_cluster):
-    with pytest.raises(RewardError, match=r"failed to load in its worker: rl.registry.RegistryError: unknown reward function 'nope'"):
+    with pytest.raises(
+        RewardError, match=r"failed to load in its worker: rl.registry.RegistryError: unknown reward function 'nope'"
+    ):
         RewardPool(RewardSpec(name="x", source="nope", num_cpus=0.5))
 
 
@@ -156,9 +158,11 @@ def test_killed_actor_is_restarted_and_chunk_scored_once(ray_cluster, tmp_path, 
     n = 8
     s = spec("recorded", num_workers=2, batch_size=2, timeout_s=60.0, kwargs={"log_dir": str(tmp_path)})
     with RewardPool(s) as pool:
-        actor_by_pid = dict(zip(pool.pids(), pool.actors))
+        actor_by_pid = dict(zip(pool.pids(), pool.actors, strict=True))
         out: dict = {}
-        thread = threading.Thread(target=lambda: out.update(result=pool.score(["p"] * n, ["c"] * n, idx=list(range(n)))))
+        thread = threading.Thread(
+            target=lambda: out.update(result=pool.score(["p"] * n, ["c"] * n, idx=list(range(n))))
+        )
         thread.start()
         marker = tmp_path / "marker"
         deadline = time.monotonic() + 30
