@@ -91,7 +91,8 @@ def start_or_join(
 def shutdown(handle: ClusterHandle | None) -> None:
     import ray
 
-    if handle is not None and ray.is_initialized():
+    # Only a cluster we started is ours to stop; a joined one keeps running.
+    if handle is not None and handle.started_local and ray.is_initialized():
         ray.shutdown()
 
 

@@ -345,12 +345,44 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
     return p
 
 
+def _drop_locations(data: dict[str, Any], locs: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """A copy of ``data`` without the values at ``locs`` (a missing field drops its parent entry)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for loc in sorted(locs, key=lambda x: [str(p) for p in x], reverse=True):
+        parent: Any = out
+        for part in loc[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                parent = None
+                break
+        if isinstance(parent, dict) and loc[-1] in parent:
+            del parent[loc[-1]]
+        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
+            parent.pop(loc[-1])
+    return out
+
+
 def validate(data: dict[str, Any], source: str | None = None) -> RelayConfig:
-    """Validate a config dict, reporting every problem at once."""
+    """Validate a config dict, reporting every problem at once.
+
+    Field-level errors come from pydantic; the cross-field rules then run on the config with the
+    bad fields reset to defaults, so one bad value does not hide an unrelated problem.
+    """
     try:
         cfg = RelayConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_pydantic(exc), source=source) from None
+        problems = _format_pydantic(exc)
+        locs = [tuple(e["loc"]) if e["type"] != "missing" else tuple(e["loc"])[:-1] for e in exc.errors()]
+        try:
+            patched = RelayConfig.model_validate(_drop_locations(data, locs))
+        except ValidationError:
+            raise ConfigError(problems, source=source) from None
+        failed = {".".join(map(str, loc)) for loc in locs}
+        problems += [p for p in _semantic_problems(patched) if not any(f in p for f in failed)]
+        raise ConfigError(problems, source=source) from None
     problems = _semantic_problems(cfg)
     if problems:
         raise ConfigError(problems, source=source)

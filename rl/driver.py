@@ -138,9 +138,26 @@ def resolve_model(cfg: RelayConfig, run_dir: Path) -> str:
     return str(target)
 
 
+def _quiet_libraries() -> None:
+    """Keep the console to Relay's progress bar: no per-file loading bars or deprecation chatter."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _actor_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in _PROPAGATED_ENV if k in os.environ}
-    env["TOKENIZERS_PARALLELISM"] = "false"
+    env.update(
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONWARNINGS="ignore::FutureWarning,ignore::DeprecationWarning",
+        TRANSFORMERS_VERBOSITY="error",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
     return env
 
 
@@ -186,6 +203,7 @@ def _run(plan: Plan, run_dir: Path) -> None:
     from rl.rollout.types import SamplingParams
 
     cfg = plan.cfg
+    _quiet_libraries()
     if cfg.learner.torch_threads:
         torch.set_num_threads(cfg.learner.torch_threads)
     model_path = resolve_model(cfg, run_dir)
@@ -248,11 +266,12 @@ def _run(plan: Plan, run_dir: Path) -> None:
             weights.append(comp.weight)
 
         from peft import LoraConfig as PeftLoraConfig
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PrinterCallback
 
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         tb_dir = str(run_dir / "tensorboard")
-        args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), logging_dir=tb_dir, reward_weights=weights)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
+        args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=weights)
         args.model_init_kwargs = {"dtype": cfg.model.dtype}
         sampling = SamplingParams(
             max_new_tokens=cfg.rollout.max_new_tokens,
@@ -270,6 +289,7 @@ def _run(plan: Plan, run_dir: Path) -> None:
             rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
         )
         trainer.relay_stats = stats
+        trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
         trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))
         if cfg.logging.progress_bar:
             trainer.add_callback(RelayProgress())

@@ -140,8 +140,11 @@ class SamplesToTensorBoard(TrainerCallback):
         self.writer.close()
 
 
-def grpo_args(cfg, output_dir: str, logging_dir: str | None, reward_weights: list[float]) -> GRPOConfig:
-    """Map Relay's config onto TRL's GRPOConfig (one optimizer step per generation batch)."""
+def grpo_args(cfg, output_dir: str, reward_weights: list[float]) -> GRPOConfig:
+    """Map Relay's config onto TRL's GRPOConfig (one optimizer step per generation batch).
+
+    TensorBoard's directory comes from the TENSORBOARD_LOGGING_DIR environment variable (transformers 5).
+    """
     report_to = []
     if cfg.logging.tensorboard:
         report_to.append("tensorboard")
@@ -149,7 +152,6 @@ def grpo_args(cfg, output_dir: str, logging_dir: str | None, reward_weights: lis
         report_to.append("wandb")
     return GRPOConfig(
         output_dir=output_dir,
-        logging_dir=logging_dir,
         report_to=report_to,
         use_cpu=cfg.learner.device == "cpu",
         bf16=False,
