@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -18,7 +18,7 @@ from rl.rollout.sampling import SeededGumbelSampler
 from rl.rollout.types import FinishReason, Rollout, SamplingParams
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]  # plain text, or chat messages rendered with the chat template
+Prompt = str | list[Message]  # plain text, or chat messages rendered with the chat template
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -140,7 +140,9 @@ class HFEngine:
         if seeds is None:
             seeds = [secrets.randbits(63) for _ in range(len(prompts) * n)]
         if len(seeds) != len(prompts) * n:
-            raise ValueError(f"seeds has {len(seeds)} entries; need one per rollout: len(prompts) * n = {len(prompts) * n}")
+            raise ValueError(
+                f"seeds has {len(seeds)} entries; need one per rollout: len(prompts) * n = {len(prompts) * n}"
+            )
         start = time.perf_counter()
         rendered = [self._render_checked(i, p) for i, p in enumerate(prompts)]
         rows = [_Row(p, s, rendered[p], seeds[p * n + s]) for p in range(len(prompts)) for s in range(n)]
@@ -221,5 +223,7 @@ class HFEngine:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         if not ids:
-            raise ValueError("the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint")
+            raise ValueError(
+                "the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint"
+            )
         return ids

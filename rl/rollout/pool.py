@@ -146,6 +146,8 @@ class RolloutPool:
         """``len(prompts) * n`` rollouts, prompt-major, as if one engine had produced them all."""
         import ray
 
+        if not self.workers:
+            raise RuntimeError("the rollout pool is closed; create a new RolloutPool")
         if expected_version is not None and expected_version != self._version:
             raise StaleAdapterError(
                 f"the pool holds adapter version {self._version} but the request expects {expected_version}; "
@@ -219,4 +221,3 @@ class RolloutPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

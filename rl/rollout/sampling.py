@@ -38,14 +38,13 @@ def sample_seed(base_seed: int, step: int, prompt_key: str | int, sample_index: 
 
 def gumbel_noise(seeds: list[int], position: int, vocab_size: int) -> torch.Tensor:
     """Standard Gumbel noise, one independent stream per seed; row i depends on (seeds[i], position) only."""
-    noise = torch.empty(len(seeds), vocab_size, dtype=torch.float32)  # [B, V]
+    u = torch.empty(len(seeds), vocab_size, dtype=torch.float32)  # [B, V] uniforms in [0, 1)
     gen = torch.Generator(device="cpu")
-    tiny = torch.finfo(torch.float32).tiny
     for row, seed in enumerate(seeds):
         gen.manual_seed(_hash_seed("relay-gumbel", seed, position))
-        u = torch.rand(vocab_size, generator=gen, dtype=torch.float32).clamp_(min=tiny)  # [V] in (0, 1)
-        noise[row] = -torch.log(-torch.log(u))
-    return noise
+        torch.rand(vocab_size, generator=gen, dtype=torch.float32, out=u[row])
+    u.clamp_(min=torch.finfo(torch.float32).tiny)  # avoid log(0)
+    return -torch.log(-torch.log(u))
 
 
 def apply_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:

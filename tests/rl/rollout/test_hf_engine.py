@@ -130,4 +130,6 @@ def test_throughput_is_reported(engine, capsys):
     stats = engine.last_stats
     assert stats.rollouts == 16 and stats.tokens_per_second > 0
     with capsys.disabled():
-        print(f"\n[hf engine] {stats.completion_tokens} tokens in {stats.seconds:.3f}s = {stats.tokens_per_second:.0f} tok/s")
+        print(
+            f"\n[hf engine] {stats.completion_tokens} tokens in {stats.seconds:.3f}s = {stats.tokens_per_second:.0f} tok/s"
+        )

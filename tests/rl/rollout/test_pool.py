@@ -31,15 +31,15 @@ SEEDS = list(range(1000, 1000 + len(PROMPTS) * N))
 
 
 class MarkerEngine(HFEngine):
-    """HFEngine that, while ``<marker_dir>/armed`` exists, announces it is inside generate and then
-    stalls, so a test can kill the worker mid-task deterministically."""
+    """HFEngine that, while ``<marker_dir>/armed-<its pid>`` exists, announces it is inside generate and
+    then stalls, so a test can kill that worker mid-task deterministically."""
 
     def __init__(self, marker_dir: str, **kwargs):
         super().__init__(**kwargs)
         self.marker_dir = Path(marker_dir)
 
     def generate(self, *args, **kwargs):
-        if (self.marker_dir / "armed").exists():
+        if (self.marker_dir / f"armed-{os.getpid()}").exists():
             (self.marker_dir / f"busy-{os.getpid()}").touch()
             time.sleep(3.0)
         return super().generate(*args, **kwargs)
@@ -91,7 +91,9 @@ def test_two_workers_match_one(pool, local_worker):
     sharded = pool.generate(PROMPTS, N, SAMPLING, SEEDS)
     single = local_worker.generate(PROMPTS, N, SAMPLING, SEEDS)
     assert _ids(sharded) == _ids(single)
-    assert [(r.prompt_index, r.sample_index) for r in sharded] == [(p, s) for p in range(len(PROMPTS)) for s in range(N)]
+    assert [(r.prompt_index, r.sample_index) for r in sharded] == [
+        (p, s) for p in range(len(PROMPTS)) for s in range(N)
+    ]
     assert pool.stats.last_completion_tokens == sum(len(r.completion_ids) for r in sharded) > 0
     assert pool.worker_versions() == [-1, -1]
 
@@ -135,7 +137,7 @@ def test_worker_killed_mid_generation_is_restarted_and_resynced(pool, marker_dir
     victim = pool.worker_pids()[1]
     retries_before = pool.stats.shard_retries
     results: dict = {}
-    (marker_dir / "armed").touch()
+    (marker_dir / f"armed-{victim}").touch()
     thread = threading.Thread(
         target=lambda: results.update(out=pool.generate(PROMPTS, N, SAMPLING, SEEDS, expected_version=version))
     )
@@ -145,7 +147,7 @@ def test_worker_killed_mid_generation_is_restarted_and_resynced(pool, marker_dir
     while not busy.exists():
         assert time.monotonic() < deadline, "worker never started generating"
         time.sleep(0.05)
-    (marker_dir / "armed").unlink()  # the restarted worker runs at full speed
+
     os.kill(victim, signal.SIGKILL)
     thread.join(timeout=120)
     assert not thread.is_alive()
