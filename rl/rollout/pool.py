@@ -162,7 +162,9 @@ class RolloutPool:
 
         def submit(k: int):
             s, e = shards[k]
-            return self.workers[k].generate.remote(prompts[s:e], n, sampling, seeds[s * n : e * n], expected_version)
+            # Always the pool's version, even when the caller gave none: a worker restarted since the
+            # last sync (back at -1) then raises StaleAdapterError and is re-synced, never mixing policies.
+            return self.workers[k].generate.remote(prompts[s:e], n, sampling, seeds[s * n : e * n], self._version)
 
         pending = {submit(k): (k, 0) for k in range(len(shards))}
         results: dict[int, list[Rollout]] = {}

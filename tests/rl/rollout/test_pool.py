@@ -155,3 +155,8 @@ def test_worker_killed_mid_generation_is_restarted_and_resynced(pool, marker_dir
     assert pool.stats.shard_retries > retries_before
     assert pool.worker_versions() == [version, version]
     assert pool.worker_pids()[1] != victim
+    # A worker that died between steps comes back at version -1; the pool re-syncs it before sampling,
+    # even when the caller does not pass expected_version.
+    os.kill(pool.worker_pids()[0], signal.SIGKILL)
+    again = pool.generate(PROMPTS, N, SAMPLING, SEEDS)
+    assert _ids(again) == _ids(expected) and {r.version for r in again} == {version}
