@@ -367,6 +367,10 @@ def _scan_text_table(path: Path, builder: str, report: LoadReport) -> list[dict[
     return rows
 
 
+def _blank(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
+
+
 def _float_or_none(v: Any) -> float | None:
     if v is None or (isinstance(v, str) and not v.strip()):
         return None
@@ -406,7 +410,12 @@ def load_table(
     rows: Iterable[dict[str, Any]]
     datasets.disable_progress_bars()
     try:
-        kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+        kwargs: dict[str, Any] = {}
+        if builder == "csv":
+            # ids stay text: pandas would turn an int column with a gap into floats ("7" -> "7.0")
+            kwargs["converters"] = {user_col: str, item_col: str}
+            if path.suffix == ".tsv":
+                kwargs["delimiter"] = "\t"
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
         if builder == "csv":
             line_of = lambda i: i + 2  # noqa: E731  header is line 1 (no quoted multi-line fields assumed)
@@ -427,7 +436,7 @@ def load_table(
         line = r.get("__line__")
         where = "" if line is not None or "__row__" not in r else f"row {r['__row__']}: "
         user, item = r.get(user_col), r.get(item_col)
-        missing = [c for c, v in ((user_col, user), (item_col, item)) if v is None or str(v).strip() == ""]
+        missing = [c for c, v in ((user_col, user), (item_col, item)) if _blank(v)]
         if missing:
             report.add(path, line, f"{where}missing {', '.join(missing)}; every row needs {user_col} and {item_col}")
             continue

@@ -118,6 +118,9 @@ def test_table_malformed_lines(tmp_path):
     with pytest.raises(RecDataError) as e:
         load_table(csv2)
     assert "vals.csv:3: missing user" in str(e.value) and "vals.csv:4: timestamp='later'" in str(e.value)
+    # integer ids with a gap stay "7", not "7.0"
+    ints = _write(tmp_path / "ints.csv", "user,item,timestamp\n1,7,1\n,8,2\n2,9,3\n")
+    assert load_table(ints, on_error="skip").interactions["1"][0].item == "7"
 
 
 def _toy() -> RecData:
