@@ -169,8 +169,8 @@ def cpus_needed(cfg: RelayConfig, rewards: list[RewardComponent]) -> float:
     return cfg.rollout.num_cpus_per_worker * cfg.rollout.num_workers + reward_cpus
 
 
-def train(cfg: RelayConfig, run_dir: str | Path | None = None) -> Path:
-    """Run ``cfg`` end to end; returns the run directory."""
+def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
+    """Run ``cfg`` end to end; returns the run directory. ``callbacks``: extra TrainerCallbacks."""
     plan = preflight(cfg)
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
     _write_yaml(run_path / "config.yaml", cfg.to_dict())
@@ -178,14 +178,14 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None) -> Path:
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s", run_path)
     try:
-        _run(plan, run_path)
+        _run(plan, run_path, callbacks or [])
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
     return run_path
 
 
-def _run(plan: Plan, run_dir: Path) -> None:
+def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
     import torch
 
     from rewards.pool import RewardPool, RewardSpec
@@ -295,6 +295,8 @@ def _run(plan: Plan, run_dir: Path) -> None:
             trainer.add_callback(RelayProgress())
         if cfg.logging.tensorboard:
             trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+        for callback in callbacks:
+            trainer.add_callback(callback)
         t0 = time.perf_counter()
         trainer.train()
         trainer.save_model(str(run_dir / "adapter"))
