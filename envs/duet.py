@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from envs.recdata import ItemInfo
 
@@ -167,7 +168,9 @@ def build_messages(
         lines += ["", "Write the <user_profile> and the <item_profile>."]
     else:
         if item_text is not None or item_history_texts:
-            raise ValueError("build_messages(mode='user_only') must not show the target item (it would leak); pass item_text=None")
+            raise ValueError(
+                "build_messages(mode='user_only') must not show the target item (it would leak); pass item_text=None"
+            )
         lines += ["", "Write the <user_profile>."]
     return [{"role": "system", "content": system_prompt(mode)}, {"role": "user", "content": "\n".join(lines)}]
 
@@ -232,7 +235,9 @@ def _item_block(item: ItemInfo, n_keywords: int) -> str:
     return _block("item_profile", ", ".join(kws), prompt, profile)
 
 
-def template_completion(user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint", n_keywords: int = 6) -> str:
+def template_completion(
+    user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint", n_keywords: int = 6
+) -> str:
     """A well-formed completion built from item texts alone (keywords from titles/categories).
 
     For the SFT warm start: teaches the format; the RL stage then teaches content. Always parses

@@ -23,10 +23,11 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 OnError = Literal["raise", "skip"]
 
@@ -91,7 +92,11 @@ class RecDataError(ValueError):
         head = f"{n} malformed line{'s' if n != 1 else ''}"
         shown = "\n  ".join(str(b) for b in report.bad[:50])
         more = f"\n  ... and {n - 50} more" if n > 50 else ""
-        tail = f"\n{hint}" if hint else "\nFix the lines, or pass on_error='skip' to skip them (they are listed on RecData.report)."
+        tail = (
+            f"\n{hint}"
+            if hint
+            else "\nFix the lines, or pass on_error='skip' to skip them (they are listed on RecData.report)."
+        )
         super().__init__(f"{head}:\n  {shown}{more}{tail}")
 
 
@@ -211,7 +216,9 @@ def _categories(value: Any) -> list[str]:
 def _item_info(d: Mapping[str, Any]) -> ItemInfo:
     return ItemInfo(
         title=str(d.get("title") or ""),
-        description=" ".join(d["description"]) if isinstance(d.get("description"), list) else str(d.get("description") or ""),
+        description=" ".join(d["description"])
+        if isinstance(d.get("description"), list)
+        else str(d.get("description") or ""),
         brand=str(d.get("brand") or ""),
         categories=_categories(d.get("categories")),
     )
@@ -272,14 +279,18 @@ def load_lcrec(
         else:
             for item, d in raw_items.items():
                 if not isinstance(d, dict):
-                    report.add(item_path, None, f"item {item!r}: expected an object with title/description/brand/categories")
+                    report.add(
+                        item_path, None, f"item {item!r}: expected an object with title/description/brand/categories"
+                    )
                     continue
                 items[str(item)] = _item_info(d)
     _finish(report, on_error)
     return RecData(interactions, items, name=name or inter_path.name.split(".")[0], report=report)
 
 
-def load_item_texts(path: str | Path, *, on_error: OnError = "raise", report: LoadReport | None = None) -> dict[str, ItemInfo]:
+def load_item_texts(
+    path: str | Path, *, on_error: OnError = "raise", report: LoadReport | None = None
+) -> dict[str, ItemInfo]:
     """Read a P5-style item-text file: one ``item_id<space>text`` per line (text becomes the title)."""
     path = Path(path)
     own = report is None
@@ -361,9 +372,11 @@ def _scan_text_table(path: Path, builder: str, report: LoadReport) -> list[dict[
                 if not any(v.strip() for v in row_values):
                     continue
                 if len(row_values) != len(header):
-                    report.add(path, lineno, f"{len(row_values)} fields, header has {len(header)} ({', '.join(header)})")
+                    report.add(
+                        path, lineno, f"{len(row_values)} fields, header has {len(header)} ({', '.join(header)})"
+                    )
                     continue
-                rows.append({**dict(zip(header, row_values)), "__line__": lineno})
+                rows.append({**dict(zip(header, row_values, strict=True)), "__line__": lineno})
     return rows
 
 
@@ -452,7 +465,9 @@ def load_table(
             continue
         review = r.get(review_col) if review_col else None
         interactions[str(user)].append(
-            Interaction(str(user), str(item), values["timestamp"], values["rating"], None if review is None else str(review))
+            Interaction(
+                str(user), str(item), values["timestamp"], values["rating"], None if review is None else str(review)
+            )
         )
     items: dict[str, ItemInfo] = {}
     if item_text_path is not None:
@@ -463,7 +478,10 @@ def load_table(
         else:
             items = load_item_texts(item_text_path, report=report)
     _finish(report, on_error)
-    out = {u: sorted(seq, key=lambda x: -math.inf if x.timestamp is None else x.timestamp) for u, seq in interactions.items()}
+    out = {
+        u: sorted(seq, key=lambda x: -math.inf if x.timestamp is None else x.timestamp)
+        for u, seq in interactions.items()
+    }
     return RecData(out, items, name=name or path.stem, report=report)
 
 
@@ -551,7 +569,9 @@ def timestamp_split(
     Users whose first event is held out get an empty history.
     """
     if not data.has_timestamps:
-        raise ValueError(f"timestamp_split needs a timestamp on every interaction ({data.name}); use leave_one_out instead")
+        raise ValueError(
+            f"timestamp_split needs a timestamp on every interaction ({data.name}); use leave_one_out instead"
+        )
     import numpy as np
 
     ts = np.array([x.timestamp for s in data.interactions.values() for x in s], dtype=float)
@@ -587,7 +607,9 @@ def user_window(history: Sequence[Interaction], before: float | None = None, n: 
     """
     if before is not None:
         if any(x.timestamp is None for x in history):
-            raise ValueError("user_window(before=...) needs timestamps; pass before=None and a history that ends before t")
+            raise ValueError(
+                "user_window(before=...) needs timestamps; pass before=None and a history that ends before t"
+            )
         idx = bisect.bisect_left([x.timestamp for x in history], before)  # type: ignore[misc]
         history = history[:idx]
     return list(history[-n:]) if n > 0 else []

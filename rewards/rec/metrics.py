@@ -18,7 +18,8 @@ Metrics of a rank r with cutoff k (single relevant item):
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -31,7 +32,9 @@ def _clean(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(scores), -np.inf, scores)
 
 
-def batch_rank_of_target(scores: np.ndarray, target_index: Sequence[int] | np.ndarray, ties: Ties = "pessimistic") -> np.ndarray:
+def batch_rank_of_target(
+    scores: np.ndarray, target_index: Sequence[int] | np.ndarray, ties: Ties = "pessimistic"
+) -> np.ndarray:
     """Ranks of targets: ``scores`` [B, C], ``target_index`` [B] -> ranks [B] (float, 1-based).
 
     Rows may be padded with ``-inf`` (or NaN) for unequal candidate counts; those never outrank a
@@ -42,7 +45,9 @@ def batch_rank_of_target(scores: np.ndarray, target_index: Sequence[int] | np.nd
         raise ValueError(f"scores must be [batch, candidates], got shape {s.shape}")
     idx = np.asarray(target_index, dtype=np.int64)  # [B]
     if idx.shape != (s.shape[0],) or (idx < 0).any() or (idx >= s.shape[1]).any():
-        raise ValueError(f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}")
+        raise ValueError(
+            f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}"
+        )
     t = s[np.arange(s.shape[0]), idx][:, None]  # [B, 1]
     greater = (s > t).sum(1)  # [B]
     equal = (s == t).sum(1) - 1  # [B] other candidates tied with the target
@@ -97,7 +102,9 @@ def metric_from_rank(rank: float | np.ndarray, metric: MetricName, k: int) -> fl
     raise ValueError(f"metric={metric!r}; use 'hit', 'ndcg', 'mrr' or 'recall'")
 
 
-def batch_metrics(scores: np.ndarray, target_index: Sequence[int], ks: Sequence[int] = (1, 5, 10), ties: Ties = "pessimistic") -> dict[str, float]:
+def batch_metrics(
+    scores: np.ndarray, target_index: Sequence[int], ks: Sequence[int] = (1, 5, 10), ties: Ties = "pessimistic"
+) -> dict[str, float]:
     """Mean hit@k, ndcg@k, mrr over a batch: ``scores`` [B, C] -> ``{"hit@5": ..., "ndcg@5": ..., "mrr": ...}``."""
     ranks = batch_rank_of_target(scores, target_index, ties)  # [B]
     out = {"mrr": float(np.mean(1.0 / ranks))}

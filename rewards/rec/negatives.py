@@ -9,7 +9,8 @@ negatives and their rewards are comparable; a different seed gives different neg
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Literal, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -128,13 +129,17 @@ class EmbeddingRanker:
         try:
             return self.catalog[item]
         except KeyError:
-            raise KeyError(f"item {item!r} is not in the ranker's catalog ({len(self.catalog)} items); call set_catalog with it") from None
+            raise KeyError(
+                f"item {item!r} is not in the ranker's catalog ({len(self.catalog)} items); call set_catalog with it"
+            ) from None
 
     # ---------------------------------------------------------------- embedding
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         # [N] -> [N, D] float32, L2-normalised so inner product = cosine
-        emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        emb = self.model.encode(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.asarray(emb, dtype=np.float32).reshape(len(texts), -1)
 
     def embed_profiles(self, texts: Sequence[str]) -> np.ndarray:
@@ -148,17 +153,17 @@ class EmbeddingRanker:
     def embed_items(self, items: Sequence[str], texts: Sequence[str] | None = None) -> np.ndarray:
         """[N] item ids (texts from the catalog unless given) -> [N, D], through the cache."""
         texts = [self._text_of(i) for i in items] if texts is None else list(texts)
-        keys = [_text_key(i, t) for i, t in zip(items, texts)]
+        keys = [_text_key(i, t) for i, t in zip(items, texts, strict=True)]
         missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
         self.stats.cache_misses += len(missing)
         self.stats.cache_hits += len(keys) - len(missing)
         if missing:
-            text_of = dict(zip(keys, texts))
+            text_of = dict(zip(keys, texts, strict=True))
             t0 = time.perf_counter()
             emb = self._encode([text_of[key] for key in missing])
             self.stats.item_seconds += time.perf_counter() - t0
             self.stats.items_embedded += len(missing)
-            self._cache.update(zip(missing, emb))
+            self._cache.update(zip(missing, emb, strict=True))
         return np.stack([self._cache[key] for key in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
     @property
@@ -168,7 +173,12 @@ class EmbeddingRanker:
 
     # ------------------------------------------------------------------ ranking
 
-    def candidate_lists(self, targets: Sequence[str], histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]] | None = None) -> list[list[str]]:
+    def candidate_lists(
+        self,
+        targets: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        candidates: Sequence[Sequence[str]] | None = None,
+    ) -> list[list[str]]:
         """Per request: ``[target, *negatives]`` (the target first; given candidates keep their order after it)."""
         out = []
         for b, target in enumerate(targets):
@@ -176,7 +186,9 @@ class EmbeddingRanker:
                 rest = [str(c) for c in candidates[b] if str(c) != target]
             else:
                 if self._sampler is None:
-                    raise RuntimeError("no candidates given and no catalog to sample negatives from; call set_catalog first")
+                    raise RuntimeError(
+                        "no candidates given and no catalog to sample negatives from; call set_catalog first"
+                    )
                 rest = self._sampler.sample(self.num_negatives, target, histories[b])
             out.append([target, *rest])
         return out
@@ -232,19 +244,23 @@ class EmbeddingRanker:
         ranks = np.empty(len(targets))
         for b, target in enumerate(targets):
             skip = {target, *histories[b]}
-            ahead = sum(1 for s, j in zip(sims[b], idx[b]) if j >= 0 and self._catalog_ids[j] not in skip and s >= s_t[b])
+            ahead = sum(
+                1
+                for s, j in zip(sims[b], idx[b], strict=True)
+                if j >= 0 and self._catalog_ids[j] not in skip and s >= s_t[b]
+            )
             ranks[b] = 1 + ahead if ahead < self.k else np.inf  # >= k items ahead: past the cutoff
         return ranks
 
-    def rewards(self, profiles: Sequence[str], targets: Sequence[str], histories: Sequence[Sequence[str]] | None = None, candidates: Sequence[Sequence[str]] | None = None) -> list[float]:
+    def rewards(
+        self,
+        profiles: Sequence[str],
+        targets: Sequence[str],
+        histories: Sequence[Sequence[str]] | None = None,
+        candidates: Sequence[Sequence[str]] | None = None,
+    ) -> list[float]:
         ranks = self.rank(profiles, targets, histories, candidates)
         return [float(x) for x in np.atleast_1d(metric_from_rank(ranks, self.metric, self.k))]
-
-
-def _as_list(x: Any) -> list[Any] | None:
-    if x is None:
-        return None
-    return list(x)
 
 
 def whole_text(text: str) -> str | None:
@@ -273,7 +289,9 @@ class RankerReward:
         self.ranker, self.extract, self.format_failure = ranker, extract, format_failure
         self.__name__ = name  # TRL logs rewards under the function's __name__
 
-    def __call__(self, prompts, completions, completion_ids=None, *, target_item, history=None, candidates=None, **_: Any) -> list[float | None]:
+    def __call__(
+        self, prompts, completions, completion_ids=None, *, target_item, history=None, candidates=None, **_: Any
+    ) -> list[float | None]:
         n = len(completions)
         history = list(history) if history is not None else [[] for _ in range(n)]
         out: list[float | None] = [self.format_failure] * n
@@ -286,7 +304,7 @@ class RankerReward:
                 [list(history[b] or []) for b in rows],
                 [candidates[b] for b in rows] if candidates is not None else None,
             )
-            for b, s in zip(rows, scores):
+            for b, s in zip(rows, scores, strict=True):
                 out[b] = s
         return out
 

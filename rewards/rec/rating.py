@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from rewards.contract import message_text
 
@@ -63,14 +64,20 @@ class RatingPredictor:
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype or torch.float32).to(device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype or torch.float32).to(device).eval()
+        )
         self.device, self.max_new_tokens, self.batch_size = device, max_new_tokens, batch_size
         self.prefill, self.lo, self.hi, self.prompt = prefill, min_rating, max_rating, prompt
 
     def build_prompt(self, user_profile: str, item_profile: str, item_title: str) -> str:
-        content = self.prompt.format(user_profile=user_profile, item_profile=item_profile, item_title=item_title, lo=self.lo, hi=self.hi)
+        content = self.prompt.format(
+            user_profile=user_profile, item_profile=item_profile, item_title=item_title, lo=self.lo, hi=self.hi
+        )
         if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
         else:
             text = content + "\n"
         return text + self.prefill
@@ -81,7 +88,9 @@ class RatingPredictor:
 
         out: list[str] = []
         for i in range(0, len(prompts), self.batch_size):
-            enc = self.tokenizer(list(prompts[i : i + self.batch_size]), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            enc = self.tokenizer(
+                list(prompts[i : i + self.batch_size]), return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
             with torch.no_grad():
                 gen = self.model.generate(
                     **enc,
@@ -94,8 +103,12 @@ class RatingPredictor:
             out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
         return out
 
-    def predict(self, user_profiles: Sequence[str], item_profiles: Sequence[str], item_titles: Sequence[str]) -> list[float | None]:
-        prompts = [self.build_prompt(u, it, t) for u, it, t in zip(user_profiles, item_profiles, item_titles)]
+    def predict(
+        self, user_profiles: Sequence[str], item_profiles: Sequence[str], item_titles: Sequence[str]
+    ) -> list[float | None]:
+        prompts = [
+            self.build_prompt(u, it, t) for u, it, t in zip(user_profiles, item_profiles, item_titles, strict=True)
+        ]
         return [parse_rating(self.prefill + g) for g in self.generate(prompts)]
 
 
@@ -121,13 +134,17 @@ class RatingReward:
         self.format_failure, self.unparsed_prediction = format_failure, unparsed_prediction
         self.__name__ = name
 
-    def __call__(self, prompts, completions, completion_ids=None, *, rating, item_title, **_: Any) -> list[float | None]:
+    def __call__(
+        self, prompts, completions, completion_ids=None, *, rating, item_title, **_: Any
+    ) -> list[float | None]:
         out: list[float | None] = [self.format_failure] * len(completions)
         ok = [(b, pair) for b, c in enumerate(completions) if (pair := self.extract(message_text(c))) is not None]
         if not ok:
             return out
-        preds = self.predictor.predict([p[0] for _, p in ok], [p[1] for _, p in ok], [str(item_title[b]) for b, _ in ok])
+        preds = self.predictor.predict(
+            [p[0] for _, p in ok], [p[1] for _, p in ok], [str(item_title[b]) for b, _ in ok]
+        )
         lo, hi = getattr(self.predictor, "lo", 1.0), getattr(self.predictor, "hi", 5.0)
-        for (b, _), pred in zip(ok, preds):
+        for (b, _), pred in zip(ok, preds, strict=True):
             out[b] = self.unparsed_prediction if pred is None else rating_score(pred, float(rating[b]), lo, hi)
         return out

@@ -8,7 +8,12 @@ def blk(name, cue="c", prompt="p", profile="the profile"):
     return f"<{name}><cue>{cue}</cue><constructed_prompt>{prompt}</constructed_prompt><profile>{profile}</profile></{name}>"
 
 
-GOOD = "Let me think.\n" + blk("user_profile", profile="likes pens") + "\n" + blk("item_profile", cue="ink", profile="a blue pen")
+GOOD = (
+    "Let me think.\n"
+    + blk("user_profile", profile="likes pens")
+    + "\n"
+    + blk("item_profile", cue="ink", profile="a blue pen")
+)
 
 
 def test_parse_joint_and_scope():
@@ -31,12 +36,19 @@ def test_parse_joint_and_scope():
         ("<user_profile><cue>c</cue><profile>x</profile></user_profile>", "user_only", "lacks <constructed_prompt>"),
         (blk("user_profile", profile="  "), "user_only", "empty"),
         (blk("user_profile") + blk("user_profile"), "user_only", "more than once"),
-        ("<user_profile><cue>a</cue><cue>b</cue><constructed_prompt>p</constructed_prompt><profile>x</profile></user_profile>",
-         "user_only", "<cue> appears more than once"),
-        ("<user_profile>" + blk("item_profile") + "</user_profile>", "joint", "<item_profile> opened inside <user_profile>"),
+        (
+            "<user_profile><cue>a</cue><cue>b</cue><constructed_prompt>p</constructed_prompt><profile>x</profile></user_profile>",
+            "user_only",
+            "<cue> appears more than once",
+        ),
+        (
+            "<user_profile>" + blk("item_profile") + "</user_profile>",
+            "joint",
+            "<item_profile> opened inside <user_profile>",
+        ),
         ("<user_profile><cue>a<profile>x</profile></cue></user_profile>", "user_only", "opened inside <cue>"),
         ("<cue>c</cue>" + blk("user_profile"), "user_only", "outside any profile block"),
-        (blk("user_profile")[:-len("</user_profile>")], "user_only", "not closed"),
+        (blk("user_profile")[: -len("</user_profile>")], "user_only", "not closed"),
         (blk("user_profile") + "</profile>", "user_only", "without a matching open tag"),
         ("<user_profile><cue>c</constructed_prompt></user_profile>", "user_only", "closes <cue>"),
         ("<USER_PROFILE>" + blk("user_profile")[14:], "user_only", "<cue> outside any profile block"),
@@ -50,7 +62,9 @@ def test_parse_failures(text, mode, reason):
 
 
 def test_build_messages():
-    m = build_messages(["Title: pen", "Title: ink"], "Title: paper", mode="joint", item_history_texts=["user 3 liked it"])
+    m = build_messages(
+        ["Title: pen", "Title: ink"], "Title: paper", mode="joint", item_history_texts=["user 3 liked it"]
+    )
     assert [x["role"] for x in m] == ["system", "user"]
     assert "<item_profile>" in m[0]["content"] and "<constructed_prompt>" in m[0]["content"]
     assert "1. Title: pen\n2. Title: ink" in m[1]["content"] and "The item: Title: paper" in m[1]["content"]

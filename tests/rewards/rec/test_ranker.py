@@ -33,7 +33,11 @@ def ranker():
 
 
 def test_matching_profile_ranks_first(ranker):
-    profiles = ["This user bakes bread at home", "An amateur astronomer who watches the stars at night", "Knits warm sweaters"]
+    profiles = [
+        "This user bakes bread at home",
+        "An amateur astronomer who watches the stars at night",
+        "Knits warm sweaters",
+    ]
     targets = ["flour", "telescope", "yarn"]
     cands = [list(ITEMS)] * 3
     ranks = ranker.rank(profiles, targets, candidates=cands)
@@ -71,7 +75,13 @@ def _brute_force_ndcg(ranker, profiles, targets, histories, k):
 def test_full_catalog_matches_brute_force(ranker, index):
     ranker.full_catalog, ranker.index_kind, ranker._index = True, index, None
     try:
-        profiles = ["Works in a science lab", "Goes hiking and camping", "Writes letters", "Likes music", "Cleans hands"]
+        profiles = [
+            "Works in a science lab",
+            "Goes hiking and camping",
+            "Writes letters",
+            "Likes music",
+            "Cleans hands",
+        ]
         targets = ["microscope", "tent", "staples", "guitar", "gloves"]
         histories = [["gloves"], [], ["pen"], ["yarn", "tent"], ["soap"]]
         for k in (1, 3, 5):
@@ -85,7 +95,11 @@ def test_full_catalog_matches_brute_force(ranker, index):
 def test_reward_contract(ranker):
     extract = lambda t: t.split("PROFILE:", 1)[1].strip() if "PROFILE:" in t else None  # noqa: E731
     fn = RankerReward(ranker, extract)
-    completions = [[{"role": "assistant", "content": "PROFILE: bakes bread"}], "no profile here", "PROFILE: bakes bread"]
+    completions = [
+        [{"role": "assistant", "content": "PROFILE: bakes bread"}],
+        "no profile here",
+        "PROFILE: bakes bread",
+    ]
     out = fn(["p"] * 3, completions, target_item=["flour"] * 3, history=[["pen"]] * 3, candidates=None)
     assert out[1] == -1.0 and out[0] == out[2] and 0 < out[0] <= 1
     assert fn.__name__ == "rec_ranker"
@@ -96,6 +110,11 @@ def test_duet_wiring(ranker):
 
     fn = ranker_reward(ranker, mode="user_only")
     good = "<user_profile><cue>baking</cue><constructed_prompt>p</constructed_prompt><profile>Bakes bread</profile></user_profile>"
-    out = fn(["p", "p"], [good, good.replace("</cue>", "")], target_item=["flour", "flour"], history=[[], []],
-             candidates=[list(ITEMS), list(ITEMS)])
+    out = fn(
+        ["p", "p"],
+        [good, good.replace("</cue>", "")],
+        target_item=["flour", "flour"],
+        history=[[], []],
+        candidates=[list(ITEMS), list(ITEMS)],
+    )
     assert out == [1.0, -1.0]

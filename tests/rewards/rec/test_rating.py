@@ -47,7 +47,11 @@ def test_rating_reward_with_stub():
 
     stub = StubPredictor({"U1": 4.0, "U2": None})
     fn = rating_reward(stub)
-    completions = [blk("user_profile", "U1") + blk("item_profile", "I1"), "garbage", blk("user_profile", "U2") + blk("item_profile", "I2")]
+    completions = [
+        blk("user_profile", "U1") + blk("item_profile", "I1"),
+        "garbage",
+        blk("user_profile", "U2") + blk("item_profile", "I2"),
+    ]
     out = fn(["p"] * 3, completions, rating=[5, 3, 2], item_title=["T1", "T2", "T3"])
     assert out == [0.75, -1.0, -1.0]
     assert stub.calls == [(["U1", "U2"], ["I1", "I2"], ["T1", "T3"])]  # one batched call, failures skipped
