@@ -9,7 +9,7 @@ import pytest
 
 from rewards.builtin import completion_length, exact_match, length_penalty, letter_fraction
 from rewards.pool import RewardSpec, RewardWorker
-from rewards.registry import REWARDS, is_async_reward, load_reward, reward_name
+from rewards.registry import REWARDS, check_reward, is_async_reward, load_reward, reward_name
 from rl.registry import RegistryError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sample_rewards.py"
@@ -49,6 +49,49 @@ def test_non_callable_is_refused_with_the_fix():
     with pytest.raises(RegistryError) as info:
         load_reward(spec)
     assert str(info.value) == f"reward {spec!r} resolves to a int, not a callable; point it at a function"
+
+
+CLASS_REWARDS = """
+INSTANCES = []
+
+class Scaled:
+    def __init__(self, scale=1.0):
+        self.scale = scale
+        INSTANCES.append(self)
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns):
+        return [self.scale * len(c) for c in completions]
+
+class NotAReward:
+    def __init__(self):
+        pass
+"""
+
+
+def test_class_is_instantiated_with_kwargs(tmp_path):
+    path = tmp_path / "class_rewards.py"
+    path.write_text(CLASS_REWARDS)
+    fn = load_reward(f"{path}:Scaled", {"scale": 2.0})
+    assert type(fn).__name__ == "Scaled" and fn.scale == 2.0
+    assert reward_name(fn) == "Scaled"
+    assert fn(prompts=["p"], completions=["abc"]) == [6.0]
+    assert load_reward(f"{path}:Scaled").scale == 1.0  # no kwargs: still an instance, not the class
+    worker = RewardWorker(RewardSpec(name="s", source=f"{path}:Scaled", kwargs={"scale": 3.0}))
+    assert worker.score(["p"], ["ab"], None, {}) == [6.0]
+
+
+def test_class_checks_happen_before_instantiation(tmp_path):
+    path = tmp_path / "class_rewards2.py"
+    path.write_text(CLASS_REWARDS)
+    with pytest.raises(RegistryError, match=r"does not accept keyword argument\(s\) scal;.*scale"):
+        load_reward(f"{path}:Scaled", {"scal": 2.0})
+    with pytest.raises(RegistryError, match="class NotAReward, whose instances are not callable"):
+        load_reward(f"{path}:NotAReward")
+    check_reward(f"{path}:Scaled", {"scale": 5.0})  # validates without building an instance
+    with pytest.raises(RegistryError, match="scal"):
+        check_reward(f"{path}:Scaled", {"scal": 5.0})
+    module = __import__("sys").modules[type(load_reward(f"{path}:Scaled")).__module__]
+    assert len(module.INSTANCES) == 1  # only the load_reward call above built one
 
 
 def test_duplicate_registration_is_refused():
