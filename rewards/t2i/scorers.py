@@ -137,7 +137,7 @@ class PickScoreScorer(ClipScorer):
 # ---------------------------------------------------------------- VLM judge
 
 JUDGE_PROMPT = (
-    "You are judging a text-to-image model. Description: \"{prompt}\"\n"
+    'You are judging a text-to-image model. Description: "{prompt}"\n'
     "Rate from 0 to 10 how faithfully the image shows this description: every object, its count, "
     "its color and its position. 0 = unrelated, 10 = perfect. Reply with the rating only, inside "
     "<score></score> tags, for example <score>7</score>."
@@ -287,9 +287,7 @@ class VLMJudge:
         _check_lengths(images, prompts)
         if not images:
             return []
-        answers = (
-            self._endpoint_answers(images, prompts) if self.endpoint else self._local_answers(images, prompts)
-        )
+        answers = self._endpoint_answers(images, prompts) if self.endpoint else self._local_answers(images, prompts)
         self.last_texts = answers
         return [score_to_reward(parse_score(a), self.failure_value) for a in answers]
 
@@ -314,14 +312,21 @@ class Owlv2Detector:
     """
 
     def __init__(
-        self, model_path: str, threshold: float = 0.1, device: str = "cpu", dtype: str = "float32", max_per_class: int = 16
+        self,
+        model_path: str,
+        threshold: float = 0.1,
+        device: str = "cpu",
+        dtype: str = "float32",
+        max_per_class: int = 16,
     ):
         from transformers import Owlv2ForObjectDetection
 
         self.device = resolve_device(device)
         self.threshold = threshold
         self.max_per_class = max_per_class
-        self.model = Owlv2ForObjectDetection.from_pretrained(model_path, dtype=_torch_dtype(dtype)).to(self.device).eval()
+        self.model = (
+            Owlv2ForObjectDetection.from_pretrained(model_path, dtype=_torch_dtype(dtype)).to(self.device).eval()
+        )
         self.processor = _load_processor(model_path)
 
     def detect(self, image: Image.Image, classes: Sequence[str]) -> list[Detection]:
@@ -387,7 +392,9 @@ class CompositionChecker:
         if detector not in ("pixel", "owlv2"):
             raise ValueError(f"CompositionChecker: detector ({detector!r}) must be 'pixel' or 'owlv2'")
         if detector == "owlv2" and not model_path:
-            raise ValueError("CompositionChecker: detector='owlv2' needs model_path (e.g. google/owlv2-base-patch16-ensemble)")
+            raise ValueError(
+                "CompositionChecker: detector='owlv2' needs model_path (e.g. google/owlv2-base-patch16-ensemble)"
+            )
         self.detector = detector
         self.partial = partial
         self._owl = Owlv2Detector(model_path, threshold, device, dtype) if detector == "owlv2" else None
@@ -468,4 +475,3 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0, image_size: int = 32) ->
     processor = CLIPProcessor(image_processor=CLIPImageProcessorPil(size=size, crop_size=crop), tokenizer=tokenizer)
     processor.save_pretrained(out)
     return out
-

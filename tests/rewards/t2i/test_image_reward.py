@@ -102,7 +102,9 @@ def test_tiny_stable_diffusion_with_weighted_clip_and_composition(tmp_path, batc
     originals = [prompts[k][-1]["content"] for k in answered]
     cos = ClipScorer(str(clip)).score(reward.last_images, originals)
     geneval = [reward.last_components["geneval"][k] for k in answered]
-    assert [values[k] for k in answered] == pytest.approx([2 * c + 0.5 * g for c, g in zip(cos, geneval)], abs=1e-5)
+    assert [values[k] for k in answered] == pytest.approx(
+        [2 * c + 0.5 * g for c, g in zip(cos, geneval, strict=True)], abs=1e-5
+    )
     # G completions of one prompt share the seed (prompt_seed of the original): same text, same image
     again = reward([prompts[0]], [completions[0]], metadata=[metadata[0]])
     assert again == pytest.approx([values[0]], abs=1e-5)

@@ -252,7 +252,9 @@ def _build_tiny_owlv2(out: Path) -> Path:
               "image_size": 32, "patch_size": 8}  # fmt: skip
     torch.manual_seed(0)
     Owlv2ForObjectDetection(Owlv2Config(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(out)
-    Owlv2Processor(image_processor=Owlv2ImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tok).save_pretrained(out)
+    Owlv2Processor(
+        image_processor=Owlv2ImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tok
+    ).save_pretrained(out)
     return out
 
 
@@ -313,8 +315,14 @@ def test_real_size_clip_and_owlv2_on_cuda(tmp_path, items):
     assert len(ClipScorer(str(tmp_path / "clip"), device="cuda", dtype="float16").score(images, prompts)) == 4
 
     owl_tok = write_tiny_clip_tokenizer(tmp_path / "owl_tok", model_max_length=16)
-    owl_ids = {"bos_token_id": owl_tok.bos_token_id, "eos_token_id": owl_tok.eos_token_id, "pad_token_id": owl_tok.pad_token_id}
-    Owlv2ForObjectDetection(Owlv2Config(text_config={"vocab_size": len(owl_tok), **owl_ids})).save_pretrained(tmp_path / "owl")
+    owl_ids = {
+        "bos_token_id": owl_tok.bos_token_id,
+        "eos_token_id": owl_tok.eos_token_id,
+        "pad_token_id": owl_tok.pad_token_id,
+    }
+    Owlv2ForObjectDetection(Owlv2Config(text_config={"vocab_size": len(owl_tok), **owl_ids})).save_pretrained(
+        tmp_path / "owl"
+    )
     Owlv2Processor(image_processor=Owlv2ImageProcessorPil(), tokenizer=owl_tok).save_pretrained(tmp_path / "owl")
     checker = CompositionChecker("owlv2", str(tmp_path / "owl"), threshold=0.0, device="cuda")
     assert len(checker.score(images, prompts, [it["metadata"] for it in items[:4]])) == 4
