@@ -13,7 +13,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from rewards.contract import message_text
+from rl.env_api import Env, EnvArgs, RewardComponent
 from rewards.t2i.geneval import Parsed, ideal_rewrite, load_geneval_metadata, parse_completion
 from rewards.t2i.shapeworld import CLASS_NAMES, COLORS
 
@@ -173,3 +176,171 @@ def generate_training_prompts(n: int, seed: int = 0) -> list[dict]:
         seen.add(prompt)
         out.append({"prompt": prompt, "metadata": {"tag": tag, **meta, "prompt": prompt}})
     return out
+
+
+# ---------------------------------------------------------------- the env
+
+BUNDLED_GENEVAL = Path(__file__).resolve().parent / "data" / "geneval" / "evaluation_metadata.jsonl"
+
+
+def with_prefill(messages: list[dict]) -> list[dict]:
+    """RePrompt's conversation: the assistant turn is pre-filled and generation continues it."""
+    return [*messages, {"role": "assistant", "content": ASSISTANT_PREFILL}]
+
+
+def _weak_rewrite(raw: str) -> str:
+    """A well-formed but unhelpful rewrite: the raw prompt restated inside the frame (no layout, no digits)."""
+    from rewards.t2i.geneval import _FRAME_CLOSE, _FRAME_OPEN
+
+    return f"{_FRAME_OPEN}: {raw.strip()}. {_FRAME_CLOSE}"
+
+
+def _think(meta: dict) -> str:
+    names = ", ".join(req["class"] for req in meta["include"])
+    return f" The picture needs {names}."
+
+
+def sft_completion(item: dict, ideal: bool) -> str:
+    """What the policy writes after the prefill: reasoning, then the enhanced prompt."""
+    answer = ideal_rewrite(item["metadata"]) if ideal else _weak_rewrite(item["prompt"])
+    return f"{_think(item['metadata'])} </think>\n<answer> {answer} </answer>"
+
+
+def _spread(items: list, n: int | None) -> list:
+    """At most ``n`` items spread evenly over the list (keeps every GenEval tag represented)."""
+    if not n or n >= len(items):
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+class RePromptArgs(EnvArgs):
+    train_prompts: str = Field(
+        "generated",
+        description="'generated' (built-in GenEval-style generator, never the eval prompts), a GenEval "
+        "metadata .jsonl, or a .txt file with one prompt per line (no metadata: image reward needs .jsonl).",
+    )
+    num_train_prompts: int = Field(512, ge=1, description="Training prompts drawn from the source.")
+    eval_metadata: str | None = Field(
+        None, description="GenEval metadata .jsonl to evaluate on (default: the bundled 553 GenEval prompts)."
+    )
+    image_reward_partial: bool = Field(
+        True, description="Train on the fraction of GenEval clauses satisfied (denser) instead of all-or-nothing."
+    )
+    sft_ideal_fraction: float = Field(
+        0.5, ge=0, le=1, description="Share of SFT examples whose answer is the explicit-layout rewrite."
+    )
+    eval_seeds: int = Field(4, ge=1, description="Images per prompt in evaluation (GenEval uses 4).")
+
+
+class RePromptEnv(Env):
+    """RePrompt on shapeworld: format + length + GenEval-style composition of the rendered image."""
+
+    Args = RePromptArgs
+
+    def _train_items(self) -> list[dict]:
+        src = self.args.train_prompts
+        if src == "generated":
+            return generate_training_prompts(self.args.num_train_prompts, seed=self.seed)
+        path = Path(src)
+        if path.suffix == ".jsonl":
+            return load_geneval_prompts(path)[: self.args.num_train_prompts]
+        raise ValueError(
+            f"env.args.train_prompts ({src!r}): the image reward judges against GenEval metadata; "
+            "give 'generated' or a GenEval-style .jsonl (plain .txt prompts carry no metadata)"
+        )
+
+    def train_dataset(self):
+        from datasets import Dataset
+
+        rows = build_rows(self._train_items(), base_seed=self.seed)
+        for row in rows:
+            row["prompt"] = with_prefill(row["prompt"])
+        return Dataset.from_list(rows)
+
+    def rewards(self) -> list[RewardComponent]:
+        return [
+            RewardComponent("format", 1.0, "envs.reprompt:format_reward"),
+            RewardComponent("length", 1.0, "envs.reprompt:length_reward"),
+            RewardComponent(
+                "image", 1.0, "rewards.t2i.geneval:geneval_reward", {"partial": self.args.image_reward_partial}
+            ),
+        ]
+
+    def sft_dataset(self, n: int):
+        from datasets import Dataset
+
+        rng = random.Random(self.seed + 7)
+        items = generate_training_prompts(n, seed=self.seed + 10_000)  # disjoint from the RL prompts' seed
+        return Dataset.from_dict(
+            {
+                "prompt": [with_prefill(build_messages(it["prompt"])) for it in items],
+                "completion": [sft_completion(it, rng.random() < self.args.sft_ideal_fraction) for it in items],
+            }
+        )
+
+    def eval_items(self, max_prompts: int | None = None) -> list[dict]:
+        path = Path(self.args.eval_metadata) if self.args.eval_metadata else BUNDLED_GENEVAL
+        return _spread(load_geneval_prompts(path), max_prompts)
+
+    def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
+        from rewards.t2i.geneval import prompt_seed, score_prompt, score_table
+
+        items = self.eval_items(max_prompts)
+        seeds = range(self.args.eval_seeds)
+
+        def table(image_prompts: list[str | None]) -> dict:
+            rows = []
+            for item, text in zip(items, image_prompts, strict=True):
+                for k in seeds:
+                    ok = text is not None and score_prompt(text, item["metadata"], prompt_seed(item["prompt"], k))[0]
+                    rows.append({"tag": item["metadata"]["tag"], "correct": ok})
+            return score_table(rows)
+
+        results: dict[str, dict] = {"raw": table([it["prompt"] for it in items])}
+        answers: dict[str, list] = {}
+        for name, generate in policies.items():
+            chat = [with_prefill(build_messages(it["prompt"])) for it in items]
+            texts = generate(chat)
+            parsed = [parse_completion(t) for t in texts]
+            answers[name] = [p.answer for p in parsed]
+            row = table(answers[name])
+            row["format_reward"] = sum(format_reward(None, texts)) / len(texts)
+            row["length_reward"] = sum(length_reward(None, texts)) / len(texts)
+            row["answer_rate"] = sum(a is not None for a in answers[name]) / len(texts)
+            results[name] = row
+        _write_grid(items, answers, Path(out_dir))
+        return results
+
+
+def _write_grid(items: list[dict], answers: dict[str, list], out_dir: Path, n: int = 6) -> None:
+    """eval_grid.png: per row, the image of the raw prompt and of each policy's enhanced prompt."""
+    from PIL import Image, ImageDraw
+
+    from rewards.t2i.geneval import prompt_seed
+    from rewards.t2i.shapeworld import render
+
+    names = list(answers)
+    cell, text_h = 160, 70
+    grid = Image.new("RGB", (cell * (1 + len(names)), (cell + text_h) * n), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, item in enumerate(items[:n]):
+        columns = [("raw", item["prompt"])] + [(nm, answers[nm][r]) for nm in names]
+        for c, (label, text) in enumerate(columns):
+            x, y = c * cell, r * (cell + text_h)
+            if text:
+                grid.paste(render(text, prompt_seed(item["prompt"], 0), size=cell), (x, y))
+            caption = f"{label}: {(text or '(no answer)')}"
+            lines = [caption[i : i + 26] for i in range(0, min(len(caption), 26 * 5), 26)]
+            draw.multiline_text((x + 2, y + cell + 2), "\n".join(lines), fill="black")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid.save(out_dir / "eval_grid.png")
+    try:
+        import numpy as np
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+        writer.add_image("eval/raw_vs_enhanced", np.asarray(grid), dataformats="HWC")
+        writer.close()
+    except ImportError:  # TensorBoard is optional for the grid
+        pass

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.pool import RewardError, RewardPool, RewardSpec, ScoreResult
-from rewards.registry import load_reward
+from rewards.registry import check_reward
 from rl.registry import RegistryError
 
 
@@ -131,7 +131,7 @@ def score_jsonl(
     """Score every sample of ``input_path`` with ``reward`` on a running Ray cluster; return the summary."""
     samples = read_samples(input_path)
     try:  # resolve here too: a bad name or file is a user error (exit 2), reported before any actor starts
-        load_reward(reward, kwargs)
+        check_reward(reward, kwargs)
     except RegistryError as exc:
         raise ScoreInputError(str(exc)) from exc
     if output_path is not None and Path(output_path).resolve() == Path(input_path).resolve():

@@ -103,12 +103,33 @@ def _cmd_score(args) -> int:
     return run_score(args)
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate the start and trained policies of a run (or a config's policy)",
+        description="Score the policy RL started from and the trained policy on the env's evaluation set "
+        "(e.g. GenEval-style tags for RePrompt); prints a table and writes eval.json.",
+    )
+    p.add_argument("target", help="a run directory, or a YAML config (evaluates its starting policy)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    p.add_argument("--max-prompts", type=int, default=None, help="evaluate on at most N prompts")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args) -> int:
+    from rl.evaluate import run_eval
+
+    run_eval(args.target, args.overrides, max_prompts=args.max_prompts)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_eval(sub)
     _add_score(sub)
     _add_tiny_model(sub)
     return parser

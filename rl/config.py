@@ -167,6 +167,22 @@ class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of RUN_DIR/relay.log.")
 
 
+class SFTConfig(_Section):
+    steps: int = Field(0, ge=0, description="Supervised warm-start steps before RL (0 = none); needs an env with SFT data.")
+    num_examples: int = Field(512, ge=1, description="SFT examples drawn from the env.")
+    batch_size: int = Field(16, ge=1, description="SFT batch size.")
+    learning_rate: float = Field(2e-3, gt=0, description="SFT learning rate.")
+    lora: bool = Field(
+        False, description="Train a LoRA adapter (merged afterwards) instead of all weights; full tuning suits tiny models."
+    )
+
+
+class EvalConfig(_Section):
+    after_train: bool = Field(False, description="Run `relay eval` on the run directory when training ends.")
+    max_prompts: int | None = Field(None, ge=1, description="Evaluate on at most this many prompts (default: all).")
+    batch_size: int = Field(64, ge=1, description="Prompts per generation batch during evaluation.")
+
+
 class CheckpointConfig(_Section):
     every_steps: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end).")
     keep: int = Field(2, ge=1, description="Checkpoints kept.")
@@ -186,6 +202,8 @@ class RelayConfig(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

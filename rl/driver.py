@@ -46,7 +46,7 @@ def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
 
 def preflight(cfg: RelayConfig) -> Plan:
     """Resolve the env, its dataset and every reward function; collect all problems."""
-    from rewards.registry import load_reward
+    from rewards.registry import check_reward
 
     problems: list[str] = []
     try:
@@ -61,7 +61,7 @@ def preflight(cfg: RelayConfig) -> Plan:
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
         try:
-            load_reward(comp.source or comp.name, comp.kwargs)
+            check_reward(comp.source or comp.name, comp.kwargs)
         except (RegistryError, TypeError, ValueError) as exc:
             problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
     try:
@@ -74,6 +74,11 @@ def preflight(cfg: RelayConfig) -> Plan:
             problems.append(f"env {cfg.env.name!r}: its dataset has no 'prompt' column (columns: {dataset.column_names})")
         if len(dataset) == 0:
             problems.append(f"env {cfg.env.name!r}: the training dataset is empty; check env.args")
+    if cfg.sft.steps:
+        try:
+            env.sft_dataset(2)
+        except NotImplementedError as exc:
+            problems.append(f"sft.steps ({cfg.sft.steps}): {exc}")
     if problems:
         raise ConfigError(problems)
     return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components)
@@ -179,6 +184,10 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     logger.info("run dir %s", run_path)
     try:
         _run(plan, run_path, callbacks or [])
+        if cfg.eval.after_train:
+            from rl.evaluate import run_eval
+
+            run_eval(run_path)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -207,6 +216,10 @@ def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
     if cfg.learner.torch_threads:
         torch.set_num_threads(cfg.learner.torch_threads)
     model_path = resolve_model(cfg, run_dir)
+    if cfg.sft.steps:
+        from rl.learner.sft import warm_start
+
+        model_path = warm_start(cfg, plan.env, model_path, run_dir / "sft_model")
     needed = cpus_needed(cfg, plan.rewards)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:

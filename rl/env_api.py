@@ -49,9 +49,22 @@ class Env:
     def rewards(self) -> list[RewardComponent]:
         raise NotImplementedError
 
+    def sft_dataset(self, n: int):  # -> datasets.Dataset with `prompt` (messages) and `completion` (str)
+        """Examples for a supervised warm start (``sft.steps > 0``); envs without one raise."""
+        raise NotImplementedError(f"env {type(self).__name__} has no SFT data; set sft.steps=0")
+
+    def evaluate(self, policies: dict[str, Any], out_dir: Any, max_prompts: int | None = None) -> dict[str, Any]:
+        """Score each policy (name -> ``generate(list_of_prompts) -> list[str]``) on the env's eval set.
+
+        ``policies`` maps names such as ``start`` and ``trained`` to generation functions. Returns
+        ``{name: {metric: value}}`` (the env may add rows, e.g. ``raw``); written as eval.json.
+        """
+        raise NotImplementedError(f"env {type(self).__name__} has no evaluation")
+
 
 ENVS: Registry[type[Env]] = Registry("env")
 ENVS.register("letters", "envs.letters:LettersEnv")
+ENVS.register("reprompt", "envs.reprompt:RePromptEnv")
 
 
 def env_arg_problems(env_cls: type[Env], args: dict[str, Any], prefix: str = "env.args") -> list[str]:

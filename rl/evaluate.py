@@ -1,0 +1,106 @@
+"""``relay eval CONFIG_OR_RUN_DIR``: score the start policy and the trained policy on the env's eval set.
+
+The policies are generated with the same ``HFEngine`` the rollout actors use (greedy decoding),
+in-process: evaluation needs no cluster. The env decides what is measured (``Env.evaluate``);
+this module loads the policies, writes ``eval.json`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from rl.config import ConfigError, RelayConfig, load_config, validate
+
+logger = logging.getLogger(__name__)
+
+Generate = Callable[[list[Any]], list[str]]
+
+
+def load_adapter_tensors(adapter_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    path = adapter_dir / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ConfigError([f"{adapter_dir}: no adapter_model.safetensors; is this a finished run directory?"])
+    return load_file(str(path))
+
+
+def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, batch_size: int = 64) -> Generate:
+    """A greedy ``generate(prompts) -> texts`` for ``model_path`` (+ a saved LoRA adapter)."""
+    from rl.rollout.hf import HFEngine
+    from rl.rollout.types import SamplingParams
+
+    engine = HFEngine(model_path, lora=cfg.lora.peft_kwargs(), dtype=cfg.model.dtype)
+    if adapter_dir is not None:
+        engine.load_adapter(0, load_adapter_tensors(adapter_dir))
+    sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=0.0)
+
+    def generate(prompts: list[Any]) -> list[str]:
+        texts: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            texts += [r.text for r in engine.generate(prompts[i : i + batch_size], 1, sampling)]
+        return texts
+
+    return generate
+
+
+def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict[str, Generate], Path]:
+    from rl.driver import resolve_model
+
+    if target.is_dir():
+        config_path = target / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError([f"{target}: not a run directory (no config.yaml); pass a run dir or a config file"])
+        data = yaml.safe_load(config_path.read_text())
+        from rl.config import apply_overrides
+
+        cfg = validate(apply_overrides(data, overrides), source=str(config_path))
+        start_model = target / "sft_model" if (target / "sft_model").is_dir() else Path(resolve_model(cfg, target))
+        policies = {"start": policy(cfg, str(start_model), batch_size=cfg.eval.batch_size)}
+        if (target / "adapter").is_dir():
+            policies["trained"] = policy(cfg, str(start_model), target / "adapter", batch_size=cfg.eval.batch_size)
+        return cfg, policies, target
+    cfg = load_config(target, overrides)
+    out = Path(tempfile.mkdtemp(prefix=f"relay-eval-{cfg.name}-"))
+    return cfg, {"start": policy(cfg, resolve_model(cfg, out), batch_size=cfg.eval.batch_size)}, out
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """Metrics as rows, policies as columns."""
+    names = list(results)
+    metrics: list[str] = []
+    for row in results.values():
+        metrics += [m for m, v in row.items() if m not in metrics and isinstance(v, (int, float))]
+    width = max([len(m) for m in metrics] + [6])
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{n:>9}" for n in names)]
+    for m in metrics:
+        cells = []
+        for n in names:
+            v = results[n].get(m)
+            cells.append(f"{v:>9.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'-':>9}")
+        lines.append(f"{m:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def run_eval(target: str | Path, overrides: list[str] | None = None, max_prompts: int | None = None) -> dict:
+    """Evaluate and write ``eval.json`` into the run directory (or a temp dir for a bare config)."""
+    from rl.driver import _quiet_libraries
+    from rl.env_api import build_env
+
+    _quiet_libraries()
+    cfg, policies, out_dir = _policies_for(Path(target), list(overrides or []))
+    env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
+    results = env.evaluate(policies, out_dir, max_prompts=max_prompts or cfg.eval.max_prompts)
+    tmp = out_dir / "eval.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(out_dir / "eval.json")
+    print(format_table(results))
+    print(f"eval.json written to {out_dir / 'eval.json'}")
+    return results

@@ -1,0 +1,72 @@
+"""Supervised warm start with TRL's SFTTrainer; the result is a plain model RL starts from.
+
+RePrompt and the recommender recipes warm-start from SFT. Merging keeps the RL side unchanged:
+rollout workers load the merged model as their base, RL trains a fresh adapter on top, and the
+"start" policy of an evaluation is exactly that merged model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The text a rollout engine feeds the model: continue a pre-filled assistant turn, else open one."""
+    if messages and messages[-1]["role"] == "assistant":
+        return tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
+    """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = env.sft_dataset(cfg.sft.num_examples)
+    # Plain-text prompt/completion pairs: the prompt is rendered exactly as the rollout engine renders
+    # it, so SFT and RL see the same token boundary; the loss covers the completion only.
+    data = Dataset.from_dict(
+        {
+            "prompt": [render_prompt(tokenizer, m) for m in rows["prompt"]],
+            "completion": [c + tokenizer.eos_token for c in rows["completion"]],
+        }
+    )
+    args = SFTConfig(
+        output_dir=str(out_dir.parent / "sft_trainer"),
+        max_steps=cfg.sft.steps,
+        per_device_train_batch_size=cfg.sft.batch_size,
+        learning_rate=cfg.sft.learning_rate,
+        lr_scheduler_type="constant",
+        use_cpu=cfg.learner.device == "cpu",
+        bf16=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=max(1, cfg.sft.steps // 10),
+        report_to=[],
+        save_strategy="no",
+        completion_only_loss=True,
+        max_length=None,
+        disable_tqdm=not cfg.logging.progress_bar,
+        dataset_num_proc=None,
+    )
+    trainer = SFTTrainer(
+        model=model_path,
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(**cfg.lora.peft_kwargs()) if cfg.sft.lora else None,
+    )
+    trainer.train()
+    merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    logger.info("SFT warm start: %d steps, loss %.3f -> %.3f", cfg.sft.steps, losses[0], losses[-1])
+    return str(out_dir)
