@@ -23,13 +23,19 @@ Any failure -> ``parse_profiles`` returns None (the reward is DUET's format-fail
 
 from __future__ import annotations
 
+import json
+import random
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from envs.recdata import ItemInfo
+from pydantic import BaseModel, ConfigDict, Field
+
+from envs.recdata import ItemInfo, RecData
+from rl.env_api import Env, EnvArgs, RewardComponent
 
 Mode = Literal["joint", "user_only"]
 BLOCKS = ("user_profile", "item_profile")
@@ -288,3 +294,439 @@ def rating_reward(predictor):
     from rewards.rec.rating import RatingReward
 
     return RatingReward(predictor, joint_profile_extractor, name="duet_rating")
+
+
+# ----------------------------------------------------------------------------- short SFT template
+
+
+def short_template_completion(
+    user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint", n_keywords: int = 4
+) -> str:
+    """A compact well-formed completion (categories and keywords) for small policies/short budgets.
+
+    Same six tags as ``template_completion``; the user profile names the user's most frequent narrowest
+    categories, which an embedding ranker picks up well.
+    """
+    _check_mode(mode)
+    kws = _keywords(user_history, n_keywords) or ["general products"]
+    cats = [c for c, _ in Counter(_clean(h.categories[-1]) for h in user_history if h.categories).most_common(2)]
+    out = _block("user_profile", ", ".join(kws[:2]), "list product types", _join(cats or kws[:2]))
+    if mode == "joint":
+        if item is None:
+            raise ValueError("short_template_completion(mode='joint') needs the item")
+        kind = _clean(item.categories[-1]) if item.categories else "product"
+        out += "\n" + _block("item_profile", ", ".join((_keywords([item], 2) or ["product"])), "name the item", kind)
+    return out
+
+
+# --------------------------------------------------------------------------------------- the env
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLED_INTER = "envs/data/scientific300/Scientific300.inter.json"
+
+
+def resolve_path(path: str) -> Path:
+    """A path as given (absolute, or relative to the working directory), else relative to the repo root.
+
+    The fallback lets recipe configs name the bundled data (``envs/data/...``) from any directory.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p.resolve()
+    alt = REPO_ROOT / p
+    return alt.resolve() if alt.exists() else p.resolve()
+
+
+class DataArgs(BaseModel):
+    """Where the interactions and item texts come from (shared by the env and its reward actors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["lcrec", "p5", "table"] = Field(
+        "lcrec",
+        description="'lcrec' (X.inter.json + X.item.json), 'p5' (user_sequence.txt + item_id<space>text) "
+        "or 'table' (JSONL/CSV/TSV/Parquet with user, item, timestamp[, rating] columns).",
+    )
+    path: str = Field(
+        BUNDLED_INTER,
+        description="Interactions file (inter.json, user_sequence.txt, or the table). Default: the bundled "
+        "300-user Amazon Scientific subset. Relative paths: the working directory, then the repo root.",
+    )
+    item_path: str | None = Field(
+        None, description="Item texts (LC-Rec item.json or P5 text file); lcrec finds X.item.json by itself."
+    )
+    user_col: str = Field("user", description="table: user column.")
+    item_col: str = Field("item", description="table: item column.")
+    timestamp_col: str | None = Field("timestamp", description="table: timestamp column (None: file order).")
+    rating_col: str | None = Field("rating", description="table: rating column (needed by reward=rating).")
+
+    def load(self) -> RecData:
+        from envs.recdata import load_lcrec, load_p5, load_table
+
+        path = resolve_path(self.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"env.args.data.path ({self.path!r}): no such file ({path})")
+        item_path = resolve_path(self.item_path) if self.item_path else None
+        if item_path is not None and not item_path.is_file():
+            raise FileNotFoundError(f"env.args.data.item_path ({self.item_path!r}): no such file ({item_path})")
+        if self.format == "lcrec":
+            return load_lcrec(path, item_path)
+        if self.format == "p5":
+            return load_p5(path, item_path)
+        return load_table(
+            path,
+            item_text_path=item_path,
+            user_col=self.user_col,
+            item_col=self.item_col,
+            timestamp_col=self.timestamp_col,
+            rating_col=self.rating_col,
+        )
+
+
+_DATA_CACHE: dict[str, RecData] = {}
+
+
+def load_data(data: DataArgs | dict) -> RecData:
+    """``DataArgs.load`` memoised per process (env, evaluation and a reward actor each load once)."""
+    args = data if isinstance(data, DataArgs) else DataArgs.model_validate(data)
+    key = args.model_dump_json()
+    if key not in _DATA_CACHE:
+        _DATA_CACHE[key] = args.load()
+    return _DATA_CACHE[key]
+
+
+class DuetArgs(EnvArgs):
+    data: DataArgs = Field(default_factory=DataArgs, description="Interactions and item texts.")
+    split: Literal["leave_one_out", "timestamp"] = Field(
+        "leave_one_out", description="How held-out events are chosen (timestamp needs a table with timestamps)."
+    )
+    eval_split: Literal["valid", "test"] = Field("valid", description="Held-out examples `relay eval` scores.")
+    history_window: int = Field(10, ge=1, description="Most recent history items shown in the prompt (DUET: 10).")
+    profile: Literal["joint", "user_only"] = Field(
+        "user_only", description="'joint' (DUET: user + item profiles) or 'user_only' (LettinGo: user profile)."
+    )
+    num_train_users: int = Field(256, ge=1, description="Users (one example each) in the RL training set.")
+    num_eval_users: int = Field(64, ge=1, description="Held-out users scored by `relay eval`.")
+    reward: Literal["ranker", "rating"] = Field(
+        "ranker",
+        description="'ranker': rank metric of the target among candidates by MiniLM cosine to the user "
+        "profile; 'rating': 1 - |pred - rating| / 4 from a frozen LM reading both profiles (joint, needs ratings).",
+    )
+    num_negatives: int = Field(19, ge=1, description="Sampled negatives per example (candidates = target + these).")
+    negatives: Literal["random", "popular"] = Field("random", description="Negative sampling strategy.")
+    k: int = Field(10, ge=1, description="Cutoff of the training reward metric.")
+    metric: Literal["ndcg", "hit", "mrr"] = Field("ndcg", description="Training reward metric (@k).")
+    item_fields: list[str] = Field(
+        default_factory=lambda: ["title", "brand", "categories"],
+        description="Item text fields the ranker embeds for candidates (add 'description' for longer texts).",
+    )
+    prompt_item_chars: int = Field(120, ge=10, description="Each history item's text in the prompt is cut to this.")
+    ranker_model: str | None = Field(None, description="sentence-transformers directory; None = packaged MiniLM.")
+    rating_model: str = Field(
+        "tiny",
+        description="reward=rating: a local causal LM directory for the frozen rating predictor; 'tiny' builds "
+        "a random tiny Qwen2 (smoke runs only: its ratings mean nothing).",
+    )
+    sft_template: Literal["full", "short"] = Field(
+        "full", description="SFT completions: 'full' (sentences, ~150 tokens) or 'short' (keywords, ~40 tokens)."
+    )
+
+
+@dataclass(frozen=True)
+class DuetExample:
+    user: str
+    history: tuple[str, ...]  # item ids in the prompt window, oldest first
+    target: str
+    candidates: tuple[str, ...]  # target first, then negatives
+    rating: float | None
+
+
+
+class DuetEnv(Env):
+    """DUET (joint user + item profiles) and LettinGo (user profile only) over a frozen recommender."""
+
+    Args = DuetArgs
+
+    def __init__(self, args: DuetArgs, seed: int = 0):
+        super().__init__(args, seed)
+        if args.reward == "rating" and args.profile != "joint":
+            raise ValueError(
+                "env.args.reward ('rating') reads both profiles; set env.args.profile=joint (or reward=ranker)"
+            )
+        self._examples: dict[str, list[DuetExample]] = {}
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def data(self) -> RecData:
+        return load_data(self.args.data)
+
+    def _split(self):
+        from envs.recdata import leave_one_out, timestamp_split
+
+        return leave_one_out(self.data) if self.args.split == "leave_one_out" else timestamp_split(self.data)
+
+    def examples(self, which: str) -> list[DuetExample]:
+        """'train' (each train user's last train event, predicted from the earlier ones), 'valid' or 'test'."""
+        if which in self._examples:
+            return self._examples[which]
+        from envs.recdata import Example, user_window
+        from rewards.rec.negatives import NegativeSampler
+
+        split = self._split()
+        if which == "train":
+            raw = [Example(tuple(s[:-1]), s[-1]) for _, s in sorted(split.train.items()) if len(s) >= 2]
+            n, offset = self.args.num_train_users, 0
+        elif which in ("valid", "test"):
+            raw = sorted(getattr(split, which), key=lambda e: e.user)
+            n, offset = self.args.num_eval_users, 1
+        else:
+            raise ValueError(f"examples({which!r}); use 'train', 'valid' or 'test'")
+        raw = [ex for ex in raw if ex.history]  # nothing to profile without a history
+        if not raw:
+            raise ValueError(f"env.args.data: the {which!r} split is empty; check the data and env.args.split")
+        rng = random.Random(self.seed * 7919 + offset)
+        raw = [raw[i] for i in sorted(rng.sample(range(len(raw)), n))] if n < len(raw) else raw
+        data = self.data
+        sampler = NegativeSampler(
+            data.item_ids, self.args.negatives, popularity=data.popularity, seed=self.seed * 104729 + offset
+        )
+        out = []
+        for ex in raw:
+            window = user_window(ex.history, n=self.args.history_window)
+            full_history = [x.item for x in ex.history]
+            negs = sampler.sample(self.args.num_negatives, ex.target.item, full_history)
+            out.append(
+                DuetExample(
+                    user=ex.user,
+                    history=tuple(x.item for x in window),
+                    target=ex.target.item,
+                    candidates=(ex.target.item, *negs),
+                    rating=ex.target.rating,
+                )
+            )
+        if self.args.reward == "rating" and any(e.rating is None for e in out):
+            missing = sum(e.rating is None for e in out)
+            raise ValueError(
+                f"env.args.reward ('rating'): {missing} of {len(out)} {which} targets have no rating in "
+                f"{self.args.data.path}; use a table with a rating column (env.args.data.format=table) or reward=ranker"
+            )
+        self._examples[which] = out
+        return out
+
+    def _prompt_text(self, item: str) -> str:
+        """One history line: the title and the narrowest category, cut to ``prompt_item_chars``."""
+        info = self.data.items.get(item)
+        if info is None:
+            return f"item {item}"
+        text = _clean(info.title).rstrip(".") or f"item {item}"
+        if len(text) > self.args.prompt_item_chars:
+            text = text[: self.args.prompt_item_chars].rsplit(" ", 1)[0] + "..."
+        return f"{text} ({_clean(info.categories[-1])})" if info.categories else text
+
+    def shown_item(self, ex: DuetExample) -> str:
+        """The item the joint prompt profiles: the target for the rating reward; the most recent history
+        item for the ranker (a ranked user profile must never see the target)."""
+        return ex.target if self.args.reward == "rating" else ex.history[-1]
+
+    def messages(self, ex: DuetExample) -> list[dict[str, str]]:
+        history = [self._prompt_text(i) for i in ex.history]
+        if self.args.profile == "user_only":
+            return build_messages(history, mode="user_only")
+        return build_messages(history, self._prompt_text(self.shown_item(ex)), mode="joint")
+
+    def _rows(self, examples: list[DuetExample]) -> dict[str, list]:
+        data = self.data
+        return {
+            "prompt": [self.messages(e) for e in examples],
+            "user": [e.user for e in examples],
+            "target_item": [e.target for e in examples],
+            "history": [list(e.history) for e in examples],
+            "candidates": [list(e.candidates) for e in examples],
+            "item_title": [data.items[e.target].title if e.target in data.items else e.target for e in examples],
+            "rating": [float("nan") if e.rating is None else e.rating for e in examples],
+        }
+
+    def train_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_dict(self._rows(self.examples("train")))
+
+    def eval_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_dict(self._rows(self.examples(self.args.eval_split)))
+
+    # --------------------------------------------------------------- rewards
+
+    def reward_kwargs(self) -> dict[str, Any]:
+        data = self.args.data.model_dump()
+        data["path"] = str(resolve_path(data["path"]))  # actors may run elsewhere than the driver's cwd
+        if data["item_path"]:
+            data["item_path"] = str(resolve_path(data["item_path"]))
+        if self.args.reward == "rating":
+            return {"model_path": self.args.rating_model}
+        return {
+            "data": data,
+            "mode": self.args.profile,
+            "k": self.args.k,
+            "metric": self.args.metric,
+            "item_fields": list(self.args.item_fields),
+            "model_path": self.args.ranker_model,
+        }
+
+    def rewards(self) -> list[RewardComponent]:
+        if self.args.reward == "rating":
+            return [RewardComponent("duet_rating", 1.0, "envs.duet:DuetRatingReward", self.reward_kwargs())]
+        return [RewardComponent("duet_ranker", 1.0, "envs.duet:DuetRankerReward", self.reward_kwargs())]
+
+    # ------------------------------------------------------------------- SFT
+
+    def sft_dataset(self, n: int):
+        """Template completions (``template_completion``) for the training users' windows, cycled to ``n``."""
+        from datasets import Dataset
+
+        examples = self.examples("train")
+        template = template_completion if self.args.sft_template == "full" else short_template_completion
+        items = self.data.items
+        prompts, completions = [], []
+        for j in range(n):
+            ex = examples[j % len(examples)]
+            history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
+            shown = items.get(self.shown_item(ex), ItemInfo()) if self.args.profile == "joint" else None
+            prompts.append(self.messages(ex))
+            completions.append(template(history, shown, mode=self.args.profile))
+        return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
+        """Ranking metrics (and MAE/RMSE with ratings) for no profile, then each policy's profiles."""
+        examples = self.examples(self.args.eval_split)
+        if max_prompts:
+            examples = examples[:max_prompts]
+        ranker = build_ranker(self.args.data, self.args.item_fields, self.args.ranker_model)
+        predictor = build_rating_predictor(self.args.rating_model) if self.args.reward == "rating" else None
+        data = self.data
+        raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
+        raw_item = [self._prompt_text(e.target) for e in examples]
+        results = {"no_profile": self._score(ranker, predictor, examples, raw_user, raw_item, data)}
+        samples: dict[str, list[str]] = {}
+        for name, generate in policies.items():
+            texts = generate([self.messages(e) for e in examples])
+            samples[name] = texts
+            parsed = [parse_profiles(t, self.args.profile) for t in texts]
+            users = [p.user.profile if p else None for p in parsed]
+            items_ = [p.item.profile if p and p.item else None for p in parsed]
+            results[name] = self._score(ranker, predictor, examples, users, items_, data)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "eval_samples.jsonl", "w") as f:
+            for j, e in enumerate(examples):
+                row = {"user": e.user, "target": e.target, "no_profile": raw_user[j]}
+                row.update({name: texts[j] for name, texts in samples.items()})
+                f.write(json.dumps(row) + "\n")
+        return results
+
+    def _score(self, ranker, predictor, examples, user_profiles, item_profiles, data) -> dict[str, float]:
+        import numpy as np
+
+        from rewards.rec.metrics import hit_at_k, mae, mrr, ndcg_at_k, rmse
+
+        ok = [j for j, p in enumerate(user_profiles) if p is not None]
+        ranks = np.array([float(len(e.candidates)) for e in examples])  # unparsable: the worst rank
+        if ok:
+            ranks[ok] = ranker.rank(
+                [user_profiles[j] for j in ok],
+                [examples[j].target for j in ok],
+                [list(examples[j].history) for j in ok],
+                [list(examples[j].candidates[1:]) for j in ok],
+            )
+        row: dict[str, float] = {}
+        for k in (1, 3, 5, 10):
+            row[f"hit@{k}"] = float(np.mean(hit_at_k(ranks, k)))
+        for k in (1, 3, 5, 10):
+            row[f"ndcg@{k}"] = float(np.mean(ndcg_at_k(ranks, k)))
+        row["mrr"] = float(np.mean(mrr(ranks)))
+        row["parse_rate"] = len(ok) / len(examples)
+        row["num_users"] = len(examples)
+        if predictor is not None:
+            both = [j for j in ok if item_profiles[j] is not None]
+            mid = (predictor.lo + predictor.hi) / 2
+            preds = [mid] * len(examples)  # unparsable profiles or predictions: the middle of the scale
+            got = predictor.predict(
+                [user_profiles[j] for j in both],
+                [item_profiles[j] for j in both],
+                [data.items[examples[j].target].title if examples[j].target in data.items else "" for j in both],
+            ) if both else []
+            for j, p in zip(both, got, strict=True):
+                if p is not None:
+                    preds[j] = min(max(p, predictor.lo), predictor.hi)
+            truth = [e.rating for e in examples]
+            row["mae"], row["rmse"] = mae(preds, truth), rmse(preds, truth)
+            row["rating_parse_rate"] = sum(p is not None for p in got) / len(examples)
+        return row
+
+
+# -------------------------------------------------------------------- reward classes (one per actor)
+
+
+def build_ranker(data: DataArgs | dict, item_fields=("title", "brand", "categories"), model_path=None, **kwargs):
+    """An ``EmbeddingRanker`` with the data's catalog (item id -> text of ``item_fields``)."""
+    from rewards.rec.ranker import EmbeddingRanker
+
+    rec = load_data(data)
+    ranker = EmbeddingRanker(model_path, **kwargs)
+    ranker.set_catalog({i: rec.item_text(i, fields=tuple(item_fields)) for i in rec.item_ids}, rec.popularity)
+    return ranker
+
+
+def build_rating_predictor(model_path: str = "tiny", **kwargs):
+    """A ``RatingPredictor``; ``'tiny'`` builds (once, cached in the temp dir) a random tiny Qwen2."""
+    from rewards.rec.rating import RatingPredictor
+
+    if model_path == "tiny":
+        import tempfile
+
+        from rl.tiny_model import cached_tiny_model
+
+        model_path = str(cached_tiny_model(Path(tempfile.gettempdir()) / "relay-tiny-models"))
+    return RatingPredictor(model_path, **kwargs)
+
+
+class DuetRankerReward:
+    """TRL reward: rank metric of ``target_item`` among ``candidates`` by the user ``<profile>``.
+
+    A class so that ``load_reward`` builds it once per reward actor: MiniLM loads once and item
+    embeddings stay cached for the actor's life. Plain kwargs (data paths), so it ships to Ray.
+    """
+
+    def __init__(
+        self,
+        data: dict | None = None,
+        mode: Mode = "user_only",
+        k: int = 10,
+        metric: str = "ndcg",
+        item_fields: Sequence[str] = ("title", "brand", "categories"),
+        model_path: str | None = None,
+        batch_size: int = 64,
+    ):
+        _check_mode(mode)
+        self.ranker = build_ranker(data or {}, item_fields, model_path, k=k, metric=metric, batch_size=batch_size)
+        self._reward = ranker_reward(self.ranker, mode)
+        self.__name__ = "duet_ranker"
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns: Any) -> list[float | None]:
+        return self._reward(prompts, completions, completion_ids, **columns)
+
+
+class DuetRatingReward:
+    """TRL reward: ``1 - |pred - rating| / 4`` from a frozen LM reading both profiles (joint mode)."""
+
+    def __init__(self, model_path: str = "tiny", max_new_tokens: int = 8, batch_size: int = 16):
+        self.predictor = build_rating_predictor(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        self._reward = rating_reward(self.predictor)
+        self.__name__ = "duet_rating"
+
+    def __call__(self, prompts, completions, completion_ids=None, **columns: Any) -> list[float | None]:
+        return self._reward(prompts, completions, completion_ids, **columns)
