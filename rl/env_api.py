@@ -65,6 +65,7 @@ class Env:
 ENVS: Registry[type[Env]] = Registry("env")
 ENVS.register("letters", "envs.letters:LettersEnv")
 ENVS.register("reprompt", "envs.reprompt:RePromptEnv")
+ENVS.register("duet", "envs.duet:DuetEnv")
 
 
 def env_arg_problems(env_cls: type[Env], args: dict[str, Any], prefix: str = "env.args") -> list[str]:
