@@ -68,7 +68,11 @@ def test_exit_codes():
 def test_missing_address_is_a_usage_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "rl.submit", "configs/quickstart.yaml"], cwd=REPO, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "rl.submit", "configs/quickstart.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "RAY_ADDRESS" in proc.stderr
 
@@ -150,9 +154,20 @@ def test_submit_two_step_job_to_token_auth_head(ray_head, tmp_path):
     env = dict(ray_head["env"], RELAY_TEST_SECRET="not-in-any-file")
     proc = subprocess.run(
         [
-            sys.executable, "-m", "rl.submit", "configs/quickstart.yaml", "learner.max_steps=2",
-            "logging.progress_bar=false", "--address", ray_head["address"], "--working-dir", str(REPO),
-            "--run-dir", str(run_dir), "--env", "RELAY_TEST_SECRET",
+            sys.executable,
+            "-m",
+            "rl.submit",
+            "configs/quickstart.yaml",
+            "learner.max_steps=2",
+            "logging.progress_bar=false",
+            "--address",
+            ray_head["address"],
+            "--working-dir",
+            str(REPO),
+            "--run-dir",
+            str(run_dir),
+            "--env",
+            "RELAY_TEST_SECRET",
         ],  # fmt: skip
         cwd=REPO,
         env=env,
