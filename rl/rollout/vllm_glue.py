@@ -1,0 +1,316 @@
+"""Everything the vLLM engine does that is not a vLLM call: plain functions, tested on CPU.
+
+Request building (one vLLM request per rollout, each with its own seed), output parsing into the
+engine contract, LoRA adapter packaging (versioned PEFT directories vLLM loads), adapter ids and
+eviction, the merged full-weight fallback (W + scale * B @ A), and constrained-decoding specs.
+No vLLM import here: ``rl/rollout/vllm.py`` turns these dicts into vLLM objects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rl.rollout.types import FinishReason, SamplingParams
+
+ADAPTER_DIR_PATTERN = re.compile(r"^v(\d{6,})$")
+# The one logprobs mode that matches the contract: log_softmax(logits / temperature). vLLM's default
+# ("raw_logprobs") is before temperature; with top-k/top-p on, "processed" would be renormalised over
+# the kept tokens, which the contract does not mean (see check_sampling).
+LOGPROBS_MODE = "processed_logprobs"
+CONSTRAINT_KINDS = ("regex", "json", "choice", "grammar")
+
+
+# ---- sampling and requests -------------------------------------------------------------------------
+
+
+def check_sampling(sampling: SamplingParams) -> list[str]:
+    """Problems with sampling settings vLLM cannot serve under the engine contract."""
+    problems = []
+    if sampling.top_k or sampling.top_p < 1.0:
+        problems.append(
+            f"rollout.top_k ({sampling.top_k}) / rollout.top_p ({sampling.top_p}): the vllm engine reports "
+            "logprobs of the temperature-scaled distribution only without truncation; set rollout.top_k=0 and "
+            "rollout.top_p=1, or use rollout.engine=hf"
+        )
+    return problems
+
+
+def sampling_kwargs(sampling: SamplingParams, seed: int, eos_ids: Sequence[int]) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for one rollout (n=1, its own seed)."""
+    return {
+        "n": 1,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": 0.0 if sampling.greedy else sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,  # 0 = off in vLLM too
+        "seed": int(seed),
+        "logprobs": 0,  # the sampled token's logprob only
+        "stop_token_ids": list(eos_ids),
+        "skip_special_tokens": True,
+        "detokenize": True,
+    }
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt_index: int
+    sample_index: int
+    prompt_ids: list[int]
+    seed: int
+
+
+def build_requests(prompt_ids: Sequence[Sequence[int]], n: int, seeds: Sequence[int]) -> list[Request]:
+    """One request per rollout, prompt-major, seeds[p * n + s] for sample s of prompt p."""
+    if n < 1:
+        raise ValueError(f"n ({n}) must be >= 1")
+    if len(seeds) != len(prompt_ids) * n:
+        raise ValueError(
+            f"seeds has {len(seeds)} entries; need one per rollout: len(prompts) * n = {len(prompt_ids) * n}"
+        )
+    for i, ids in enumerate(prompt_ids):
+        if not ids:
+            raise ValueError(f"prompt {i} renders to no tokens; give non-empty text")
+    return [Request(p, s, list(prompt_ids[p]), int(seeds[p * n + s])) for p in range(len(prompt_ids)) for s in range(n)]
+
+
+def render_prompt(tokenizer: Any, prompt: str | list[dict[str, str]]) -> list[int]:
+    """Token ids of a prompt, exactly as ``HFEngine.render``: chat ending with an assistant turn is continued."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if not prompt:
+        raise ValueError("empty chat prompt: give at least one message")
+    prefill = prompt[-1].get("role") == "assistant"
+    text = tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=not prefill, continue_final_message=prefill
+    )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _logprob_value(entry: Any) -> float:
+    return float(entry.logprob if hasattr(entry, "logprob") else entry)
+
+
+def parse_completion(
+    token_ids: Sequence[int],
+    logprobs: Sequence[dict[int, Any]] | None,
+    finish_reason: str | None,
+    eos_ids: Sequence[int],
+) -> tuple[list[int], list[float], FinishReason]:
+    """(completion ids, one logprob per id, finish reason) from one vLLM ``CompletionOutput``'s fields.
+
+    ``logprobs[t]`` maps token id -> Logprob (or float) and always holds the sampled token.
+    """
+    ids = [int(t) for t in token_ids]
+    if logprobs is None or len(logprobs) != len(ids):
+        raise RuntimeError(
+            f"vLLM returned {0 if logprobs is None else len(logprobs)} logprob entries for {len(ids)} tokens; "
+            "the request must set logprobs=0"
+        )
+    lps = []
+    for t, (tok, entry) in enumerate(zip(ids, logprobs, strict=True)):
+        if tok not in entry:
+            raise RuntimeError(f"vLLM's logprobs at position {t} lack the sampled token {tok}")
+        lps.append(_logprob_value(entry[tok]))
+    eos = set(eos_ids)
+    finish: FinishReason
+    if finish_reason == "stop":
+        if not ids or ids[-1] not in eos:
+            raise RuntimeError(
+                "vLLM stopped on something other than an EOS token (a stop string?); the contract keeps the EOS "
+                "as the last completion id"
+            )
+        finish = "stop"
+    elif finish_reason == "length":
+        finish = "length"
+    else:
+        raise RuntimeError(f"vLLM finished a request with {finish_reason!r} (aborted?); regenerate the batch")
+    return ids, lps, finish
+
+
+# ---- adapters ----------------------------------------------------------------------------------------
+
+
+def adapter_int_id(version: int) -> int:
+    """vLLM's lora_int_id for an adapter version: unique, > 0 (version -1, the base model, has none)."""
+    if version < 0:
+        raise ValueError(f"adapter version {version} has no vLLM adapter id; the base model runs without one")
+    return version + 1
+
+
+def adapters_to_evict(loaded_ids: Iterable[int], current_id: int) -> list[int]:
+    """Every loaded adapter id except the current one (on-policy: only one version is ever sampled)."""
+    return sorted(i for i in loaded_ids if i != current_id)
+
+
+_LORA_KEY = re.compile(r"^(?P<prefix>.*)\.(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
+
+
+def target_modules_from_keys(keys: Iterable[str]) -> list[str]:
+    """Concrete module names (q_proj, ...) from PEFT state-dict keys: vLLM does not expand 'all-linear'."""
+    mods = set()
+    for k in keys:
+        m = _LORA_KEY.match(k)
+        if m is None:
+            raise ValueError(f"{k!r} is not a LoRA A/B weight key (expected '...<module>.lora_A.weight')")
+        mods.add(m.group("module"))
+    return sorted(mods)
+
+
+def adapter_config(lora: dict[str, Any], keys: Iterable[str], base_model: str) -> dict[str, Any]:
+    """A PEFT ``adapter_config.json`` for the learner's LoRA settings (peft_kwargs) and tensor keys."""
+    return {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": int(lora["r"]),
+        "lora_alpha": lora.get("lora_alpha", lora.get("alpha", lora["r"])),
+        "lora_dropout": float(lora.get("lora_dropout", 0.0)),
+        "target_modules": target_modules_from_keys(keys),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": bool(lora.get("use_rslora", False)),
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+
+
+def adapter_dir_for(root: str | os.PathLike, version: int) -> Path:
+    return Path(root) / f"v{version:06d}"
+
+
+def write_adapter_dir(root: str | os.PathLike, version: int, tensors: dict[str, Any], config: dict[str, Any]) -> Path:
+    """Write ``root/vNNNNNN/{adapter_model.safetensors, adapter_config.json}`` atomically (tmp dir, rename)."""
+    from safetensors.torch import save_file
+
+    final = adapter_dir_for(root, version)
+    if (final / "adapter_config.json").is_file():
+        return final  # a reload of the same version: the directory is immutable once written
+    tmp = Path(root) / f".tmp-v{version:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"))
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, final)
+    return final
+
+
+def prune_adapter_dirs(root: str | os.PathLike, keep_version: int) -> list[Path]:
+    """Delete every versioned adapter directory except ``keep_version``'s; returns what was removed."""
+    removed = []
+    for d in Path(root).iterdir() if Path(root).is_dir() else []:
+        m = ADAPTER_DIR_PATTERN.match(d.name)
+        if m and int(m.group(1)) != keep_version:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return sorted(removed)
+
+
+# ---- merged fallback ---------------------------------------------------------------------------------
+
+
+def lora_pairs(tensors: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Base weight name -> (A [r, in], B [out, r]) from PEFT keys.
+
+    ``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`` -> ``model.layers.0.self_attn.q_proj.weight``.
+    """
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    for k, v in tensors.items():
+        m = _LORA_KEY.match(k)
+        if m is None:
+            raise ValueError(f"{k!r} is not a LoRA A/B weight key")
+        prefix = m.group("prefix")
+        prefix = prefix[len("base_model.model.") :] if prefix.startswith("base_model.model.") else prefix
+        name = f"{prefix}.{m.group('module')}.weight"
+        (a if m.group("ab") == "A" else b)[name] = v
+    if set(a) != set(b):
+        raise ValueError(
+            f"unpaired LoRA weights: A without B {sorted(set(a) - set(b))[:3]}, B without A {sorted(set(b) - set(a))[:3]}"
+        )
+    return {name: (a[name], b[name]) for name in sorted(a)}
+
+
+def read_base_weights(model_path: str | os.PathLike, names: Iterable[str]) -> dict[str, Any]:
+    """The named weights from a local checkpoint's ``*.safetensors`` files (CPU tensors, HF names)."""
+    from safetensors import safe_open
+
+    wanted = set(names)
+    out: dict[str, Any] = {}
+    files = sorted(Path(model_path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {str(model_path)!r}; the merged sync needs a local checkpoint")
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in wanted.intersection(st.keys()):
+                out[k] = st.get_tensor(k)
+    missing = sorted(wanted - set(out))
+    if missing:
+        raise KeyError(f"the checkpoint lacks {len(missing)} adapted weight(s), e.g. {missing[:3]}")
+    return out
+
+
+def lora_scaling(lora: dict[str, Any]) -> float:
+    r = int(lora["r"])
+    alpha = float(lora.get("lora_alpha", lora.get("alpha", r)))
+    return alpha / math.sqrt(r) if lora.get("use_rslora") else alpha / r
+
+
+def merged_weights(base: dict[str, Any], tensors: dict[str, Any], lora: dict[str, Any]) -> dict[str, Any]:
+    """Full weights ``W + scaling * B @ A`` for every adapted module (the fallback sync: only these are sent).
+
+    ``base`` holds the original (unmerged) weights by base name; merging always starts from them, so
+    repeated syncs never accumulate.
+    """
+    scale = lora_scaling(lora)
+    out = {}
+    for name, (a, b) in lora_pairs(tensors).items():
+        if name not in base:
+            raise KeyError(f"the base model has no weight {name!r} for this LoRA; base and adapter must match")
+        w = base[name]
+        out[name] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)  # [out, in]
+    return out
+
+
+# ---- constrained decoding ----------------------------------------------------------------------------
+
+
+def constraint_kwargs(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate a constrained-decoding spec (exactly one of regex / json / choice / grammar) and return it
+    as keyword arguments of vLLM's structured-output params."""
+    if not spec:
+        return {}
+    kinds = [k for k in CONSTRAINT_KINDS if spec.get(k) is not None]
+    extra = sorted(set(spec) - set(CONSTRAINT_KINDS))
+    if extra:
+        raise ValueError(f"constraint has unknown keys {extra}; use one of {', '.join(CONSTRAINT_KINDS)}")
+    if len(kinds) != 1:
+        raise ValueError(f"constraint needs exactly one of {', '.join(CONSTRAINT_KINDS)}; got {kinds or 'none'}")
+    kind = kinds[0]
+    value = spec[kind]
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"constraint.regex {value!r} does not compile: {exc}") from None
+    elif kind == "json":
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"constraint.json is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("constraint.json must be a JSON schema object")
+    elif kind == "choice":
+        if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
+            raise ValueError("constraint.choice must be a non-empty list of non-empty strings")
+    elif kind == "grammar" and (not isinstance(value, str) or not value.strip()):
+        raise ValueError("constraint.grammar must be a non-empty grammar string")
+    return {kind: value}
