@@ -1,0 +1,69 @@
+"""relay doctor: versions, GPUs, optional engines, cluster resources, and what a config would need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from rl.doctor import diagnose
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_cli_modules_import_light():
+    code = "import sys, rl.doctor, rl.submit; print(sorted(m for m in ('ray', 'torch', 'vllm', 'yaml') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_report_without_cluster(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    report = diagnose(str(REPO / "configs" / "quickstart.yaml"), [], None)
+    assert report["versions"]["ray"].startswith("2.") and report["versions"]["torch"].startswith("2.")
+    assert set(report["engines"]) == {"vllm", "diffusers"}
+    assert report["engines"]["diffusers"]["importable"] is True
+    assert report["cluster"]["nodes"] is None and "no cluster" in report["cluster"]["where"]
+    assert report["request"]["roles"]["rollout"] == {"CPU": 1.0, "count": 1}
+    assert "reward:letter_fraction" in report["request"]["roles"]
+    assert report["problems"] == []
+
+
+def test_missing_gpus_named(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    report = diagnose(None, ["rollout.num_workers=2", "rollout.num_gpus_per_worker=1"], None)
+    if report["gpus"]:
+        return  # a GPU machine may well hold this
+    assert any(p.startswith("GPU: the request needs 2 (rollout 2)") for p in report["problems"]), report["problems"]
+
+
+def test_against_a_running_cluster(ray_cluster):
+    report = diagnose(None, ["rollout.num_workers=6"], "auto")
+    assert report["cluster"]["nodes"][0]["CPU"] == 4.0
+    assert any("CPU: the request needs 7" in p and "missing 3 CPU" in p for p in report["problems"]), report["problems"]
+
+
+def test_cli_exit_codes_and_json(monkeypatch):
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    ok = subprocess.run(
+        [sys.executable, "-m", "rl.doctor", "configs/quickstart.yaml", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["problems"] == []
+    text = subprocess.run(
+        [sys.executable, "-m", "rl.doctor", "rollout.num_gpus_per_worker=64"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert text.returncode == 1 and "missing:" in text.stdout and "GPU" in text.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "rl.doctor", "rollout.num_workers=0"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "rollout.num_workers" in bad.stderr
