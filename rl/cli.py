@@ -123,6 +123,44 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _add_submit(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit `relay train` to a running Ray cluster (Ray Jobs API)",
+        description="Submit a training job to a running Ray cluster (--address, else RAY_ADDRESS); streams its "
+        "logs and returns the job's exit status.",
+    )
+    from rl.submit import add_submit_arguments
+
+    add_submit_arguments(p)
+    p.set_defaults(func=_cmd_submit)
+
+
+def _cmd_submit(args) -> int:
+    from rl.submit import run_submit
+
+    return run_submit(args)
+
+
+def _add_doctor(sub) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="versions, GPUs, optional engines, cluster resources and what a config needs",
+        description="Report package versions, GPUs, whether vLLM/diffusers import, the cluster's resources, "
+        "and whether the given config's actors fit.",
+    )
+    from rl.doctor import add_doctor_arguments
+
+    add_doctor_arguments(p)
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args) -> int:
+    from rl.doctor import run_doctor
+
+    return run_doctor(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_score(sub)
+    _add_submit(sub)
+    _add_doctor(sub)
     _add_tiny_model(sub)
     return parser
 

@@ -13,6 +13,7 @@ from rl.rollout.types import Rollout, SamplingParams, StaleAdapterError
 # Engines by name; values are lazy import strings so "vllm" costs nothing until used.
 ENGINES: Registry = Registry("rollout engine")
 ENGINES.register("hf", "rl.rollout.hf:HFEngine")
+ENGINES.register("vllm", "rl.rollout.vllm:VLLMEngine")
 
 
 class RolloutWorker:
