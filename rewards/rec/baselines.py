@@ -176,7 +176,7 @@ class SASRecBaseline:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             row: dict[str, Any] = {"epoch": epoch, "loss": total / len(x)}
             if valid:
                 m = evaluate_scores(self.scores, valid, self.catalog, ks=(10,))

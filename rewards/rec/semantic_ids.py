@@ -177,39 +177,56 @@ def rq_vae(
         torch.manual_seed(seed)
         enc = mlp([d, *cfg.hidden_dims, cfg.latent_dim])
         dec = mlp([cfg.latent_dim, *reversed(cfg.hidden_dims), d])
-    with torch.no_grad():  # k-means init of each level's codebook on the initial encoder's residuals
+    params = [*enc.parameters(), *dec.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    warmup = max(1, cfg.epochs // 3)
+    for _ in range(warmup):  # plain autoencoder first, so the codebooks start on a trained latent space
+        loss = ((dec(enc(x)) - x) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    books: list[nn.Parameter] = []
+    with torch.no_grad():  # k-means init of each level's codebook on the residuals (avoids dead codes)
         z = enc(x)
-        books = []
         for lvl in range(levels):
             k = _effective_k(n, sizes[lvl])
             c, labels = _kmeans(z.numpy(), k, seed + lvl, "sklearn", 50)
             books.append(nn.Parameter(torch.as_tensor(c)))
             z = z - torch.as_tensor(c)[torch.as_tensor(labels)]
-    params = [*enc.parameters(), *dec.parameters(), *books]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam([*params, *books], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
 
-    def quantise(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        residual, zq, vq_loss, codes = z, torch.zeros_like(z), z.new_zeros(()), []
+    def quantise(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        residual, zq, vq_loss, codes, residuals = z, torch.zeros_like(z), z.new_zeros(()), [], []
         for book in books:
             idx = torch.cdist(residual.detach(), book.detach()).argmin(dim=1)  # [N]
             q = book[idx]  # [N, latent]
             vq_loss = vq_loss + ((q - residual.detach()) ** 2).mean() + cfg.beta * ((residual - q.detach()) ** 2).mean()
             zq = zq + q
+            residuals.append(residual.detach())
             residual = residual - q.detach()
             codes.append(idx)
-        return zq, vq_loss, torch.stack(codes, dim=1)
+        return zq, vq_loss, codes, residuals
 
-    for _ in range(cfg.epochs):
+    for step in range(cfg.epochs - warmup):
         z = enc(x)  # [N, latent]
-        zq, vq_loss, _ = quantise(z)
+        zq, vq_loss, codes, residuals = quantise(z)
         zq_st = z + (zq - z).detach()  # straight-through
         loss = ((dec(zq_st) - x) ** 2).mean() + vq_loss
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 10 == 9:  # restart dead codes on random residuals of their level
+            with torch.no_grad():
+                for book, idx, res in zip(books, codes, residuals, strict=True):
+                    dead = torch.ones(len(book), dtype=torch.bool)
+                    dead[idx] = False
+                    if dead.any():
+                        pick = torch.randint(0, n, (int(dead.sum()),), generator=gen)
+                        book[dead] = res[pick]
     with torch.no_grad():
-        _, _, codes = quantise(enc(x))
-    return codes.numpy().astype(np.int64)
+        _, _, codes, _ = quantise(enc(x))
+    return torch.stack(codes, dim=1).numpy().astype(np.int64)
 
 
 def disambiguate(codes: np.ndarray, extra_level: Literal["auto", "always", "never"] = "auto") -> np.ndarray:
