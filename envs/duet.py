@@ -319,6 +319,19 @@ def short_template_completion(
     return out
 
 
+def minimal_template_completion(user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint") -> str:
+    """The smallest well-formed completion (~25 tokens a block): fixed cue and prompt, the profile is the
+    narrowest category of the user's most recent item. For tiny test policies that must learn the format fast."""
+    _check_mode(mode)
+    last = next((h for h in reversed(user_history) if h.categories), None)
+    out = _block("user_profile", "products", "list product types", _clean(last.categories[-1]) if last else "products")
+    if mode == "joint":
+        if item is None:
+            raise ValueError("minimal_template_completion(mode='joint') needs the item")
+        out += "\n" + _block("item_profile", "item", "name the item", _clean(item.categories[-1]) if item.categories else "product")
+    return out
+
+
 # --------------------------------------------------------------------------------------- the env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -427,8 +440,10 @@ class DuetArgs(EnvArgs):
         description="reward=rating: a local causal LM directory for the frozen rating predictor; 'tiny' builds "
         "a random tiny Qwen2 (smoke runs only: its ratings mean nothing).",
     )
-    sft_template: Literal["full", "short"] = Field(
-        "full", description="SFT completions: 'full' (sentences, ~150 tokens) or 'short' (keywords, ~40 tokens)."
+    sft_template: Literal["full", "short", "minimal"] = Field(
+        "full",
+        description="SFT completions: 'full' (sentences), 'short' (categories + keywords) or 'minimal' "
+        "(fixed cue and prompt, the last item's category: for tiny test policies).",
     )
 
 
@@ -587,7 +602,11 @@ class DuetEnv(Env):
         from datasets import Dataset
 
         examples = self.examples("train")
-        template = template_completion if self.args.sft_template == "full" else short_template_completion
+        template = {
+            "full": template_completion,
+            "short": short_template_completion,
+            "minimal": minimal_template_completion,
+        }[self.args.sft_template]
         items = self.data.items
         prompts, completions = [], []
         for j in range(n):

