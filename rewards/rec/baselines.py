@@ -202,3 +202,40 @@ class SASRecBaseline:
         seq = torch.tensor([self._encode(h, self.cfg.max_len) for h in histories])  # [B, L]
         h = self.model.hidden(seq)[:, -1]  # [B, D] the last position (left padding)
         return self.model.logits(h).numpy()
+
+
+def run_baselines(data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10)) -> dict[str, dict[str, float]]:
+    """Popularity and SASRec on ``leave_one_out(data)``: test metrics (SASRec early-stopped on valid)."""
+    from envs.recdata import leave_one_out
+
+    split = leave_one_out(data)
+    catalog = data.item_ids
+    out = {"popularity": evaluate_scores(PopularityBaseline(catalog).fit(split.train).scores, split.test, catalog, ks)}
+    start = time.perf_counter()
+    model = SASRecBaseline(catalog, sasrec).fit(split.train, split.valid)
+    out["sasrec"] = {
+        **evaluate_scores(model.scores, split.test, catalog, ks),
+        "train_seconds": time.perf_counter() - start,
+        "epochs": float(len(model.log)),
+    }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m rewards.rec.baselines path/X.inter.json``: print test Recall/NDCG@5/10 as JSON."""
+    import argparse
+    import json
+
+    from envs.recdata import load_lcrec
+
+    ap = argparse.ArgumentParser(description="Popularity and SASRec baselines, leave-one-out, full catalogue")
+    ap.add_argument("inter", help="LC-Rec X.inter.json")
+    ap.add_argument("--max-epochs", type=int, default=SASRecConfig.max_epochs)
+    ap.add_argument("--max-seconds", type=float, default=None)
+    args = ap.parse_args(argv)
+    cfg = SASRecConfig(max_epochs=args.max_epochs, max_seconds=args.max_seconds)
+    print(json.dumps(run_baselines(load_lcrec(args.inter), cfg), indent=1))
+
+
+if __name__ == "__main__":
+    main()

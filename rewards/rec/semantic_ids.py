@@ -466,3 +466,40 @@ def add_code_tokens(tokenizer: Any, model: Any, index: SemanticIndex, seed: int 
             if out is not None and out.weight.data_ptr() != emb.data_ptr():
                 out.weight[old:new] = emb[old:new]
     return ids
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m rewards.rec.semantic_ids X.inter.json --out index.json``: build, save, print stats."""
+    import argparse
+
+    from envs.recdata import load_lcrec
+
+    ap = argparse.ArgumentParser(description="Build a semantic-ID index for an LC-Rec dataset and print its stats")
+    ap.add_argument("inter", help="LC-Rec X.inter.json (X.item.json next to it gives the texts)")
+    ap.add_argument("--out", required=True, help="where to write the index JSON")
+    ap.add_argument("--method", choices=["rq_kmeans", "rq_vae"], default="rq_kmeans")
+    ap.add_argument("--levels", type=int, default=3)
+    ap.add_argument("--codebook-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kmeans-backend", choices=["sklearn", "faiss"], default="sklearn")
+    ap.add_argument("--embeddings", help="cached embeddings .npy (rows in catalogue order); written if missing")
+    args = ap.parse_args(argv)
+    data = load_lcrec(args.inter)
+    items = data.item_ids
+    emb = None
+    if args.embeddings and Path(args.embeddings).exists():
+        emb = np.load(args.embeddings)
+    if emb is None:
+        emb = embed_texts([data.item_text(i) for i in items])
+        if args.embeddings:
+            np.save(args.embeddings, emb)
+    index = build_semantic_index(
+        items, embeddings=emb, method=args.method, levels=args.levels, codebook_size=args.codebook_size,
+        seed=args.seed, kmeans_backend=args.kmeans_backend,
+    )  # fmt: skip
+    index.save(args.out)
+    print(f"{args.out}: {index.levels} levels {index.codebook_sizes}; {format_stats(index.stats())}")
+
+
+if __name__ == "__main__":
+    main()
