@@ -93,16 +93,16 @@ def main() -> None:
                 cached = statistics.median(times)
             mean_reward = sum(first.values) / n
             rows.append((workers, startup, cold, cached, mean_reward))
-            print(f"{workers} actor(s): startup {startup:.1f}s, cold {cold:.2f}s ({n / cold:.1f} profiles/s), "
-                  f"cached {cached:.2f}s ({n / cached:.1f} profiles/s), mean ndcg@10 {mean_reward:.3f}")
+            print(
+                f"{workers} actor(s): startup {startup:.1f}s, cold {cold:.2f}s ({n / cold:.1f} profiles/s), "
+                f"cached {cached:.2f}s ({n / cached:.1f} profiles/s), mean ndcg@10 {mean_reward:.3f}"
+            )
     finally:
         shutdown(handle)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
     load = os.getloadavg()[0]
-    table = "\n".join(
-        f"| {w} | {s:.1f} | {c:.2f} | {n / c:.1f} | {h:.2f} | {n / h:.1f} |" for w, s, c, h, _ in rows
-    )
+    table = "\n".join(f"| {w} | {s:.1f} | {c:.2f} | {n / c:.1f} | {h:.2f} | {n / h:.1f} |" for w, s, c, h, _ in rows)
     body = f"""`python bench/rec_scorer.py --users {a.users} --repeats {a.repeats}` on {os.cpu_count()} CPU cores
 ({platform.machine()}; 1-min load average {load:.1f} at the end: the cores were shared with other jobs),
 local Ray cluster (4 logical CPUs, 1 per actor). Reward: `envs.duet:DuetRankerReward` (MiniLM

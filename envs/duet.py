@@ -315,11 +315,13 @@ def short_template_completion(
         if item is None:
             raise ValueError("short_template_completion(mode='joint') needs the item")
         kind = _clean(item.categories[-1]) if item.categories else "product"
-        out += "\n" + _block("item_profile", ", ".join((_keywords([item], 2) or ["product"])), "name the item", kind)
+        out += "\n" + _block("item_profile", ", ".join(_keywords([item], 2) or ["product"]), "name the item", kind)
     return out
 
 
-def minimal_template_completion(user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint") -> str:
+def minimal_template_completion(
+    user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint"
+) -> str:
     """The smallest well-formed completion (~25 tokens a block): fixed cue and prompt, the profile is the
     narrowest category of the user's most recent item. For tiny test policies that must learn the format fast."""
     _check_mode(mode)
@@ -328,7 +330,9 @@ def minimal_template_completion(user_history: Sequence[ItemInfo], item: ItemInfo
     if mode == "joint":
         if item is None:
             raise ValueError("minimal_template_completion(mode='joint') needs the item")
-        out += "\n" + _block("item_profile", "item", "name the item", _clean(item.categories[-1]) if item.categories else "product")
+        out += "\n" + _block(
+            "item_profile", "item", "name the item", _clean(item.categories[-1]) if item.categories else "product"
+        )
     return out
 
 
@@ -454,7 +458,6 @@ class DuetExample:
     target: str
     candidates: tuple[str, ...]  # target first, then negatives
     rating: float | None
-
 
 
 class DuetEnv(Env):
@@ -673,11 +676,15 @@ class DuetEnv(Env):
             both = [j for j in ok if item_profiles[j] is not None]
             mid = (predictor.lo + predictor.hi) / 2
             preds = [mid] * len(examples)  # unparsable profiles or predictions: the middle of the scale
-            got = predictor.predict(
-                [user_profiles[j] for j in both],
-                [item_profiles[j] for j in both],
-                [data.items[examples[j].target].title if examples[j].target in data.items else "" for j in both],
-            ) if both else []
+            got = (
+                predictor.predict(
+                    [user_profiles[j] for j in both],
+                    [item_profiles[j] for j in both],
+                    [data.items[examples[j].target].title if examples[j].target in data.items else "" for j in both],
+                )
+                if both
+                else []
+            )
             for j, p in zip(both, got, strict=True):
                 if p is not None:
                     preds[j] = min(max(p, predictor.lo), predictor.hi)

@@ -119,10 +119,13 @@ def test_ranker_reward_scores_and_caches(ranker_reward):
 
 def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
     e = env()
-    good = lambda prompts: [  # noqa: E731
-        short_template_completion([e.data.items[i] for i in ex.history], mode="user_only")
-        for ex in e.examples("valid")[: len(prompts)]
-    ]
+
+    def good(prompts):
+        return [
+            short_template_completion([e.data.items[i] for i in ex.history], mode="user_only")
+            for ex in e.examples("valid")[: len(prompts)]
+        ]
+
     bad = lambda prompts: ["nothing"] * len(prompts)  # noqa: E731
     res = e.evaluate({"start": bad, "trained": good}, tmp_path, max_prompts=6)
     assert list(res) == ["no_profile", "start", "trained"]
@@ -138,7 +141,11 @@ def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
 def test_rating_variant_reward_and_eval(tmp_path, tiny_model_dir):
     table = _ratings_table(tmp_path)
     args = dict(
-        data={"format": "table", "path": str(table), "item_path": str(REPO / "envs/data/scientific300/Scientific300.item.json")},
+        data={
+            "format": "table",
+            "path": str(table),
+            "item_path": str(REPO / "envs/data/scientific300/Scientific300.item.json"),
+        },
         profile="joint",
         reward="rating",
         rating_model=str(tiny_model_dir),
