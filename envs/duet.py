@@ -339,6 +339,10 @@ def minimal_template_completion(
 # --------------------------------------------------------------------------------------- the env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BRIEF_SYSTEM = {
+    "user_only": "Write a user profile: <user_profile> with <cue>, <constructed_prompt>, <profile>.",
+    "joint": "Write <user_profile> and <item_profile>, each with <cue>, <constructed_prompt>, <profile>.",
+}
 BUNDLED_INTER = "envs/data/scientific300/Scientific300.inter.json"
 
 
@@ -443,6 +447,11 @@ class DuetArgs(EnvArgs):
         "tiny",
         description="reward=rating: a local causal LM directory for the frozen rating predictor; 'tiny' builds "
         "a random tiny Qwen2 (smoke runs only: its ratings mean nothing).",
+    )
+    system_prompt: Literal["full", "brief"] = Field(
+        "full",
+        description="'full': the format explained (``system_prompt``); 'brief': one line naming the tags "
+        "(~20 tokens instead of ~300 for the tiny test tokenizer; for tiny policies that learned the format by SFT).",
     )
     sft_template: Literal["full", "short", "minimal"] = Field(
         "full",
@@ -550,8 +559,12 @@ class DuetEnv(Env):
     def messages(self, ex: DuetExample) -> list[dict[str, str]]:
         history = [self._prompt_text(i) for i in ex.history]
         if self.args.profile == "user_only":
-            return build_messages(history, mode="user_only")
-        return build_messages(history, self._prompt_text(self.shown_item(ex)), mode="joint")
+            out = build_messages(history, mode="user_only")
+        else:
+            out = build_messages(history, self._prompt_text(self.shown_item(ex)), mode="joint")
+        if self.args.system_prompt == "brief":
+            out[0] = {"role": "system", "content": BRIEF_SYSTEM[self.args.profile]}
+        return out
 
     def _rows(self, examples: list[DuetExample]) -> dict[str, list]:
         data = self.data
