@@ -38,11 +38,8 @@ __all__ = [
 ]
 
 SYSTEM_PROMPT = (
-    "You improve prompts for a text-to-image model. Given a short image description, first think "
-    "about which objects it needs, how many of each, their colors and where each one should be, "
-    "inside <think> </think>. Then write one final, self-contained image prompt inside "
-    "<answer> </answer>: concrete and explicit, naming every object with its count and color and "
-    "stating where it is in the picture. Write nothing after </answer>."
+    "Rewrite the image prompt for a text-to-image model. Think inside <think> </think>, then write the "
+    "final prompt inside <answer> </answer>: every object with its count, color and place in the picture."
 )
 # Generation continues this assistant prefix, so completions start inside <think>.
 ASSISTANT_PREFILL = "Let me solve this step by step.\n<think>"

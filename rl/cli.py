@@ -32,6 +32,13 @@ def _add_train(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. learner.max_steps=10")
     p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<timestamp>)")
     p.add_argument("--check", action="store_true", help="validate the config and env, print it, start nothing")
+    p.add_argument(
+        "--resume",
+        choices=["never", "auto"],
+        default="never",
+        help="auto: if --run-dir already holds this run, continue it from its latest valid checkpoint",
+    )
+    p.add_argument("--force", action="store_true", help="with --resume auto: resume even if the config changed")
     p.set_defaults(func=_cmd_train)
 
 
@@ -57,9 +64,14 @@ def _cmd_train(args) -> int:
         preflight(cfg)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
-    from rl.driver import train
+    from pathlib import Path
 
-    run_dir = train(cfg, args.run_dir)
+    from rl.driver import resume, train
+
+    if args.resume == "auto" and args.run_dir and (Path(args.run_dir) / "config.yaml").exists():
+        run_dir = resume(args.run_dir, new_cfg=cfg, force=args.force)
+    else:
+        run_dir = train(cfg, args.run_dir)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -101,6 +113,49 @@ def _cmd_score(args) -> int:
     from rewards.score import run_score
 
     return run_score(args)
+
+
+def _add_resume(sub) -> None:
+    p = sub.add_parser(
+        "resume",
+        help="continue a run from its latest valid checkpoint",
+        description="Continue RUN_DIR from its latest valid checkpoint; corrupt or unfinished checkpoints are "
+        "reported and skipped. Overrides may change only fields that do not alter what the run computes "
+        "(learner.max_steps, logging.*, checkpoint.*, eval.*, cluster.*) unless --force is given.",
+    )
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. learner.max_steps=200")
+    p.add_argument("--force", action="store_true", help="resume even if other fields changed")
+    p.set_defaults(func=_cmd_resume)
+
+
+def _cmd_resume(args) -> int:
+    from rl.driver import resume
+
+    print(f"run directory: {resume(args.run_dir, args.overrides, force=args.force)}")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint as a PEFT adapter (or a merged model)",
+        description="Write a run's adapter (latest valid checkpoint, or --checkpoint N) as a plain PEFT adapter "
+        "directory loadable with PeftModel.from_pretrained; --merge writes the base model with it merged in.",
+    )
+    p.add_argument("run_dir", help="the run directory")
+    p.add_argument("out_dir", help="directory to write")
+    p.add_argument("--checkpoint", type=int, default=None, help="step of the checkpoint (default: latest valid)")
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base model and save that")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from rl.export import export
+
+    out = export(args.run_dir, args.out_dir, step=args.checkpoint, merge=args.merge)
+    print(f"exported to {out}")
+    return 0
 
 
 def _add_eval(sub) -> None:
@@ -167,10 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
+    _add_resume(sub)
     _add_eval(sub)
     _add_score(sub)
     _add_submit(sub)
     _add_doctor(sub)
+    _add_export(sub)
     _add_tiny_model(sub)
     return parser
 

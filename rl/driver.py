@@ -180,10 +180,65 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
     _write_yaml(run_path / "config.yaml", cfg.to_dict())
     (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
+    return _execute(plan, run_path, callbacks or [], resume_from=None)
+
+
+# Fields that may differ between a run and its resumption without changing what it computes.
+SAFE_TO_CHANGE = ("learner.max_steps", "logging.", "checkpoint.", "eval.", "cluster.", "run_dir", "name")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every field that differs."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def resume(run_dir: str | Path, overrides: list[str] | None = None, *, new_cfg: RelayConfig | None = None,
+           force: bool = False, callbacks: list | None = None) -> Path:
+    """Continue ``run_dir`` from its latest valid checkpoint (``relay resume``)."""
+    from rl.checkpoint import latest_valid, truncate_metrics
+    from rl.config import apply_overrides, validate
+
+    run_path = Path(run_dir)
+    config_path = run_path / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError([f"{run_path}: not a run directory (no config.yaml); start it with relay train"])
+    old = validate(yaml.safe_load(config_path.read_text()), source=str(config_path)).to_dict()
+    cfg = new_cfg or validate(apply_overrides(yaml.safe_load(config_path.read_text()), list(overrides or [])))
+    cfg.run_dir = old.get("run_dir")
+    unsafe = [c for c in config_changes(old, cfg.to_dict()) if not c[0].startswith(SAFE_TO_CHANGE)]
+    if unsafe and not force:
+        raise ConfigError(
+            [f"{key}: {a!r} in the run, {b!r} now" for key, a, b in unsafe]
+            + ["these changes would alter what the resumed run computes; resume with the run's values, "
+               "or pass --force to resume anyway"]
+        )
+    ckpt = latest_valid(run_path / "checkpoints", quarantine=run_path / "invalid_checkpoints")
+    if ckpt is None:
+        raise ConfigError([f"{run_path}: no valid checkpoint to resume from; start a new run with relay train"])
+    plan = preflight(cfg)
+    step = int(ckpt.name.split("-")[-1])
+    truncate_metrics(run_path / "metrics.jsonl", step)
+    _write_yaml(config_path, cfg.to_dict())
+    print(f"relay: resuming {run_path} from {ckpt.name} (step {step})")
+    return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
+
+
+def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | None) -> Path:
+    cfg = plan.cfg
     handler = _setup_file_logging(run_path, cfg.logging.level)
-    logger.info("run dir %s", run_path)
+    logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
     try:
-        _run(plan, run_path, callbacks or [])
+        _run(plan, run_path, callbacks, resume_from)
         if cfg.eval.after_train:
             from rl.evaluate import run_eval
 
@@ -194,7 +249,7 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     return run_path
 
 
-def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
+def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = None) -> None:
     import torch
 
     from rewards.pool import RewardPool, RewardSpec
@@ -207,6 +262,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
         make_reward_func,
         make_rollout_func,
     )
+    from rl.checkpoint import FinalizeCheckpoints
     from rl.metrics import MetricsFile, RelayProgress
     from rl.rollout.pool import RolloutPool
     from rl.rollout.types import SamplingParams
@@ -219,7 +275,11 @@ def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
     if cfg.sft.steps:
         from rl.learner.sft import warm_start
 
-        model_path = warm_start(cfg, plan.env, model_path, run_dir / "sft_model")
+        sft_dir = run_dir / "sft_model"
+        if resume_from is not None and (sft_dir / "config.json").exists():
+            model_path = str(sft_dir)  # a resumed run keeps the warm start it already made
+        else:
+            model_path = warm_start(cfg, plan.env, model_path, sft_dir)
     needed = cpus_needed(cfg, plan.rewards)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:
@@ -303,6 +363,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
         )
         trainer.relay_stats = stats
         trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
+        trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
         trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))
         if cfg.logging.progress_bar:
             trainer.add_callback(RelayProgress())
@@ -311,7 +372,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list) -> None:
         for callback in callbacks:
             trainer.add_callback(callback)
         t0 = time.perf_counter()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         trainer.save_model(str(run_dir / "adapter"))
         summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

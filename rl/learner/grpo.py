@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from collections import defaultdict
 from typing import Any
 
@@ -40,6 +41,9 @@ class StepStats:
         # Counters (failures, bytes) are summed over the logging window; timings are averaged.
         out = {}
         for key, vals in self._values.items():
+            if key.endswith("_hash"):
+                out[key] = vals[-1]
+                continue
             summed = key.endswith(("_failed", "_timeout", "_invalid", "_retried", "_bytes", "/tokens"))
             out[key] = sum(vals) if summed else sum(vals) / len(vals)
         self._values.clear()
@@ -88,6 +92,8 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
         rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
         gen_seconds = time.perf_counter() - t0
         n_tokens = sum(len(r.completion_ids) for r in rollouts)
+        # A checksum of every generated token id: resumed and uninterrupted runs must agree on it.
+        stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
         stats.add("rollout/generate_seconds", gen_seconds)
         stats.add("rollout/tokens", n_tokens)
         stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
@@ -178,7 +184,11 @@ def grpo_args(cfg, output_dir: str, reward_weights: list[float]) -> GRPOConfig:
         weight_decay=cfg.learner.weight_decay,
         max_grad_norm=cfg.learner.max_grad_norm,
         logging_steps=cfg.logging.log_every,
-        save_strategy="no",
+        # Checkpoints every N steps and always at the end (HF saves at max_steps with the "steps" strategy);
+        # Relay's FinalizeCheckpoints marks each one complete and rotates, so HF keeps them all.
+        save_strategy="steps",
+        save_steps=cfg.checkpoint.every_steps or cfg.learner.max_steps,
+        save_total_limit=None,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         log_completions=False,

@@ -1,0 +1,137 @@
+"""Checkpoints that are either complete and valid or ignored, and what resuming needs.
+
+The trainer (HF/TRL) writes ``checkpoint-N/`` (LoRA adapter, optimizer, scheduler, RNG states,
+trainer state with the data position). Relay then adds the resolved config and package versions
+and, last, a marker listing every file's size and SHA-256. A checkpoint without a marker that
+matches its files (a crash mid-save, a truncated copy) is reported and skipped. Old checkpoints
+are removed only after a newer one is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+MARKER = "relay_checkpoint.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _files(ckpt: Path) -> list[Path]:
+    return sorted(p for p in ckpt.rglob("*") if p.is_file() and p.name != MARKER)
+
+
+def finalize(ckpt: Path, step: int, extra_files: dict[str, Path] | None = None) -> None:
+    """Copy ``extra_files`` in, then write the marker (atomically) that makes ``ckpt`` valid."""
+    for name, src in (extra_files or {}).items():
+        if src.exists():
+            shutil.copyfile(src, ckpt / name)
+    manifest = {
+        "step": step,
+        "files": {str(p.relative_to(ckpt)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(ckpt)},
+    }
+    tmp = ckpt / (MARKER + ".tmp")
+    with tmp.open("w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt / MARKER)
+
+
+def problems(ckpt: Path) -> list[str]:
+    """Why ``ckpt`` is not a usable checkpoint (empty when it is)."""
+    marker = ckpt / MARKER
+    if not marker.is_file():
+        return [f"{ckpt.name}: no {MARKER} (the save did not finish)"]
+    try:
+        manifest = json.loads(marker.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return [f"{ckpt.name}: {MARKER} is unreadable"]
+    out = []
+    for rel, meta in files.items():
+        p = ckpt / rel
+        if not p.is_file():
+            out.append(f"{ckpt.name}: {rel} is missing")
+        elif p.stat().st_size != meta["size"]:
+            out.append(f"{ckpt.name}: {rel} has {p.stat().st_size} bytes, expected {meta['size']} (truncated?)")
+        elif _sha256(p) != meta["sha256"]:
+            out.append(f"{ckpt.name}: {rel} does not match its checksum (corrupt)")
+    return out
+
+
+def checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """``checkpoint-N`` directories under ``root``, newest first."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def latest_valid(root: Path, quarantine: Path | None = None) -> Path | None:
+    """The newest valid checkpoint; invalid newer ones are reported and moved to ``quarantine``."""
+    for _, ckpt in checkpoints(root):
+        issues = problems(ckpt)
+        if not issues:
+            return ckpt
+        logger.warning("skipping checkpoint %s: %s", ckpt, "; ".join(issues))
+        print(f"relay: skipping invalid checkpoint {ckpt}: {'; '.join(issues)}")
+        if quarantine is not None:
+            quarantine.mkdir(parents=True, exist_ok=True)
+            ckpt.rename(quarantine / ckpt.name)
+    return None
+
+
+def rotate(root: Path, keep: int) -> None:
+    """Keep the ``keep`` newest valid checkpoints; never touch one that is not yet finalized."""
+    valid = [p for _, p in checkpoints(root) if (p / MARKER).is_file()]
+    for old in valid[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class FinalizeCheckpoints(TrainerCallback):
+    """After the trainer writes ``checkpoint-N``: add config/versions, write the marker, rotate."""
+
+    def __init__(self, run_dir: Path, keep: int):
+        self.run_dir = run_dir
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            extra = {"relay_config.yaml": self.run_dir / "config.yaml", "versions.json": self.run_dir / "versions.json"}
+            finalize(ckpt, state.global_step, extra)
+            rotate(Path(args.output_dir), self.keep)
+            logger.info("checkpoint %s saved", ckpt)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop records written after ``last_step`` (steps a resumed run will produce again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by the crash
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)

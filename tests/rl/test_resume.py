@@ -1,0 +1,124 @@
+"""Checkpoints and exact resume, through the real CLI, with runs killed by SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from rl.checkpoint import MARKER, checkpoints, finalize, latest_valid, problems
+
+REPO = Path(__file__).resolve().parents[2]
+OVERRIDES = [
+    "learner.max_steps=6",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep=3",
+    "rollout.max_new_tokens=8",
+    "algorithm.beta=0.04",  # so the KL term is part of what must match
+    "logging.progress_bar=false",
+    "logging.tensorboard=false",
+]
+COMPARED = ("reward", "loss", "kl", "grad_norm", "rollout/token_hash", "rewards/letter_fraction/mean")
+
+
+def _env() -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1", PYTHONUNBUFFERED="1")
+
+
+def _cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rl", *args]
+
+
+def _kill_tree(proc: subprocess.Popen, ray_temp: str) -> None:
+    """SIGKILL the driver's whole process group, then any Ray process of its private cluster."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", ray_temp], check=False)
+
+
+def _metrics(run_dir: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+def _run_and_kill_after(run_dir: Path, kill_after_step: int) -> None:
+    ray_temp = tempfile.mkdtemp(prefix="relay-kill-", dir="/tmp")
+    args = ["train", *OVERRIDES, f"cluster.temp_dir={ray_temp}", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(_cmd(*args), cwd=REPO, env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after_step:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    _kill_tree(proc, ray_temp)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[int, dict]:
+    run_dir = tmp_path_factory.mktemp("full") / "run"
+    proc = subprocess.run(_cmd("train", *OVERRIDES, "--run-dir", str(run_dir)), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _metrics(run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_step", [3, 5])
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted, kill_after_step):
+    run_dir = tmp_path / "run"
+    _run_and_kill_after(run_dir, kill_after_step)
+    proc = subprocess.run(_cmd("resume", str(run_dir)), cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    resumed = _metrics(run_dir)
+    assert sorted(resumed) == [1, 2, 3, 4, 5, 6]  # every step exactly once
+    for step in range(1, 7):
+        for key in COMPARED:
+            a, b = uninterrupted[step][key], resumed[step][key]
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-7), f"step {step} {key}: {a} vs {b}"
+
+
+def test_resume_refuses_a_changed_config_unless_forced(tmp_path, uninterrupted):
+    from rl.config import ConfigError
+    from rl.driver import resume
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("learner:\n  learning_rate: 0.005\n")
+    with pytest.raises(ConfigError) as info:
+        resume(run_dir, ["learner.learning_rate=0.1"])
+    assert "learner.learning_rate: 0.005 in the run, 0.1 now" in str(info.value)
+    assert "--force" in str(info.value)
+    # max_steps is safe to change: the refusal is then about the missing checkpoint, not the config.
+    with pytest.raises(ConfigError, match="no valid checkpoint"):
+        resume(run_dir, ["learner.max_steps=100"])
+
+
+def test_corrupt_latest_checkpoint_is_detected_and_the_previous_used(tmp_path):
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        ckpt = root / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "adapter_model.safetensors").write_bytes(os.urandom(256))
+        finalize(ckpt, step)
+    # step 6: truncated file; an unfinished step 8 has no marker at all
+    target = root / "checkpoint-6" / "adapter_model.safetensors"
+    target.write_bytes(target.read_bytes()[:100])
+    (root / "checkpoint-8").mkdir()
+    assert "truncated" in problems(root / "checkpoint-6")[0]
+    assert MARKER in problems(root / "checkpoint-8")[0]
+    chosen = latest_valid(root, quarantine=tmp_path / "invalid")
+    assert chosen == root / "checkpoint-4"
+    assert sorted(p.name for p in (tmp_path / "invalid").iterdir()) == ["checkpoint-6", "checkpoint-8"]
+    assert [s for s, _ in checkpoints(root)] == [4, 2]
