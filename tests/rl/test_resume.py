@@ -89,7 +89,7 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupt
             assert a == pytest.approx(b, rel=1e-5, abs=1e-7), f"step {step} {key}: {a} vs {b}"
 
 
-def test_resume_refuses_a_changed_config_unless_forced(tmp_path, uninterrupted):
+def test_resume_refuses_a_changed_config_unless_forced(tmp_path):
     from rl.config import ConfigError
     from rl.driver import resume
 
