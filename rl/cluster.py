@@ -77,6 +77,7 @@ def start_or_join(
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        _node_ip_address="127.0.0.1",  # a local cluster listens on loopback only
         _temp_dir=str(tmp),
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",

@@ -44,6 +44,24 @@ def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
     return env.rewards()
 
 
+def tokenizer_problems(cfg: RelayConfig) -> list[str]:
+    """The policy's tokenizer must load and carry a chat template (prompts are chat messages)."""
+    if cfg.model.name == "tiny":
+        return []  # built by Relay, with a template
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return [f"model.name ({cfg.model.name!r}): the tokenizer does not load ({first}); "
+                "give a local model directory or a reachable hub id"]
+    if not getattr(tokenizer, "chat_template", None):
+        return [f"model.name ({cfg.model.name!r}): the tokenizer has no chat template; use an instruct/chat model "
+                "or add a chat_template to its tokenizer_config.json"]
+    return []
+
+
 def preflight(cfg: RelayConfig) -> Plan:
     """Resolve the env, its dataset and every reward function; collect all problems."""
     from rewards.registry import check_reward
@@ -74,6 +92,7 @@ def preflight(cfg: RelayConfig) -> Plan:
             problems.append(f"env {cfg.env.name!r}: its dataset has no 'prompt' column (columns: {dataset.column_names})")
         if len(dataset) == 0:
             problems.append(f"env {cfg.env.name!r}: the training dataset is empty; check env.args")
+    problems += tokenizer_problems(cfg)
     if cfg.sft.steps:
         try:
             env.sft_dataset(2)
