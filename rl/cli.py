@@ -245,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:
+        from rl.cluster import CapacityError
+
+        if isinstance(exc, CapacityError):
+            print(f"relay: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
     except KeyboardInterrupt:
         print("relay: interrupted", file=sys.stderr)
         return 130

@@ -98,7 +98,7 @@ def shutdown(handle: ClusterHandle | None) -> None:
 
 
 class CapacityError(RuntimeError):
-    """The cluster cannot hold the actors the config asks for."""
+    """The cluster cannot hold the actors the config asks for (the CLI exits with code 2)."""
 
 
 def check_capacity(cpus_needed: float, gpus_needed: float = 0.0, *, what: str = "actors") -> None:

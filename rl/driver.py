@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from rl.cluster import CapacityError
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
@@ -199,7 +201,11 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
     _write_yaml(run_path / "config.yaml", cfg.to_dict())
     (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
-    return _execute(plan, run_path, callbacks or [], resume_from=None)
+    try:
+        return _execute(plan, run_path, callbacks or [], resume_from=None)
+    except CapacityError:
+        shutil.rmtree(run_path, ignore_errors=True)  # nothing ran: leave no run directory behind
+        raise
 
 
 # Fields that may differ between a run and its resumption without changing what it computes.
