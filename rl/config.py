@@ -72,7 +72,13 @@ class LoraConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
-    name: Literal["grpo"] = Field("grpo", description="RL algorithm. 'grpo': TRL's GRPOTrainer.")
+    name: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = Field(
+        "grpo",
+        description="'grpo' (group mean/std), 'dr_grpo' (group mean, no std), 'rloo' (leave-one-out baseline), "
+        "'reinforce_pp' (batch-whitened, KL in the reward): TRL's GRPOTrainer with that advantage estimator; "
+        "'ppo': Relay's PPO learner with a value head.",
+    )
+    kl_coef: float = Field(0.0, ge=0, description="KL-in-reward coefficient (reinforce_pp, ppo).")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field(
         "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type)."
     )

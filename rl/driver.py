@@ -387,6 +387,9 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
         )
         trainer.relay_stats = stats
+        if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
+            trainer.advantage_estimator = cfg.algorithm.name
+            trainer.kl_coef = cfg.algorithm.kl_coef
         trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
         trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
         trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))

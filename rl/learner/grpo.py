@@ -51,14 +51,66 @@ class StepStats:
 
 
 class RelayGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer that merges Relay's rollout/reward stats into each log record."""
+    """GRPOTrainer that merges Relay's rollout/reward stats into each log record and can swap in
+    another group-based advantage estimator (``rl.algos.advantages``: dr_grpo, rloo, reinforce_pp).
+
+    TRL computes its own GRPO advantages; for another estimator the rewards TRL gathered are
+    re-used and ``advantages`` replaced ([B*G] or token-level [B*G, L], which TRL's loss accepts).
+    """
 
     relay_stats: StepStats
+    advantage_estimator: str | None = None  # None: TRL's own GRPO advantages
+    kl_coef: float = 0.0  # REINFORCE++: weight of the per-token KL folded into the reward
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or any(k.startswith("reward") for k in logs):
             logs.update(self.relay_stats.flush())
         super().log(logs, start_time)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # [B*G, F], NaN = no score
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        if self.advantage_estimator is None:
+            return out
+        import torch
+
+        from rl.algos.advantages import KL_IN_REWARD, compute_advantages
+
+        per_func = self._last_rewards_per_func  # [B*G, F]
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)  # [B*G]
+        rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
+        mask = out["completion_mask"].float()  # [B*G, L]
+        kl, options = None, {}
+        if self.advantage_estimator in KL_IN_REWARD:
+            kl = self._sampling_kl(out)  # [B*G, L]
+            options["kl_coef"] = self.kl_coef
+        out["advantages"] = compute_advantages(self.advantage_estimator, rewards, self.num_generations, mask, kl,
+                                               **options)  # fmt: skip
+        return out
+
+    def _sampling_kl(self, out):
+        """k1 KL of the sampled tokens to the reference (the base model: adapter disabled)."""
+        import torch
+
+        prompt_completion_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        logits_to_keep = out["completion_ids"].size(1)
+        model = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad(), model.disable_adapter():
+            ref, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, prompt_completion_ids, attention_mask, logits_to_keep
+            )
+        sampled = out.get("sampling_per_token_logps")
+        if sampled is None:
+            with torch.no_grad():
+                sampled, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, prompt_completion_ids, attention_mask, logits_to_keep
+                )
+        return torch.nan_to_num(sampled - ref) * out["completion_mask"]
 
 
 def _completion_text(tokenizer, ids: list[int]) -> str:
