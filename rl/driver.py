@@ -41,9 +41,20 @@ class Plan:
 
 
 def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
-    if cfg.rewards.functions:
-        return [RewardComponent(f.name, f.weight, f.source, dict(f.kwargs)) for f in cfg.rewards.functions]
-    return env.rewards()
+    """The config's reward list, or the env's. A config entry named like an env component and
+    without a `source` keeps the env's function and kwargs (its own kwargs are merged on top), so
+    pool settings such as timeout_s can be changed without restating the env's arguments."""
+    if not cfg.rewards.functions:
+        return env.rewards()
+    env_rewards = {c.name: c for c in env.rewards()}
+    out = []
+    for f in cfg.rewards.functions:
+        base = env_rewards.get(f.name) if f.source is None else None
+        if base is not None:
+            out.append(RewardComponent(f.name, f.weight, base.source, {**base.kwargs, **f.kwargs}))
+        else:
+            out.append(RewardComponent(f.name, f.weight, f.source, dict(f.kwargs)))
+    return out
 
 
 def tokenizer_problems(cfg: RelayConfig) -> list[str]:

@@ -62,6 +62,9 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
         processing_class=tokenizer,
         peft_config=LoraConfig(**cfg.lora.peft_kwargs()) if cfg.sft.lora else None,
     )
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console; the log keeps the summary
     trainer.train()
     merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
     out_dir.mkdir(parents=True, exist_ok=True)
