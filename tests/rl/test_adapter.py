@@ -8,22 +8,7 @@ import torch
 from rl.adapter import AdapterUpdate, assert_same_adapter, lora_state_dict, tensors_nbytes
 from rl.rollout.hf import HFEngine
 from rl.rollout.types import SamplingParams
-
-LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
-
-
-def learner_model(model_dir, seed: int = 0, scale: float = 0.3):
-    """A learner-side peft model with the same LoraConfig and perturbed (non-identity) LoRA weights."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **LORA))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return model
+from tests.helpers import LORA, learner_model
 
 
 @pytest.fixture(scope="module")

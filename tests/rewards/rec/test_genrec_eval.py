@@ -19,17 +19,8 @@ from rewards.rec.genrec_eval import (
     metrics_from_ranks,
     ranks_from_beams,
 )
-from rewards.rec.semantic_ids import SemanticIndex, add_code_tokens
-
-
-def random_index(n_items: int = 60, sizes=(6, 5, 4), seed: int = 0) -> SemanticIndex:
-    rng = np.random.default_rng(seed)
-    seen: set[tuple[int, ...]] = set()
-    while len(seen) < n_items:
-        seen.add(tuple(int(rng.integers(k)) for k in sizes))
-    codes = sorted(seen)
-    order = rng.permutation(len(codes))
-    return SemanticIndex([f"i{j}" for j in range(n_items)], np.array([codes[o] for o in order]), list(sizes))
+from rewards.rec.semantic_ids import add_code_tokens
+from tests.helpers import random_index
 
 
 def test_metrics_from_hand_ranks():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,20 +9,11 @@ from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
 from rewards.rec.genrec_eval import build_trie
-from rewards.rec.semantic_ids import SemanticIndex, add_code_tokens
+from rewards.rec.semantic_ids import add_code_tokens
 from rewards.rec.trie import CodeTrie, TrieLogitsProcessor, TrieRequestProcessor
+from tests.helpers import random_index
 
 EOS = 99
-
-
-def random_index(n_items: int = 60, sizes=(6, 5, 4), seed: int = 0) -> SemanticIndex:
-    rng = np.random.default_rng(seed)
-    seen: set[tuple[int, ...]] = set()
-    while len(seen) < n_items:
-        seen.add(tuple(int(rng.integers(k)) for k in sizes))
-    codes = sorted(seen)
-    order = rng.permutation(len(codes))
-    return SemanticIndex([f"i{j}" for j in range(n_items)], np.array([codes[o] for o in order]), list(sizes))
 
 
 def test_allowed_next_hand_cases():

@@ -16,8 +16,8 @@ from rl.rollout.hf import HFEngine
 from rl.rollout.pool import RolloutPool, shard_bounds
 from rl.rollout.types import SamplingParams, StaleAdapterError
 from rl.rollout.worker import RolloutWorker
+from tests.helpers import LORA, learner_model
 
-LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
 PROMPTS = [
     [{"role": "user", "content": "draw a red cat"}],
     [{"role": "user", "content": "two dogs"}, {"role": "assistant", "content": "<think>"}],
@@ -43,19 +43,6 @@ class MarkerEngine(HFEngine):
             (self.marker_dir / f"busy-{os.getpid()}").touch()
             time.sleep(3.0)
         return super().generate(*args, **kwargs)
-
-
-def learner_model(model_dir, seed: int = 0, scale: float = 0.3):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(task_type="CAUSAL_LM", **LORA))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return model
 
 
 @pytest.fixture(scope="module")
