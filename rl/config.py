@@ -119,6 +119,11 @@ class RolloutConfig(_Section):
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per rollout actor (default: the node's cores / num_workers)."
     )
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs per engine (tensor parallelism).")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM: share of GPU memory per engine.")
+    vllm_sync: Literal["adapter", "merged"] = Field(
+        "adapter", description="vLLM: load LoRA tensors as a new adapter, or merge them into full weights."
+    )
     mode: Literal["on_policy"] = Field(
         "on_policy", description="'on_policy': each step generates with the adapter the learner just produced."
     )
@@ -353,6 +358,11 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
     names = [f.name for f in cfg.rewards.functions]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         p.append(f"rewards.functions: name {dup!r} is used twice; give each component a distinct name")
+    if cfg.rollout.engine == "vllm" and (cfg.rollout.top_k or cfg.rollout.top_p < 1):
+        p.append(
+            "rollout.top_k/top_p: with rollout.engine=vllm the logprobs would be over the truncated distribution; "
+            "set rollout.top_k=0 and rollout.top_p=1.0"
+        )
     if cfg.rollout.engine == "vllm":
         import importlib.util
 

@@ -334,15 +334,23 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         cluster.check_capacity(needed, what="rollout and reward actors")
         stats = StepStats()
         threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
+        engine_kwargs: dict[str, Any] = {
+            "model_path": model_path,
+            "lora": cfg.lora.peft_kwargs(),
+            "dtype": cfg.model.dtype,
+            "torch_threads": threads,
+        }
+        if cfg.rollout.engine == "vllm":
+            engine_kwargs.update(
+                tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                sync=cfg.rollout.vllm_sync,
+                seed=cfg.seed,
+            )
         rollout_pool = RolloutPool(
             num_workers=cfg.rollout.num_workers,
             engine=cfg.rollout.engine,
-            engine_kwargs={
-                "model_path": model_path,
-                "lora": cfg.lora.peft_kwargs(),
-                "dtype": cfg.model.dtype,
-                "torch_threads": threads,
-            },
+            engine_kwargs=engine_kwargs,
             num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
             num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
             env_vars=_actor_env(),
