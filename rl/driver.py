@@ -357,7 +357,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         )
         pools.append(rollout_pool)
         by_name = {f.name: f for f in cfg.rewards.functions}
-        reward_funcs, weights = [], []
+        reward_funcs, weights, reward_pools = [], [], []
         for comp in plan.rewards:
             fc = by_name.get(comp.name)
             spec = RewardSpec(
@@ -379,8 +379,15 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             )
             pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
             pools.append(pool)
+            reward_pools.append((comp.name, comp.weight, pool))
             reward_funcs.append(make_reward_func(pool, comp.name, stats))
             weights.append(comp.weight)
+
+        if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
+            from rl.learner.ppo import run_ppo
+
+            run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=model_path)
+            return
 
         from peft import LoraConfig as PeftLoraConfig
         from transformers import AutoTokenizer, PrinterCallback

@@ -37,11 +37,11 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from rl.adapter import lora_state_dict, tensors_nbytes
 from rl.algos.ppo import (
@@ -57,6 +57,7 @@ from rl.algos.ppo import (
 )
 from rl.algos.value_head import ValueHead, policy_and_values, reference_logprobs
 from rl.checkpoint import finalize, rotate
+from rl.config import PPOConfig
 from rl.rollout.sampling import sample_seed
 from rl.rollout.types import Rollout, SamplingParams
 
@@ -65,52 +66,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PPOArgs", "PPORecipe", "append_record", "combine_rewards", "ppo_args", "run_ppo"]
 
 
-class PPOArgs(BaseModel):
-    """PPO hyper-parameters (``algorithm.ppo.*``). The policy clip range is ``algorithm.epsilon``."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    gamma: float = Field(1.0, ge=0, le=1, description="Discount over completion tokens in GAE.")
-    lam: float = Field(
-        1.0,
-        ge=0,
-        le=1,
-        description="GAE lambda (1 = Monte Carlo returns, 0 = one-step TD). 1 as verl: below 1 the advantages "
-        "bootstrap from a critic that starts untrained, and on the letters env 0.95 did not learn in 50 steps.",
-    )
-    kl_coef: float = Field(
-        0.001,
-        ge=0,
-        description="Per-token KL penalty to the reference (adapter off), subtracted from the reward. It adds up "
-        "over the completion: 0.05 outweighed the letters env's [0, 1] reward and stopped learning.",
-    )
-    kl_estimator: Literal["k1", "k2", "k3"] = Field(
-        "k1", description="KL estimator in the token reward (Schulman's k1/k2/k3; k1 as classic RLHF PPO)."
-    )
-    vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss in the total loss.")
-    cliprange_value: float = Field(0.2, gt=0, description="Clip range of the value update around the old values.")
-    ppo_epochs: int = Field(2, ge=1, description="Passes over each generated batch.")
-    minibatch_size: int | None = Field(
-        None, ge=1, description="Completions per optimizer update (default: the whole batch, one update per epoch)."
-    )
-    whiten_advantages: bool = Field(True, description="Normalise advantages to mean 0, std 1 over the batch's tokens.")
-    value_lr: float | None = Field(
-        1e-4,
-        gt=0,
-        description="AdamW learning rate of the value head (None: learner.learning_rate). A LoRA rate moves a "
-        "linear critic far faster than a [0, 1] reward's scale, and a noisy critic drowns the advantages.",
-    )
-    value_shares_trunk: bool = Field(
-        False,
-        description="Let the value loss's gradient flow into the LoRA adapter. Off (default): the value head "
-        "learns on detached hidden states, so fitting the critic cannot move the policy.",
-    )
-    value_init_std: float | None = Field(
-        0.0,
-        ge=0,
-        description="Init std of the value head's weight; 0 starts every value at 0, so the first advantages are "
-        "the rewards rather than a random critic's noise. None: 1/sqrt(hidden_size + 1).",
-    )
+PPOArgs = PPOConfig  # the settings live in rl/config.py (algorithm.ppo)
 
 
 def ppo_args(cfg) -> PPOArgs:

@@ -9,7 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_pp"])
+@pytest.mark.parametrize("name", ["grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo"])
 def test_algorithm_runs_and_moves_the_adapter(name, tmp_path, ray_cluster):
     import torch
     from safetensors.torch import load_file
