@@ -130,6 +130,9 @@ def ray_head():
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0")
+    # The cluster's Python environment is the one with Relay installed (as on a real cluster image): the job's
+    # `python -m rl` entrypoint must find it first on PATH even when the venv is not activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     cmd = [
         ray_bin, "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}",
         "--num-cpus=4", "--num-gpus=0", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
