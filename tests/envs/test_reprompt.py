@@ -21,7 +21,7 @@ from envs.reprompt import (
 )
 from rewards.t2i.geneval import TAGS, validate_metadata
 
-EVAL_FILE = Path(__file__).resolve().parents[3] / "shared/data/geneval/evaluation_metadata.jsonl"
+EVAL_FILE = Path(__file__).resolve().parents[2] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"  # bundled copy
 
 
 def test_messages_and_prefill():

@@ -20,7 +20,7 @@ from rewards.t2i.geneval import (
     score_table,
 )
 
-EVAL_FILE = Path(__file__).resolve().parents[4] / "shared/data/geneval/evaluation_metadata.jsonl"
+EVAL_FILE = Path(__file__).resolve().parents[3] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"  # bundled copy
 
 
 def det(cls, x, y, color="red", side=10):
