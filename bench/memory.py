@@ -1,8 +1,8 @@
 """Peak memory of the embedded default run, all processes together (driver, Ray GCS/raylet, actors).
 
-    python bench/memory.py [extra dotted overrides ...]
+    python bench/memory.py [CONFIG.yaml] [dotted overrides ...]
 
-Runs `relay train` (configs/quickstart.yaml) as a subprocess and samples, every 0.25 s, the
+Runs `relay train [CONFIG] [overrides]` (default configs/quickstart.yaml) as a subprocess and samples, every 0.25 s, the
 proportional set size (PSS: shared pages split between the processes sharing them, so the sum is
 not inflated by shared libraries) of that process and all its descendants. Writes the
 "Peak memory" section of docs/benchmarks.md.
@@ -58,8 +58,8 @@ def main() -> None:
     if proc.returncode != 0:
         sys.exit(f"relay train failed:\n{proc.stderr.read().decode()[-3000:]}")
     body = (
-        f"`python bench/memory.py` — `relay train` on the embedded default (configs/quickstart.yaml: tiny model, "
-        f"1 rollout actor, 1 reward actor, local Ray cluster), {os.cpu_count()} CPU cores.\n\n"
+        f"`python bench/memory.py {' '.join(sys.argv[1:])}` — `relay train` on that config (tiny model, local Ray "
+        f"cluster), {os.cpu_count()} CPU cores.\n\n"
         f"| measure | value |\n|---|---|\n"
         f"| peak total PSS, all processes | {peak / 2**20:.0f} MiB |\n"
         f"| processes at the peak (driver, Ray GCS/raylet/agents, actors) | {peak_procs} |\n"

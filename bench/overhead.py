@@ -86,12 +86,13 @@ def main() -> None:
         "logging.tensorboard=false",
         "logging.progress_bar=false",
     ]
-    cfg = load_config(None, overrides)
+    letters = Path(__file__).resolve().parents[1] / "configs" / "letters.yaml"
+    cfg = load_config(letters, overrides)
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     model_dir = str(build_tiny_model(work / "model"))
 
     plain = run_plain_trl(cfg, model_dir, str(work / "plain"))
-    cfg_relay = load_config(None, [*overrides, f"model.name={model_dir}"])
+    cfg_relay = load_config(letters, [*overrides, f"model.name={model_dir}"])
     relay, records = run_relay(cfg_relay, str(work / "relay"))
 
     def mean_of(key: str) -> float:

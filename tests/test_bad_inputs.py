@@ -48,7 +48,7 @@ CASES = [
     ("bad-choice", lambda t, m: ["train", "rollout.engine=sglang"], ["rollout.engine ('sglang')", "pick one"]),
     ("batch-vs-group", lambda t, m: ["train", "learner.batch_size=10"], ["learner.batch_size (10)", "set learner.batch_size to 8 or 12"]),
     ("ckpt-beyond-steps", lambda t, m: ["train", "learner.max_steps=5", "checkpoint.every_steps=9"], ["checkpoint.every_steps (9)", "at most 5"]),
-    ("override-no-equals", lambda t, m: ["train", "configs/quickstart.yaml", "learner.max_steps"], ["expected dotted.key=value"]),
+    ("override-no-equals", lambda t, m: ["train", "configs/letters.yaml", "learner.max_steps"], ["expected dotted.key=value"]),
     ("override-bad-yaml", lambda t, m: ["train", "learner.max_steps=[1"], ["not valid YAML"]),
     ("model-dir-missing", lambda t, m: ["train", "model.name=./no/such/model"], ["model.name ('./no/such/model')", "no such directory"]),
     ("no-chat-template", lambda t, m: ["train", f"model.name={_no_template_model(t, m)}"], ["has no chat template", "chat_template"]),
@@ -73,11 +73,11 @@ CASES = [
     ("reward-timeout", lambda t, m: ["train", "rewards.functions=[{name: letter_fraction, timeout_s: -1}]"],
      ["rewards.functions.0.timeout_s (-1)", "greater than 0"]),
     ("sft-without-data", lambda t, m: ["train", "sft.steps=5"], ["sft.steps (5)", "has no SFT data"]),
-    ("reprompt-prompts-missing", lambda t, m: ["train", "configs/reprompt.yaml", f"env.args.train_prompts={t}/none.jsonl"],
+    ("reprompt-prompts-missing", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={t}/none.jsonl"],
      ["none.jsonl"]),
-    ("reprompt-prompts-txt", lambda t, m: ["train", "configs/reprompt.yaml", f"env.args.train_prompts={_write(t, 'p.txt', 'a cat' + chr(10))}"],
+    ("reprompt-prompts-txt", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={_write(t, 'p.txt', 'a cat' + chr(10))}"],
      ["env.args.train_prompts", "GenEval-style .jsonl"]),
-    ("reprompt-bad-row", lambda t, m: ["train", "configs/reprompt.yaml", f"env.args.train_prompts={_write(t, 'g.jsonl', json.dumps({'tag': 'single_object', 'include': [{'class': 'cat', 'count': 1}], 'exclude': [], 'prompt': 'a cat'}) + chr(10) + '{oops' + chr(10))}"],
+    ("reprompt-bad-row", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={_write(t, 'g.jsonl', json.dumps({'tag': 'single_object', 'include': [{'class': 'cat', 'count': 1}], 'exclude': [], 'prompt': 'a cat'}) + chr(10) + '{oops' + chr(10))}"],
      ["g.jsonl:2"]),
     ("vllm-missing", lambda t, m: ["train", "rollout.engine=vllm"], ["vLLM is not installed", "rollout.engine=hf"]),
 ]  # fmt: skip
@@ -92,7 +92,10 @@ def test_bad_input(case_id, argv, expected, tmp_path, tiny_model_dir, capsys, mo
             pytest.skip("vLLM is installed here, so selecting it is valid")
     monkeypatch.chdir(REPO)
     run_dir = tmp_path / "run"
-    code = main([*argv(tmp_path, tiny_model_dir), "--run-dir", str(run_dir)])
+    args = argv(tmp_path, tiny_model_dir)
+    if not any(a.endswith(".yaml") for a in args):  # the field cases are written against the letters recipe
+        args.insert(1, "configs/letters.yaml")
+    code = main([*args, "--run-dir", str(run_dir)])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
@@ -110,7 +113,7 @@ def test_unwritable_run_dir(tmp_path, capsys, monkeypatch):
         ro.chmod(0o500)
         target = ro / "run"
     monkeypatch.chdir(REPO)
-    code = main(["train", "--run-dir", str(target)])
+    code = main(["train", "configs/letters.yaml", "--run-dir", str(target)])
     err = capsys.readouterr().err
     assert code == 2 and "is not writable" in err and "choose a writable path" in err
 
@@ -120,7 +123,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, capsys, monkeypatch):
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("seed: 1\n")
     monkeypatch.chdir(REPO)
-    code = main(["train", "--run-dir", str(run_dir)])
+    code = main(["train", "configs/letters.yaml", "--run-dir", str(run_dir)])
     assert code == 2 and "already holds a run" in capsys.readouterr().err
     assert (run_dir / "config.yaml").read_text() == "seed: 1\n"
 

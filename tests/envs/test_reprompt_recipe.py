@@ -17,7 +17,7 @@ def test_reprompt_recipe_shortened(tmp_path, ray_cluster):
     from rl.driver import train
 
     cfg = load_config(
-        REPO / "configs" / "reprompt.yaml",
+        REPO / "configs" / "quickstart.yaml",
         ["sft.steps=4", "sft.num_examples=64", "learner.max_steps=2", "rollout.max_new_tokens=48",
          "eval.max_prompts=24", "logging.progress_bar=false", "logging.tensorboard=false"],
     )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_algorithm_runs_and_moves_the_adapter(name, tmp_path, ray_cluster):
     from rl.driver import train
 
     cfg = load_config(
-        None,
+        Path(__file__).resolve().parents[2] / "configs" / "letters.yaml",
         [f"algorithm.name={name}", "algorithm.kl_coef=0.05", "learner.max_steps=2", "rollout.max_new_tokens=8",
          "logging.progress_bar=false", "logging.tensorboard=false", "checkpoint.every_steps=1", "checkpoint.keep=3"],
     )  # fmt: skip

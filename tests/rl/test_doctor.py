@@ -20,7 +20,7 @@ def test_cli_modules_import_light():
 
 def test_report_without_cluster(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    report = diagnose(str(REPO / "configs" / "quickstart.yaml"), [], None)
+    report = diagnose(str(REPO / "configs" / "letters.yaml"), [], None)
     assert report["versions"]["ray"].startswith("2.") and report["versions"]["torch"].startswith("2.")
     assert set(report["engines"]) == {"vllm", "diffusers"}
     assert report["engines"]["diffusers"]["importable"] is True
@@ -39,7 +39,7 @@ def test_missing_gpus_named(monkeypatch):
 
 
 def test_against_a_running_cluster(ray_cluster):
-    report = diagnose(None, ["rollout.num_workers=6"], "auto")
+    report = diagnose(str(REPO / "configs" / "letters.yaml"), ["rollout.num_workers=6"], "auto")
     assert report["cluster"]["nodes"][0]["CPU"] == 4.0
     assert any("CPU: the request needs 7" in p and "missing 3 CPU" in p for p in report["problems"]), report["problems"]
 
@@ -47,7 +47,7 @@ def test_against_a_running_cluster(ray_cluster):
 def test_cli_exit_codes_and_json(monkeypatch):
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     ok = subprocess.run(
-        [sys.executable, "-m", "rl.doctor", "configs/quickstart.yaml", "--json"],
+        [sys.executable, "-m", "rl.doctor", "configs/letters.yaml", "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -26,7 +26,7 @@ def test_run_survives_a_dying_reward_actor_and_a_raising_reward(tmp_path, ray_cl
         {"name": "letter_fraction", "num_cpus": 0.5},
     ]  # fmt: skip
     cfg = load_config(
-        None,
+        Path(__file__).resolve().parents[2] / "configs" / "letters.yaml",
         [
             "learner.max_steps=3",
             "rollout.max_new_tokens=8",

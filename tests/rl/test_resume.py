@@ -49,7 +49,7 @@ def _metrics(run_dir: Path) -> dict[int, dict]:
 
 def _run_and_kill_after(run_dir: Path, kill_after_step: int) -> None:
     ray_temp = tempfile.mkdtemp(prefix="relay-kill-", dir="/tmp")
-    args = ["train", *OVERRIDES, f"cluster.temp_dir={ray_temp}", "--run-dir", str(run_dir)]
+    args = ["train", "configs/letters.yaml", *OVERRIDES, f"cluster.temp_dir={ray_temp}", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(_cmd(*args), cwd=REPO, env=_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     metrics = run_dir / "metrics.jsonl"
@@ -66,7 +66,7 @@ def _run_and_kill_after(run_dir: Path, kill_after_step: int) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict[int, dict]:
     run_dir = tmp_path_factory.mktemp("full") / "run"
-    proc = subprocess.run(_cmd("train", *OVERRIDES, "--run-dir", str(run_dir)), cwd=REPO, env=_env(),
+    proc = subprocess.run(_cmd("train", "configs/letters.yaml", *OVERRIDES, "--run-dir", str(run_dir)), cwd=REPO, env=_env(),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _metrics(run_dir)

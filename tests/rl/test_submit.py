@@ -33,8 +33,8 @@ def test_address_from_flag_then_environment():
 
 
 def test_config_path_is_relative_to_working_dir(tmp_path):
-    assert job_config_path("configs/quickstart.yaml", REPO) == "configs/quickstart.yaml"
-    assert job_config_path(str(REPO / "configs" / "quickstart.yaml"), REPO) == "configs/quickstart.yaml"
+    assert job_config_path("configs/letters.yaml", REPO) == "configs/letters.yaml"
+    assert job_config_path(str(REPO / "configs" / "letters.yaml"), REPO) == "configs/letters.yaml"
     outside = tmp_path / "x.yaml"
     outside.write_text("seed: 0\n")
     with pytest.raises(ValueError, match="outside --working-dir"):
@@ -68,7 +68,7 @@ def test_exit_codes():
 def test_missing_address_is_a_usage_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "rl.submit", "configs/quickstart.yaml"],
+        [sys.executable, "-m", "rl.submit", "configs/letters.yaml"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -160,7 +160,7 @@ def test_submit_two_step_job_to_token_auth_head(ray_head, tmp_path):
             sys.executable,
             "-m",
             "rl.submit",
-            "configs/quickstart.yaml",
+            "configs/letters.yaml",
             "learner.max_steps=2",
             "logging.progress_bar=false",
             "--address",
@@ -191,7 +191,7 @@ def test_submit_two_step_job_to_token_auth_head(ray_head, tmp_path):
     no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
     no_token["RAY_AUTH_MODE"] = "disabled"
     denied = subprocess.run(
-        [sys.executable, "-m", "rl.submit", "configs/quickstart.yaml", "--address", ray_head["address"], "--no-wait"],
+        [sys.executable, "-m", "rl.submit", "configs/letters.yaml", "--address", ray_head["address"], "--no-wait"],
         cwd=REPO,
         env=no_token,
         capture_output=True,

@@ -25,7 +25,7 @@ def _cfg(*overrides: str):
         "rollout.torch_threads=1",
         "learner.torch_threads=1",
     ]
-    return load_config(None, [*base, *overrides])
+    return load_config(Path(__file__).resolve().parents[3] / "configs" / "letters.yaml", [*base, *overrides])
 
 
 def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, args: PPOArgs | None = None) -> None:
