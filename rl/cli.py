@@ -96,25 +96,6 @@ def _cmd_tiny_model(args) -> int:
     return 0
 
 
-def _add_score(sub) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score a JSONL of samples with a reward function",
-        description="Score {prompt, completion, ...columns} JSONL lines with any reward function through "
-        "Relay's reward pool; prints a summary and writes per-sample scores.",
-    )
-    p.set_defaults(func=_cmd_score, _parser=p)
-    from rewards.score import add_score_arguments
-
-    add_score_arguments(p)
-
-
-def _cmd_score(args) -> int:
-    from rewards.score import run_score
-
-    return run_score(args)
-
-
 def _add_resume(sub) -> None:
     p = sub.add_parser(
         "resume",
@@ -178,42 +159,15 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _add_submit(sub) -> None:
-    p = sub.add_parser(
-        "submit",
-        help="submit `relay train` to a running Ray cluster (Ray Jobs API)",
-        description="Submit a training job to a running Ray cluster (--address, else RAY_ADDRESS); streams its "
-        "logs and returns the job's exit status.",
-    )
-    from rl.submit import add_submit_arguments
+def _add_hooked(sub, name: str, module: str, help: str, description: str) -> None:
+    """A subcommand whose arguments and body live in ``module`` (``add_<name>_arguments``, ``run_<name>``);
+    those modules import only argparse at the top, so this stays fast."""
+    import importlib
 
-    add_submit_arguments(p)
-    p.set_defaults(func=_cmd_submit)
-
-
-def _cmd_submit(args) -> int:
-    from rl.submit import run_submit
-
-    return run_submit(args)
-
-
-def _add_doctor(sub) -> None:
-    p = sub.add_parser(
-        "doctor",
-        help="versions, GPUs, optional engines, cluster resources and what a config needs",
-        description="Report package versions, GPUs, whether vLLM/diffusers import, the cluster's resources, "
-        "and whether the given config's actors fit.",
-    )
-    from rl.doctor import add_doctor_arguments
-
-    add_doctor_arguments(p)
-    p.set_defaults(func=_cmd_doctor)
-
-
-def _cmd_doctor(args) -> int:
-    from rl.doctor import run_doctor
-
-    return run_doctor(args)
+    p = sub.add_parser(name, help=help, description=description)
+    mod = importlib.import_module(module)
+    getattr(mod, f"add_{name}_arguments")(p)
+    p.set_defaults(func=getattr(mod, f"run_{name}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,9 +178,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_resume(sub)
     _add_eval(sub)
-    _add_score(sub)
-    _add_submit(sub)
-    _add_doctor(sub)
+    _add_hooked(
+        sub, "score", "rewards.score", help="score a JSONL of samples with a reward function",
+        description="Score {prompt, completion, ...columns} JSONL lines with any reward function through "
+        "Relay's reward pool; prints a summary and writes per-sample scores.",
+    )
+    _add_hooked(
+        sub, "submit", "rl.submit", help="submit `relay train` to a running Ray cluster (Ray Jobs API)",
+        description="Submit a training job to a running Ray cluster (--address, else RAY_ADDRESS); streams its "
+        "logs and returns the job's exit status.",
+    )
+    _add_hooked(
+        sub, "doctor", "rl.doctor", help="versions, GPUs, optional engines, cluster resources and what a config needs",
+        description="Report package versions, GPUs, whether vLLM/diffusers import, the cluster's resources, "
+        "and whether the given config's actors fit.",
+    )  # fmt: skip
     _add_export(sub)
     _add_tiny_model(sub)
     return parser
