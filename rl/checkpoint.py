@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from rl.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,7 @@ def finalize(ckpt: Path, step: int, extra_files: dict[str, Path] | None = None) 
         "step": step,
         "files": {str(p.relative_to(ckpt)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(ckpt)},
     }
-    tmp = ckpt / (MARKER + ".tmp")
-    with tmp.open("w") as f:
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt / MARKER)
+    atomic_write_text(ckpt / MARKER, json.dumps(manifest, indent=1))
 
 
 def problems(ckpt: Path) -> list[str]:
@@ -132,6 +128,4 @@ def truncate_metrics(path: Path, last_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by the crash
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

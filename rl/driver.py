@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from rl.atomic import atomic_write_text
 from rl.cluster import CapacityError
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
@@ -148,9 +149,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _setup_file_logging(run_dir: Path, level: str) -> logging.Handler:
@@ -185,6 +184,12 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+
+
+def run_base_model(cfg: RelayConfig, run_dir: Path) -> str:
+    """The model a run's adapter sits on: its SFT warm start if it made one, else the base model."""
+    sft = run_dir / "sft_model"
+    return str(sft) if (sft / "config.json").exists() else resolve_model(cfg, run_dir)
 
 
 def _actor_env() -> dict[str, str]:
@@ -290,6 +295,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
 
     from rewards.pool import RewardPool, RewardSpec
     from rl import cluster
+    from rl.checkpoint import FinalizeCheckpoints
     from rl.learner.grpo import (
         RelayGRPOTrainer,
         SamplesToTensorBoard,
@@ -298,7 +304,6 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         make_reward_func,
         make_rollout_func,
     )
-    from rl.checkpoint import FinalizeCheckpoints
     from rl.metrics import MetricsFile, RelayProgress
     from rl.rollout.pool import RolloutPool
     from rl.rollout.types import SamplingParams

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import yaml
 
+from rl.atomic import atomic_write_text
 from rl.config import ConfigError, RelayConfig, load_config, validate
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, b
 
 
 def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict[str, Generate], Path]:
-    from rl.driver import resolve_model
+    from rl.driver import resolve_model, run_base_model
 
     if target.is_dir():
         config_path = target / "config.yaml"
@@ -62,10 +63,10 @@ def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict
         from rl.config import apply_overrides
 
         cfg = validate(apply_overrides(data, overrides), source=str(config_path))
-        start_model = target / "sft_model" if (target / "sft_model").is_dir() else Path(resolve_model(cfg, target))
-        policies = {"start": policy(cfg, str(start_model), batch_size=cfg.eval.batch_size)}
+        start_model = run_base_model(cfg, target)
+        policies = {"start": policy(cfg, start_model, batch_size=cfg.eval.batch_size)}
         if (target / "adapter").is_dir():
-            policies["trained"] = policy(cfg, str(start_model), target / "adapter", batch_size=cfg.eval.batch_size)
+            policies["trained"] = policy(cfg, start_model, target / "adapter", batch_size=cfg.eval.batch_size)
         return cfg, policies, target
     cfg = load_config(target, overrides)
     out = Path(tempfile.mkdtemp(prefix=f"relay-eval-{cfg.name}-"))
@@ -98,9 +99,7 @@ def run_eval(target: str | Path, overrides: list[str] | None = None, max_prompts
     cfg, policies, out_dir = _policies_for(Path(target), list(overrides or []))
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     results = env.evaluate(policies, out_dir, max_prompts=max_prompts or cfg.eval.max_prompts)
-    tmp = out_dir / "eval.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out_dir / "eval.json")
+    atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     print(f"eval.json written to {out_dir / 'eval.json'}")
     return results

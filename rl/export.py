@@ -11,16 +11,6 @@ from rl.config import ConfigError
 _ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def base_model_path(run_dir: Path) -> str:
-    """The model the adapter was trained on: the SFT-merged model, the built tiny model, or model.name."""
-    import yaml
-
-    for local in ("sft_model", "base_model"):
-        if (run_dir / local / "config.json").exists():
-            return str(run_dir / local)
-    return yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["name"]
-
-
 def export(run_dir: str | Path, out_dir: str | Path, step: int | None = None, merge: bool = False) -> Path:
     run = Path(run_dir)
     root = run / "checkpoints"
@@ -41,10 +31,14 @@ def export(run_dir: str | Path, out_dir: str | Path, step: int | None = None, me
         for name in _ADAPTER_FILES:
             shutil.copyfile(ckpt / name, out / name)
         return out
+    import yaml
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = base_model_path(run)
+    from rl.config import validate
+    from rl.driver import run_base_model
+
+    base = run_base_model(validate(yaml.safe_load((run / "config.yaml").read_text())), run)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(ckpt))
     model.merge_and_unload().save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
