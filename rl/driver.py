@@ -68,11 +68,15 @@ def tokenizer_problems(cfg: RelayConfig) -> list[str]:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model.name)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return [f"model.name ({cfg.model.name!r}): the tokenizer does not load ({first}); "
-                "give a local model directory or a reachable hub id"]
+        return [
+            f"model.name ({cfg.model.name!r}): the tokenizer does not load ({first}); "
+            "give a local model directory or a reachable hub id"
+        ]
     if not getattr(tokenizer, "chat_template", None):
-        return [f"model.name ({cfg.model.name!r}): the tokenizer has no chat template; use an instruct/chat model "
-                "or add a chat_template to its tokenizer_config.json"]
+        return [
+            f"model.name ({cfg.model.name!r}): the tokenizer has no chat template; use an instruct/chat model "
+            "or add a chat_template to its tokenizer_config.json"
+        ]
     return []
 
 
@@ -103,7 +107,9 @@ def preflight(cfg: RelayConfig) -> Plan:
         dataset = None
     if dataset is not None:
         if "prompt" not in dataset.column_names:
-            problems.append(f"env {cfg.env.name!r}: its dataset has no 'prompt' column (columns: {dataset.column_names})")
+            problems.append(
+                f"env {cfg.env.name!r}: its dataset has no 'prompt' column (columns: {dataset.column_names})"
+            )
         if len(dataset) == 0:
             problems.append(f"env {cfg.env.name!r}: the training dataset is empty; check env.args")
     problems += tokenizer_problems(cfg)
@@ -132,7 +138,9 @@ def create_run_dir(path: Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError([f"--run-dir {str(path)!r} is not writable ({exc.strerror}); choose a writable path"]) from None
+        raise ConfigError(
+            [f"--run-dir {str(path)!r} is not writable ({exc.strerror}); choose a writable path"]
+        ) from None
     return path
 
 
@@ -243,8 +251,14 @@ def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def resume(run_dir: str | Path, overrides: list[str] | None = None, *, new_cfg: RelayConfig | None = None,
-           force: bool = False, callbacks: list | None = None) -> Path:
+def resume(
+    run_dir: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    new_cfg: RelayConfig | None = None,
+    force: bool = False,
+    callbacks: list | None = None,
+) -> Path:
     """Continue ``run_dir`` from its latest valid checkpoint (``relay resume``)."""
     from rl.checkpoint import latest_valid, truncate_metrics
     from rl.config import apply_overrides, validate
@@ -260,8 +274,10 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None, *, new_cfg: 
     if unsafe and not force:
         raise ConfigError(
             [f"{key}: {a!r} in the run, {b!r} now" for key, a, b in unsafe]
-            + ["these changes would alter what the resumed run computes; resume with the run's values, "
-               "or pass --force to resume anyway"]
+            + [
+                "these changes would alter what the resumed run computes; resume with the run's values, "
+                "or pass --force to resume anyway"
+            ]
         )
     ckpt = latest_valid(run_path / "checkpoints", quarantine=run_path / "invalid_checkpoints")
     if ckpt is None:
@@ -290,11 +306,64 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     return run_path
 
 
-def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = None) -> None:
-    import torch
+def _rollout_pool(cfg: RelayConfig, model_path: str):
+    """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's."""
+    from rl.rollout.pool import RolloutPool
 
+    threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
+    engine_kwargs: dict[str, Any] = {
+        "model_path": model_path,
+        "lora": cfg.lora.peft_kwargs(),
+        "dtype": cfg.model.dtype,
+        "torch_threads": threads,
+    }
+    if cfg.rollout.engine == "vllm":
+        engine_kwargs.update(
+            tensor_parallel_size=cfg.rollout.tensor_parallel_size,
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+            sync=cfg.rollout.vllm_sync,
+            seed=cfg.seed,
+        )
+    return RolloutPool(
+        num_workers=cfg.rollout.num_workers,
+        engine=cfg.rollout.engine,
+        engine_kwargs=engine_kwargs,
+        num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
+        num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
+        env_vars=_actor_env(),
+    )
+
+
+def _reward_pools(cfg: RelayConfig, plan: Plan, started: list) -> list[tuple[str, float, Any]]:
+    """One reward pool per component, as (name, weight, pool); each is appended to ``started`` at once."""
     from rewards.pool import RewardPool, RewardSpec
-    from rl import cluster
+
+    pool_settings = {f.name: f for f in cfg.rewards.functions}
+    out = []
+    for comp in plan.rewards:
+        spec = RewardSpec(name=comp.name, source=comp.source or comp.name, weight=comp.weight, kwargs=dict(comp.kwargs))
+        if (fc := pool_settings.get(comp.name)) is not None:
+            spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
+            spec.num_cpus, spec.num_gpus = fc.num_cpus, fc.num_gpus
+        pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
+        started.append(pool)
+        out.append((comp.name, comp.weight, pool))
+    return out
+
+
+def _train_grpo(
+    plan: Plan,
+    run_dir: Path,
+    model_path: str,
+    rollout_pool,
+    reward_pools: list,
+    callbacks: list,
+    resume_from: Path | None,
+) -> None:
+    """TRL's GRPOTrainer with generation and rewards delegated to the pools."""
+    from peft import LoraConfig as PeftLoraConfig
+    from transformers import AutoTokenizer, PrinterCallback
+
     from rl.checkpoint import FinalizeCheckpoints
     from rl.learner.grpo import (
         RelayGRPOTrainer,
@@ -305,8 +374,54 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         make_rollout_func,
     )
     from rl.metrics import MetricsFile, RelayProgress
-    from rl.rollout.pool import RolloutPool
     from rl.rollout.types import SamplingParams
+
+    cfg = plan.cfg
+    stats = StepStats()
+    tb_dir = str(run_dir / "tensorboard")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
+    args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[w for _, w, _ in reward_pools])
+    args.model_init_kwargs = {"dtype": cfg.model.dtype}
+    sampling = SamplingParams(
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+    )
+    trainer = RelayGRPOTrainer(
+        model=model_path,
+        reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],
+        args=args,
+        train_dataset=plan.train_dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+        peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
+        rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
+    )
+    trainer.relay_stats = stats
+    if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
+        trainer.advantage_estimator = cfg.algorithm.name
+        trainer.kl_coef = cfg.algorithm.kl_coef
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
+    trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
+    if cfg.logging.progress_bar:
+        trainer.add_callback(RelayProgress())
+    if cfg.logging.tensorboard:
+        trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(run_dir / "adapter"))
+    summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("finished: %s", summary)
+
+
+def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = None) -> None:
+    import torch
+
+    from rl import cluster
 
     cfg = plan.cfg
     _quiet_libraries()
@@ -337,105 +452,15 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     pools: list[Any] = []
     try:
         cluster.check_capacity(needed, what="rollout and reward actors")
-        stats = StepStats()
-        threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
-        engine_kwargs: dict[str, Any] = {
-            "model_path": model_path,
-            "lora": cfg.lora.peft_kwargs(),
-            "dtype": cfg.model.dtype,
-            "torch_threads": threads,
-        }
-        if cfg.rollout.engine == "vllm":
-            engine_kwargs.update(
-                tensor_parallel_size=cfg.rollout.tensor_parallel_size,
-                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                sync=cfg.rollout.vllm_sync,
-                seed=cfg.seed,
-            )
-        rollout_pool = RolloutPool(
-            num_workers=cfg.rollout.num_workers,
-            engine=cfg.rollout.engine,
-            engine_kwargs=engine_kwargs,
-            num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
-            num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
-            env_vars=_actor_env(),
-        )
+        rollout_pool = _rollout_pool(cfg, model_path)
         pools.append(rollout_pool)
-        by_name = {f.name: f for f in cfg.rewards.functions}
-        reward_funcs, weights, reward_pools = [], [], []
-        for comp in plan.rewards:
-            fc = by_name.get(comp.name)
-            spec = RewardSpec(
-                name=comp.name,
-                source=comp.source or comp.name,
-                weight=comp.weight,
-                kwargs=dict(comp.kwargs),
-                **(
-                    {
-                        "num_workers": fc.num_workers,
-                        "timeout_s": fc.timeout_s,
-                        "max_retries": fc.max_retries,
-                        "num_cpus": fc.num_cpus,
-                        "num_gpus": fc.num_gpus,
-                    }
-                    if fc
-                    else {}
-                ),
-            )
-            pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
-            pools.append(pool)
-            reward_pools.append((comp.name, comp.weight, pool))
-            reward_funcs.append(make_reward_func(pool, comp.name, stats))
-            weights.append(comp.weight)
-
+        reward_pools = _reward_pools(cfg, plan, pools)
         if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
             from rl.learner.ppo import run_ppo
 
             run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=model_path)
-            return
-
-        from peft import LoraConfig as PeftLoraConfig
-        from transformers import AutoTokenizer, PrinterCallback
-
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
-        tb_dir = str(run_dir / "tensorboard")
-        os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
-        args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=weights)
-        args.model_init_kwargs = {"dtype": cfg.model.dtype}
-        sampling = SamplingParams(
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-            top_k=cfg.rollout.top_k,
-        )
-        trainer = RelayGRPOTrainer(
-            model=model_path,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=plan.train_dataset,
-            processing_class=tokenizer,
-            peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
-            rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
-        )
-        trainer.relay_stats = stats
-        if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
-            trainer.advantage_estimator = cfg.algorithm.name
-            trainer.kl_coef = cfg.algorithm.kl_coef
-        trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
-        trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
-        trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))
-        if cfg.logging.progress_bar:
-            trainer.add_callback(RelayProgress())
-        if cfg.logging.tensorboard:
-            trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
-        for callback in callbacks:
-            trainer.add_callback(callback)
-        t0 = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        trainer.save_model(str(run_dir / "adapter"))
-        summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        logger.info("finished: %s", summary)
+        else:
+            _train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
     finally:
         for pool in pools:
             try:
