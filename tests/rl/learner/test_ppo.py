@@ -29,10 +29,8 @@ def _cfg(*overrides: str):
 
 
 def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, args: PPOArgs | None = None) -> None:
-    """Build the pools as ``rl.driver._run`` does, run PPO, close the pools."""
-    from rewards.pool import RewardPool, RewardSpec
-    from rl.driver import Plan, _actor_env, create_run_dir, preflight
-    from rl.rollout.pool import RolloutPool
+    """Build the pools with the driver's own helpers, run PPO, close the pools."""
+    from rl.driver import Plan, _reward_pools, _rollout_pool, create_run_dir, preflight
 
     plan: Plan = preflight(cfg)
     if resume_from is None:
@@ -41,26 +39,9 @@ def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, a
     torch.set_num_threads(cfg.learner.torch_threads or 1)
     pools = []
     try:
-        rollout_pool = RolloutPool(
-            num_workers=cfg.rollout.num_workers,
-            engine=cfg.rollout.engine,
-            engine_kwargs={
-                "model_path": str(model_dir),
-                "lora": cfg.lora.peft_kwargs(),
-                "dtype": cfg.model.dtype,
-                "torch_threads": cfg.rollout.torch_threads,
-            },
-            num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
-            env_vars=_actor_env(),
-        )
+        rollout_pool = _rollout_pool(cfg, str(model_dir))
         pools.append(rollout_pool)
-        reward_pools = []
-        for comp in plan.rewards:
-            spec = RewardSpec(name=comp.name, source=comp.source or comp.name, weight=comp.weight,
-                              kwargs=dict(comp.kwargs), num_cpus=0.5)  # fmt: skip
-            pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
-            pools.append(pool)
-            reward_pools.append((comp.name, comp.weight, pool))
+        reward_pools = _reward_pools(cfg, plan, pools)
         run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=str(model_dir), args=args)
     finally:
         for pool in pools:
