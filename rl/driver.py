@@ -194,10 +194,14 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-def run_base_model(cfg: RelayConfig, run_dir: Path) -> str:
-    """The model a run's adapter sits on: its SFT warm start if it made one, else the base model."""
+def run_base_model(cfg: RelayConfig, run_dir: Path, env: Env | None = None) -> str:
+    """The model a run's adapter sits on: its SFT warm start if it made one, else the base model as
+    the env prepared it (``Env.prepare_model``, idempotent)."""
     sft = run_dir / "sft_model"
-    return str(sft) if (sft / "config.json").exists() else resolve_model(cfg, run_dir)
+    if (sft / "config.json").exists():
+        return str(sft)
+    env = env or build_env(cfg.env.name, cfg.env.args, cfg.seed)
+    return env.prepare_model(resolve_model(cfg, run_dir), run_dir)
 
 
 def _actor_env() -> dict[str, str]:
@@ -306,8 +310,9 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     return run_path
 
 
-def _rollout_pool(cfg: RelayConfig, model_path: str):
-    """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's."""
+def _rollout_pool(cfg: RelayConfig, model_path: str, logits_processors: list | None = None):
+    """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's;
+    ``logits_processors``: the env's extra processor specs (``Env.logits_processors``)."""
     from rl.rollout.pool import RolloutPool
 
     threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
@@ -317,6 +322,8 @@ def _rollout_pool(cfg: RelayConfig, model_path: str):
         "dtype": cfg.model.dtype,
         "torch_threads": threads,
     }
+    if logits_processors:
+        engine_kwargs["logits_processors"] = [list(spec) for spec in logits_processors]
     if cfg.rollout.engine == "vllm":
         engine_kwargs.update(
             tensor_parallel_size=cfg.rollout.tensor_parallel_size,
@@ -427,7 +434,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     _quiet_libraries()
     if cfg.learner.torch_threads:
         torch.set_num_threads(cfg.learner.torch_threads)
-    model_path = resolve_model(cfg, run_dir)
+    model_path = plan.env.prepare_model(resolve_model(cfg, run_dir), run_dir)
     if cfg.sft.steps:
         from rl.learner.sft import warm_start
 
@@ -452,7 +459,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     pools: list[Any] = []
     try:
         cluster.check_capacity(needed, what="rollout and reward actors")
-        rollout_pool = _rollout_pool(cfg, model_path)
+        rollout_pool = _rollout_pool(cfg, model_path, plan.env.logits_processors(run_dir))
         pools.append(rollout_pool)
         reward_pools = _reward_pools(cfg, plan, pools)
         if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses

@@ -8,6 +8,7 @@ weights. Envs live in ``envs/``; ``rl/`` finds them by name (lazy import strings
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -53,10 +54,35 @@ class Env:
         """Examples for a supervised warm start (``sft.steps > 0``); envs without one raise."""
         raise NotImplementedError(f"env {type(self).__name__} has no SFT data; set sft.steps=0")
 
+    def prepare_model(self, model_path: str, run_dir: Path) -> str:
+        """The model the run starts from, made from ``model_path`` before the SFT warm start.
+
+        Default: ``model_path`` unchanged. An env that needs extra tokens (e.g. semantic item IDs)
+        writes a modified copy into ``run_dir`` and returns its path. Must be idempotent: the driver
+        calls it on resume and evaluation calls it again to find the same model.
+        """
+        return model_path
+
+    def trainable_token_ids(self, model_path: str) -> list[int]:
+        """Token ids whose embedding rows a LoRA warm start must train (PEFT ``trainable_token_indices``)."""
+        return []
+
+    def logits_processors(self, run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+        """Extra logits processors for the rollout engines, as ``("module:factory", kwargs)`` specs.
+
+        ``factory(tokenizer, **kwargs)`` is called once per engine and returns an object with
+        ``for_batch(prompt_length) -> transformers.LogitsProcessor`` (HF engine, one per generate batch,
+        placed before the seeded sampler) and optionally ``for_request() -> (output_ids, logits) -> logits``
+        (vLLM). Default: none.
+        """
+        return []
+
     def evaluate(self, policies: dict[str, Any], out_dir: Any, max_prompts: int | None = None) -> dict[str, Any]:
         """Score each policy (name -> ``generate(list_of_prompts) -> list[str]``) on the env's eval set.
 
-        ``policies`` maps names such as ``start`` and ``trained`` to generation functions. Returns
+        ``policies`` maps names such as ``start`` and ``trained`` to generation functions; each also
+        carries ``.engine`` (the ``HFEngine`` with the policy's model, tokenizer and adapter) for envs
+        that decode their own way (e.g. beam search). Returns
         ``{name: {metric: value}}`` (the env may add rows, e.g. ``raw``); written as eval.json.
         """
         raise NotImplementedError(f"env {type(self).__name__} has no evaluation")
@@ -66,6 +92,7 @@ ENVS: Registry[type[Env]] = Registry("env")
 ENVS.register("letters", "envs.letters:LettersEnv")
 ENVS.register("reprompt", "envs.reprompt:RePromptEnv")
 ENVS.register("duet", "envs.duet:DuetEnv")
+ENVS.register("genrec", "envs.genrec:GenRecEnv")
 
 
 def env_arg_problems(env_cls: type[Env], args: dict[str, Any], prefix: str = "env.args") -> list[str]:

@@ -49,11 +49,12 @@ def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, b
             texts += [r.text for r in engine.generate(prompts[i : i + batch_size], 1, sampling)]
         return texts
 
+    generate.engine = engine  # type: ignore[attr-defined]  # for envs that decode their own way (beam search)
     return generate
 
 
 def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict[str, Generate], Path]:
-    from rl.driver import resolve_model, run_base_model
+    from rl.driver import run_base_model
 
     if target.is_dir():
         config_path = target / "config.yaml"
@@ -70,7 +71,7 @@ def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict
         return cfg, policies, target
     cfg = load_config(target, overrides)
     out = Path(tempfile.mkdtemp(prefix=f"relay-eval-{cfg.name}-"))
-    return cfg, {"start": policy(cfg, resolve_model(cfg, out), batch_size=cfg.eval.batch_size)}, out
+    return cfg, {"start": policy(cfg, run_base_model(cfg, out), batch_size=cfg.eval.batch_size)}, out
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:

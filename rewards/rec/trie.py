@@ -128,3 +128,28 @@ class TrieRequestProcessor:
         keep = torch.zeros_like(logits, dtype=torch.bool)
         keep[ids] = True
         return logits.masked_fill(~keep, float("-inf"))
+
+
+class TrieConstraint:
+    """A rollout engine's processor factory (``rl/rollout/processors.py``) for one trie: an HF
+    ``TrieLogitsProcessor`` per generate batch, a ``TrieRequestProcessor`` per vLLM request."""
+
+    def __init__(self, trie: CodeTrie):
+        self.trie = trie
+
+    def for_batch(self, prompt_length: int) -> TrieLogitsProcessor:
+        return TrieLogitsProcessor(self.trie, prompt_length)
+
+    def for_request(self) -> TrieRequestProcessor:
+        return TrieRequestProcessor(self.trie)
+
+
+def trie_constraint(tokenizer, index_path: str) -> TrieConstraint:
+    """Engine hook factory: the trie of every item ID in the semantic index at ``index_path``, ending
+    in the tokenizer's EOS. Spec: ``("rewards.rec.trie:trie_constraint", {"index_path": ...})``."""
+    from rewards.rec.semantic_ids import SemanticIndex
+
+    index = SemanticIndex.load(index_path)
+    if tokenizer.eos_token_id is None:
+        raise ValueError("trie_constraint: the tokenizer has no eos_token_id; set one so an ID can end")
+    return TrieConstraint(CodeTrie(index.token_sequences(tokenizer), eos_token_id=tokenizer.eos_token_id))

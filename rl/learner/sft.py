@@ -20,10 +20,23 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def sft_lora_config(cfg, env, model_path: str):
+    """The warm start's LoraConfig. Tokens the env added (``Env.trainable_token_ids``, e.g. semantic-ID
+    codes) get their embedding rows trained through PEFT's ``trainable_token_indices``: only those rows
+    move (the rest of the vocabulary stays frozen, unlike ``modules_to_save=["embed_tokens"]``, which
+    trains and stores the whole matrix) and ``merge_and_unload`` folds them into the saved model."""
+    from peft import LoraConfig
+
+    kwargs = cfg.lora.peft_kwargs()
+    token_ids = env.trainable_token_ids(model_path)
+    if token_ids:
+        kwargs["trainable_token_indices"] = {"embed_tokens": list(token_ids)}
+    return LoraConfig(**kwargs)
+
+
 def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -60,7 +73,7 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=LoraConfig(**cfg.lora.peft_kwargs()) if cfg.sft.lora else None,
+        peft_config=sft_lora_config(cfg, env, model_path) if cfg.sft.lora else None,
     )
     from transformers import PrinterCallback
 

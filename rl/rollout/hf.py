@@ -65,7 +65,11 @@ class HFEngine:
         device: str = "cpu",
         torch_threads: int | None = None,
         batch_size: int | None = None,
+        logits_processors: list | None = None,
     ):
+        """``logits_processors``: ``[("module:factory", kwargs), ...]`` (``rl/rollout/processors.py``):
+        built once here with this engine's tokenizer, instantiated per generate batch, applied in order
+        before the seeded sampler."""
         from peft import LoraConfig, get_peft_model
         from peft import get_peft_model_state_dict as _peft_state
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,6 +91,9 @@ class HFEngine:
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._version = -1
         self.last_stats = GenerateStats()
+        from rl.rollout.processors import build_factories
+
+        self.processor_factories = build_factories(logits_processors, self.tokenizer)
 
     # ---- adapter ---------------------------------------------------------------------------------
     @property
@@ -163,6 +170,7 @@ class HFEngine:
 
         input_ids, attention_mask = self._left_pad([r.prompt_ids for r in rows])  # [B, L]
         sampler = SeededGumbelSampler([r.seed for r in rows], input_ids.shape[1], sampling)
+        extra = [f.for_batch(input_ids.shape[1]) for f in self.processor_factories]
         # A clean config: the checkpoint's own defaults (repetition_penalty, top_k, ...) must not
         # change the sampling distribution behind the learner's back. Greedy over Gumbel-perturbed logits.
         config = GenerationConfig(
@@ -177,7 +185,7 @@ class HFEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
-            logits_processor=LogitsProcessorList([sampler]),
+            logits_processor=LogitsProcessorList([*extra, sampler]),  # the sampler stays last
         )
         completions = out.sequences[:, input_ids.shape[1] :].cpu()  # [B, T]
         chosen, logprobs = sampler.recorded()  # [B, T] each

@@ -39,6 +39,7 @@ class VLLMEngine:
         constraint: dict[str, Any] | None = None,
         enforce_eager: bool = False,
         seed: int = 0,
+        logits_processors: list | None = None,
     ):
         from vllm import LLM  # ImportError here when the vllm extra is missing
 
@@ -62,6 +63,11 @@ class VLLMEngine:
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
+        # Relay's extra logits processors (e.g. the semantic-ID trie): one engine-level adapter class; the
+        # specs travel with each request (SamplingParams.extra_args), built by vllm_glue.RequestProcessorBuilder.
+        self.processor_args = glue.processor_extra_args(logits_processors)
+        if self.processor_args:
+            kwargs["logits_processors"] = [_relay_adapter_class()]
         if sync == "adapter":
             kwargs.update(enable_lora=True, max_loras=2, max_lora_rank=max(8, int(self.lora["r"])))
         self.llm = LLM(**kwargs)
@@ -153,6 +159,8 @@ class VLLMEngine:
         from vllm import SamplingParams as VSamplingParams
 
         kwargs = glue.sampling_kwargs(sampling, seed, self.eos_ids)
+        if self.processor_args:
+            kwargs["extra_args"] = dict(self.processor_args)
         if self.constraint:
             from vllm.sampling_params import StructuredOutputsParams
 
@@ -181,3 +189,22 @@ class VLLMEngine:
 # load_weights takes Hugging Face names and maps them onto vLLM's fused layers (qkv_proj, gate_up_proj).
 def _load_weights(self: Any, weights: list[tuple[str, Any]]) -> None:
     self.model_runner.model.load_weights(weights=weights)
+
+
+def _relay_adapter_class() -> type:
+    """A vLLM V1 ``AdapterLogitsProcessor`` applying Relay's per-request processors (not run on CPU CI)."""
+    from transformers import AutoTokenizer
+    from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
+    class RelayLogitsProcessors(AdapterLogitsProcessor):
+        def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool):
+            super().__init__(vllm_config, device, is_pin_memory)
+            self._builder = glue.RequestProcessorBuilder(AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer))
+
+        def is_argmax_invariant(self) -> bool:
+            return False  # masking changes the argmax
+
+        def new_req_logits_processor(self, params: Any) -> Any:
+            return self._builder(getattr(params, "extra_args", None))
+
+    return RelayLogitsProcessors

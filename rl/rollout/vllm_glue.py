@@ -314,3 +314,59 @@ def constraint_kwargs(spec: dict[str, Any] | None) -> dict[str, Any]:
     elif kind == "grammar" and (not isinstance(value, str) or not value.strip()):
         raise ValueError("constraint.grammar must be a non-empty grammar string")
     return {kind: value}
+
+
+# ---- extra logits processors (e.g. the semantic-ID trie) ------------------------------------------
+# vLLM (V1) loads custom logits processors once per engine, as classes; per-request behaviour rides on
+# ``SamplingParams.extra_args``. Relay's specs (``rl/rollout/processors.py``) become one adapter class
+# (``rl/rollout/vllm.py``: a vLLM ``AdapterLogitsProcessor``) that reads the specs from the request's
+# extra_args and asks this glue for the per-request callables.
+
+EXTRA_ARGS_KEY = "relay_logits_processors"
+
+
+def processor_extra_args(specs: Sequence[Any] | None) -> dict[str, Any]:
+    """``SamplingParams.extra_args`` carrying the specs (JSON-able lists); ``{}`` when there are none."""
+    from rl.rollout.processors import normalize_specs
+
+    normalized = normalize_specs(specs)
+    return {EXTRA_ARGS_KEY: [[t, kw] for t, kw in normalized]} if normalized else {}
+
+
+class RequestProcessorBuilder:
+    """Per-request ``(output_token_ids, logits [V]) -> logits`` callables from a request's extra_args.
+
+    Factories are built once per distinct spec list (they may load an index and build a trie) and
+    shared by every request that names them; ``for_request()`` gives each request its own callable.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        self._factories: dict[str, list[Any]] = {}
+
+    def __call__(self, extra_args: dict[str, Any] | None) -> Any:
+        specs = (extra_args or {}).get(EXTRA_ARGS_KEY)
+        if not specs:
+            return None
+        key = json.dumps(specs, sort_keys=True)
+        if key not in self._factories:
+            from rl.rollout.processors import build_factories
+
+            factories = build_factories(specs, self.tokenizer)
+            for (target, _), f in zip(specs, factories, strict=True):
+                if not callable(getattr(f, "for_request", None)):
+                    raise TypeError(
+                        f"logits processor {target!r} has no for_request(); the vllm engine needs a per-request "
+                        "processor: add for_request to its factory or use rollout.engine=hf"
+                    )
+            self._factories[key] = factories
+        procs = [f.for_request() for f in self._factories[key]]
+        if len(procs) == 1:
+            return procs[0]
+
+        def chained(output_ids: Sequence[int], logits: Any) -> Any:
+            for p in procs:
+                logits = p(output_ids, logits)
+            return logits
+
+        return chained
