@@ -21,16 +21,18 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
 
 
 def sft_lora_config(cfg, env, model_path: str):
-    """The warm start's LoraConfig. Tokens the env added (``Env.trainable_token_ids``, e.g. semantic-ID
-    codes) get their embedding rows trained through PEFT's ``trainable_token_indices``: only those rows
-    move (the rest of the vocabulary stays frozen, unlike ``modules_to_save=["embed_tokens"]``, which
-    trains and stores the whole matrix) and ``merge_and_unload`` folds them into the saved model."""
+    """The warm start's LoraConfig. When the env added tokens (``Env.trainable_token_ids``, e.g.
+    semantic-ID codes) their embedding rows must learn, so the embedding matrix is trained in full
+    (``modules_to_save=["embed_tokens"]``; tied output embeddings follow) and ``merge_and_unload``
+    folds it into the saved model. Not PEFT's ``trainable_token_indices`` (only the new rows): TRL
+    1.16's SFTTrainer always runs its fused LM head, which reads ``lm_head.bias`` and fails on the
+    ``TrainableTokensWrapper`` PEFT puts on a tied ``lm_head`` (tests/envs/test_genrec_env.py)."""
     from peft import LoraConfig
 
     kwargs = cfg.lora.peft_kwargs()
     token_ids = env.trainable_token_ids(model_path)
     if token_ids:
-        kwargs["trainable_token_indices"] = {"embed_tokens": list(token_ids)}
+        kwargs["modules_to_save"] = ["embed_tokens"]
     return LoraConfig(**kwargs)
 
 
