@@ -84,6 +84,9 @@ class GenRecArgs(EnvArgs):
     rule_weight: float = Field(1.0, description="Weight of the rule reward (1 if the generated ID is the target).")
     ranking_weight: float = Field(1.0, description="Weight of MiniOneRec's ranking penalty of wrong samples.")
     validity_weight: float = Field(0.1, description="Weight of the validity reward (1 for a catalogue ID).")
+    prefix_weight: float = Field(
+        0.0, description="Weight of the prefix reward (share of the target's leading code levels matched; 0 = off)."
+    )
     sasrec_epochs: int = Field(40, ge=1, description="SASRec baseline: max epochs (early stopping on validation).")
 
     @field_validator("sft_tasks")
@@ -290,6 +293,7 @@ class GenRecEnv(Env):
             RewardComponent("genrec_rule", self.args.rule_weight, f"{mod}:GenRecRuleReward", dict(kw)),
             RewardComponent("genrec_ranking", self.args.ranking_weight, f"{mod}:GenRecRankingReward", dict(kw)),
             RewardComponent("genrec_validity", self.args.validity_weight, f"{mod}:GenRecValidityReward", dict(kw)),
+            RewardComponent("genrec_prefix", self.args.prefix_weight, f"{mod}:GenRecPrefixReward", dict(kw)),
         ]
         return [c for c in out if c.weight != 0]
 

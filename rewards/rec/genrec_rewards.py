@@ -117,3 +117,25 @@ class GenRecValidityReward(_GenRecReward):
 
     def __call__(self, prompts, completions, completion_ids=None, **_: Any):
         return [self.valid if (c := self._code(x)) is not None and self.index.item_of(c) is not None else self.invalid for x in completions]
+
+
+def prefix_match(code: tuple[int, ...] | None, target: tuple[int, ...] | None) -> float:
+    """Share of the target's code levels matched from the start: ``(1,2,3,0)`` vs ``(1,2,9,0)`` -> 0.5."""
+    if code is None or target is None:
+        return 0.0
+    n = 0
+    for a, b in zip(code, target):
+        if a != b:
+            break
+        n += 1
+    return n / len(target)
+
+
+class GenRecPrefixReward(_GenRecReward):
+    """Partial credit along the semantic-ID hierarchy: the share of the target's leading code levels the
+    completion gets right (1 for the target itself). Dense where the rule reward is almost always 0: with
+    semantic IDs a right prefix means a similar item (same category cluster)."""
+
+    def __call__(self, prompts, completions, completion_ids=None, *, target_item=None, target_code=None, **_: Any):
+        targets = self._targets(len(completions), target_item, target_code)
+        return [prefix_match(self._code(c), t) for c, t in zip(completions, targets, strict=True)]

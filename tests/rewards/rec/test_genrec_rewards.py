@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from rewards.rec.genrec_rewards import GenRecRankingReward, GenRecRuleReward, GenRecValidityReward, ranking_penalties
+from rewards.rec.genrec_rewards import (
+    GenRecPrefixReward,
+    GenRecRankingReward,
+    GenRecRuleReward,
+    GenRecValidityReward,
+    prefix_match,
+    ranking_penalties,
+)
 from rewards.rec.semantic_ids import SemanticIndex
 
 
@@ -58,3 +65,12 @@ def test_validity_reward(index):
 def test_rewards_load_index_from_file(index, tmp_path):
     path = index.save(tmp_path / "index.json")
     assert GenRecRuleReward(index_path=path)(["p"], ["<a_4><b_0><c_0>"], target_item=["z"]) == [1.0]
+
+
+def test_prefix_reward_counts_leading_levels(index):
+    assert prefix_match((0, 1, 3), (0, 1, 2)) == pytest.approx(2 / 3)
+    assert prefix_match((4, 1, 2), (0, 1, 2)) == 0.0  # a later match after a miss earns nothing
+    assert prefix_match(None, (0, 1, 2)) == 0.0
+    prefix = GenRecPrefixReward(index=index)
+    comps = ["<a_0><b_1><c_2>", "<a_0><b_1><c_3>", "<a_0><b_2><c_2>", "<a_4><b_0><c_0>", "nonsense"]
+    assert prefix(["p"] * 5, comps, target_item=["x"] * 5) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0])
