@@ -183,7 +183,16 @@ class GenRecEnv(Env):
             if not path.is_file():
                 raise FileNotFoundError(f"env.args.index_path ({a.index_path!r}): no such file; build one or unset it")
             return path
-        settings = [self._data_key(), a.method, a.levels, a.codebook_size, a.extra_level, a.kmeans_backend, self.seed, a.embed_model]
+        settings = [
+            self._data_key(),
+            a.method,
+            a.levels,
+            a.codebook_size,
+            a.extra_level,
+            a.kmeans_backend,
+            self.seed,
+            a.embed_model,
+        ]
         key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"index-{key}.json"
         if path.is_file():
@@ -276,7 +285,9 @@ class GenRecEnv(Env):
                 prompts.append([{"role": "user", "content": f"Which item is titled: {short_title(self.data, item)}?"}])
                 completions.append(self.index.id_string(item))
             else:
-                prompts.append([{"role": "user", "content": f"What is the title of item {self.index.id_string(item)}?"}])
+                prompts.append(
+                    [{"role": "user", "content": f"What is the title of item {self.index.id_string(item)}?"}]
+                )
                 completions.append(short_title(self.data, item))
         return Dataset.from_dict({"prompt": prompts, "completion": completions})
 

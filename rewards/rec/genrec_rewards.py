@@ -124,7 +124,7 @@ def prefix_match(code: tuple[int, ...] | None, target: tuple[int, ...] | None) -
     if code is None or target is None:
         return 0.0
     n = 0
-    for a, b in zip(code, target):
+    for a, b in zip(code, target, strict=False):  # a longer or shorter code just stops matching
         if a != b:
             break
         n += 1

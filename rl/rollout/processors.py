@@ -27,7 +27,12 @@ def normalize_specs(specs: Sequence[Any] | None) -> list[Spec]:
     for i, spec in enumerate(specs or []):
         if isinstance(spec, str):
             spec = (spec, {})
-        if not isinstance(spec, (list, tuple)) or len(spec) != 2 or not isinstance(spec[0], str) or not isinstance(spec[1], dict):
+        if (
+            not isinstance(spec, (list, tuple))
+            or len(spec) != 2
+            or not isinstance(spec[0], str)
+            or not isinstance(spec[1], dict)
+        ):
             raise ValueError(
                 f"logits_processors[{i}] ({spec!r}): expected ('package.module:factory', {{kwargs}}); "
                 "give an import string and a dict of keyword arguments"

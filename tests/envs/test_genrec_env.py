@@ -39,7 +39,7 @@ def test_registered_and_args_report_problems():
         assert any(f"env.args.{field}" in p for p in problems), (field, problems)
     assert any("env.args.nope" in p and "unknown" in p for p in problems)
     with pytest.raises(FileNotFoundError, match="env.args.index_path"):
-        build_env("genrec", {"index_path": "/nonexistent/index.json"}, seed=0).index_file
+        _ = build_env("genrec", {"index_path": "/nonexistent/index.json"}, seed=0).index_file
 
 
 def test_train_dataset_is_leave_one_out(env):
@@ -89,7 +89,11 @@ def test_rewards_on_hand_cases(env):
     cols = {"target_item": [target] * 4}
     assert rule(prompts, ids, **cols) == [1.0, 0.0, 0.0, 0.0]
     pen = ranking(prompts, ids, **cols)
-    assert pen[0] == 0.0 and pen[1] < 0 and abs(sum(pen) - (-1 + 1 / sum(1 / __import__("math").log2(i + 2) for i in range(4)))) < 1e-9
+    assert (
+        pen[0] == 0.0
+        and pen[1] < 0
+        and abs(sum(pen) - (-1 + 1 / sum(1 / __import__("math").log2(i + 2) for i in range(4)))) < 1e-9
+    )
     assert validity(prompts, ids) == [1.0, 1.0, 0.0, 0.0]
 
 
@@ -104,9 +108,9 @@ def test_prepare_model_adds_code_tokens_once(env, prepared, tiny_model_dir):
     assert len(tok) == len(base) + len(codes)
     ids = env.trainable_token_ids(path)
     assert ids == list(range(len(base), len(tok)))
-    assert tok.decode(tok(env.index.id_string(env.data.item_ids[0]))["input_ids"]).replace(" ", "") == env.index.id_string(
-        env.data.item_ids[0]
-    )
+    assert tok.decode(tok(env.index.id_string(env.data.item_ids[0]))["input_ids"]).replace(
+        " ", ""
+    ) == env.index.id_string(env.data.item_ids[0])
     model = AutoModelForCausalLM.from_pretrained(path)
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     stamp = (Path(path) / "config.json").stat().st_mtime_ns
