@@ -191,15 +191,24 @@ def _load_weights(self: Any, weights: list[tuple[str, Any]]) -> None:
     self.model_runner.model.load_weights(weights=weights)
 
 
-def _relay_adapter_class() -> type:
-    """A vLLM V1 ``AdapterLogitsProcessor`` applying Relay's per-request processors (not run on CPU CI)."""
-    from transformers import AutoTokenizer
-    from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-    class RelayLogitsProcessors(AdapterLogitsProcessor):
+# Relay's extra logits processors inside vLLM (V1 model runner): one engine-level class that vLLM loads in
+# its worker processes (module-level, so it pickles by reference), applying per-request processors built
+# by the tested glue from the specs in each request's extra_args. Not run here (no GPU); see docs/genrec.md.
+try:
+    from vllm.v1.sample.logits_processor import AdapterLogitsProcessor as _AdapterLogitsProcessor
+except ImportError:  # the vllm extra is not installed: VLLMEngine cannot be built either
+    _AdapterLogitsProcessor = None
+
+if _AdapterLogitsProcessor is not None:
+
+    class RelayLogitsProcessors(_AdapterLogitsProcessor):
         def __init__(self, vllm_config: Any, device: Any, is_pin_memory: bool):
+            from transformers import AutoTokenizer
+
             super().__init__(vllm_config, device, is_pin_memory)
-            self._builder = glue.RequestProcessorBuilder(AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer))
+            tokenizer = AutoTokenizer.from_pretrained(vllm_config.model_config.tokenizer)
+            self._builder = glue.RequestProcessorBuilder(tokenizer)
 
         def is_argmax_invariant(self) -> bool:
             return False  # masking changes the argmax
@@ -207,4 +216,8 @@ def _relay_adapter_class() -> type:
         def new_req_logits_processor(self, params: Any) -> Any:
             return self._builder(getattr(params, "extra_args", None))
 
+
+def _relay_adapter_class() -> type:
+    if _AdapterLogitsProcessor is None:
+        raise ImportError("vLLM's AdapterLogitsProcessor is not importable; install the vllm extra on a GPU machine")
     return RelayLogitsProcessors
