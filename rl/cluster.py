@@ -101,18 +101,13 @@ class CapacityError(RuntimeError):
     """The cluster cannot hold the actors the config asks for (the CLI exits with code 2)."""
 
 
-def check_capacity(cpus_needed: float, gpus_needed: float = 0.0, *, what: str = "actors") -> None:
-    """Fail before starting anything if the cluster's total resources cannot hold the request."""
-    import ray
+class ClusterCapacityLost(RuntimeError):
+    """Mid-run, nodes left and the remaining ones cannot hold the run's actors (the run stops at its
+    latest checkpoint; the CLI exits with code 3)."""
 
-    total = ray.cluster_resources()
-    missing = []
-    if cpus_needed > total.get("CPU", 0) + 1e-9:
-        missing.append(f"{cpus_needed:g} CPUs (cluster has {total.get('CPU', 0):g})")
-    if gpus_needed > total.get("GPU", 0) + 1e-9:
-        missing.append(f"{gpus_needed:g} GPUs (cluster has {total.get('GPU', 0):g})")
-    if missing:
-        raise CapacityError(
-            f"the {what} need {' and '.join(missing)}; add nodes, or lower rollout.num_workers, "
-            "rollout.num_cpus_per_worker and rewards.functions[*].num_workers/num_cpus"
+    def __init__(self, problems: list[str], waited_s: float = 0.0):
+        self.problems = list(problems)
+        super().__init__(
+            f"the cluster can no longer hold the run's actors (waited {waited_s:.0f}s for capacity to return):\n"
+            + "\n".join(f"  - {p}" for p in problems)
         )

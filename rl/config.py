@@ -163,6 +163,11 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs reserved per rollout actor.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per rollout actor, e.g. {rollout_node: 1} to keep them on nodes started "
+        "with --resources='{\"rollout_node\": 4}'.",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per rollout actor (default: the node's cores / num_workers)."
     )
@@ -188,6 +193,9 @@ class RewardFunctionConfig(_Section):
     max_retries: int = Field(2, ge=0, description="Retries of a chunk whose actor died.")
     num_cpus: float = Field(1.0, ge=0, description="Ray CPUs per actor.")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per actor (fractions allowed).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per actor (pins the actors to nodes that have them)."
+    )
 
     @property
     def target(self) -> str:
@@ -214,6 +222,12 @@ class ClusterConfig(_Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (default: detected).")
     temp_dir: str | None = Field(None, description="Ray temp dir of a local cluster (default: a fresh /tmp dir).")
     dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1) for a local cluster.")
+    node_loss_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="After nodes leave mid-run, how long to wait for the cluster to hold the run's actors again "
+        "before stopping at the latest checkpoint.",
+    )
 
 
 class LoggingConfig(_Section):

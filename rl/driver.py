@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from rl.atomic import atomic_write_text
-from rl.cluster import CapacityError
+from rl.cluster import CapacityError, ClusterCapacityLost
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
@@ -211,12 +211,29 @@ def _actor_env() -> dict[str, str]:
     return env
 
 
-def cpus_needed(cfg: RelayConfig, rewards: list[RewardComponent]) -> float:
+def resource_request(cfg: RelayConfig, rewards: list[RewardComponent]):
+    """What the run's actors reserve: one role for the rollout engines, one per reward component."""
+    from rl.placement import ResourceRequest, reward_role, rollout_role
+
+    r = cfg.rollout
+    roles = [
+        rollout_role(
+            r.num_workers,
+            gpus_per_engine=r.num_gpus_per_worker,
+            tensor_parallel_size=r.tensor_parallel_size if r.engine == "vllm" else 1,
+            cpus_per_engine=r.num_cpus_per_worker,
+            resources=r.resources,
+        )
+    ]
     by_name = {f.name: f for f in cfg.rewards.functions}
-    reward_cpus = sum(
-        (by_name[r.name].num_cpus * by_name[r.name].num_workers) if r.name in by_name else 1.0 for r in rewards
-    )
-    return cfg.rollout.num_cpus_per_worker * cfg.rollout.num_workers + reward_cpus
+    for comp in rewards:
+        f = by_name.get(comp.name)
+        roles.append(
+            reward_role(comp.name, f.num_workers, gpus=f.num_gpus, cpus=f.num_cpus, resources=f.resources)
+            if f is not None
+            else reward_role(comp.name, 1)  # an env's own reward: one 1-CPU actor
+        )
+    return ResourceRequest(tuple(roles))
 
 
 def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
@@ -295,7 +312,21 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
     try:
-        _run(plan, run_path, callbacks, resume_from)
+        try:
+            _run(plan, run_path, callbacks, resume_from)
+        except ClusterCapacityLost as exc:
+            from rl.checkpoint import latest_valid
+
+            ckpt = latest_valid(run_path / "checkpoints")
+            where = (
+                f"its latest checkpoint is {ckpt.name}; add nodes (or lower the actors' resources) and run "
+                f"`relay resume {run_path}`"
+                if ckpt
+                else "it has no checkpoint yet; start it again with relay train once the cluster has capacity"
+            )
+            exc.args = (f"{exc}\nthe run stopped; {where}",)
+            logger.error("%s", exc)
+            raise
         if cfg.eval.after_train:
             from rl.evaluate import run_eval
 
@@ -306,7 +337,7 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     return run_path
 
 
-def _rollout_pool(cfg: RelayConfig, model_path: str):
+def _rollout_pool(cfg: RelayConfig, model_path: str, capacity_watch: Any = None):
     """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's."""
     from rl.rollout.pool import RolloutPool
 
@@ -331,10 +362,14 @@ def _rollout_pool(cfg: RelayConfig, model_path: str):
         num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
         num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
         env_vars=_actor_env(),
+        resources=cfg.rollout.resources,
+        capacity_watch=capacity_watch,
     )
 
 
-def _reward_pools(cfg: RelayConfig, plan: Plan, started: list) -> list[tuple[str, float, Any]]:
+def _reward_pools(
+    cfg: RelayConfig, plan: Plan, started: list, capacity_watch: Any = None
+) -> list[tuple[str, float, Any]]:
     """One reward pool per component, as (name, weight, pool); each is appended to ``started`` at once."""
     from rewards.pool import RewardPool, RewardSpec
 
@@ -344,8 +379,8 @@ def _reward_pools(cfg: RelayConfig, plan: Plan, started: list) -> list[tuple[str
         spec = RewardSpec(name=comp.name, source=comp.source or comp.name, weight=comp.weight, kwargs=dict(comp.kwargs))
         if (fc := pool_settings.get(comp.name)) is not None:
             spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
-            spec.num_cpus, spec.num_gpus = fc.num_cpus, fc.num_gpus
-        pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
+            spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
+        pool = RewardPool(spec, on_failure=cfg.rewards.on_failure, capacity_watch=capacity_watch)
         started.append(pool)
         out.append((comp.name, comp.weight, pool))
     return out
@@ -436,7 +471,10 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             model_path = str(sft_dir)  # a resumed run keeps the warm start it already made
         else:
             model_path = warm_start(cfg, plan.env, model_path, sft_dir)
-    needed = cpus_needed(cfg, plan.rewards)
+    from rl.placement import CapacityWatch, check_fits, node_resources, plan_placement
+
+    request = resource_request(cfg, plan.rewards)
+    needed = sum(bundle.get("CPU", 0.0) for bundle in plan_placement(request).bundles)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:
         # A local cluster's CPUs are logical slots: rollout and reward phases alternate in on-policy
@@ -451,10 +489,12 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     )
     pools: list[Any] = []
     try:
-        cluster.check_capacity(needed, what="rollout and reward actors")
-        rollout_pool = _rollout_pool(cfg, model_path)
+        if problems := check_fits(request, node_resources()):
+            raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
+        watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
+        rollout_pool = _rollout_pool(cfg, model_path, watch)
         pools.append(rollout_pool)
-        reward_pools = _reward_pools(cfg, plan, pools)
+        reward_pools = _reward_pools(cfg, plan, pools, watch)
         if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
             from rl.learner.ppo import run_ppo
 
