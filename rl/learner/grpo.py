@@ -44,6 +44,9 @@ class StepStats:
             if key.endswith("_hash"):
                 out[key] = vals[-1]
                 continue
+            if key.endswith(("_max", "_min")):  # extremes over the window (e.g. rollout/staleness_max)
+                out[key] = max(vals) if key.endswith("_max") else min(vals)
+                continue
             summed = key.endswith(("_failed", "_timeout", "_invalid", "_retried", "_bytes", "/tokens"))
             out[key] = sum(vals) if summed else sum(vals) / len(vals)
         self._values.clear()
@@ -56,11 +59,26 @@ class RelayGRPOTrainer(GRPOTrainer):
 
     TRL computes its own GRPO advantages; for another estimator the rewards TRL gathered are
     re-used and ``advantages`` replaced ([B*G] or token-level [B*G, L], which TRL's loss accepts).
+
+    Asynchronous rollouts (``rl.learner.async_rollout``) set ``step_sampler`` (a prompt order known
+    in advance, so upcoming batches can be prefetched) and ``is_correction`` (truncated importance
+    sampling, ``rl.algos.off_policy.importance_weights``). TRL's own IS correction only runs with
+    ``use_vllm``, not for ``rollout_func`` output, so Relay folds the weights into the advantages:
+    every TRL loss is linear in the advantage and the weights are >= 0, so ``w * loss(A) ==
+    loss(w * A)`` token by token, which is exactly TRL's ``per_token_loss * importance_sampling_ratio``.
     """
 
     relay_stats: StepStats
     advantage_estimator: str | None = None  # None: TRL's own GRPO advantages
     kl_coef: float = 0.0  # REINFORCE++: weight of the per-token KL folded into the reward
+    step_sampler = None  # rl.algos.off_policy.StepSampler in async mode; None: TRL's RepeatSampler
+    is_correction: str | None = None  # an rl.algos.off_policy.IS_MODES entry; None: no IS weights
+    is_cap: float = 3.0
+
+    def _get_train_sampler(self, dataset=None):
+        if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
+            return self.step_sampler
+        return super()._get_train_sampler(dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or any(k.startswith("reward") for k in logs):
@@ -74,8 +92,38 @@ class RelayGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        if self.advantage_estimator is None:
-            return out
+        if self.advantage_estimator is not None:
+            self._replace_advantages(out)
+        if self.is_correction is not None:
+            self._apply_importance_weights(out)
+        return out
+
+    def _apply_importance_weights(self, out) -> None:
+        """Weight the advantages by truncated IS ratios π_θ / π_rollout (the rollout engine's logprobs)."""
+        import torch
+
+        from rl.algos.off_policy import importance_weights
+
+        sampled = out.get("sampling_per_token_logps")  # [B*G, L]
+        if sampled is None:
+            raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
+        prompt_completion_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        with torch.no_grad():
+            current, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, prompt_completion_ids, attention_mask, out["completion_ids"].size(1)
+            )  # [B*G, L]
+        mask = out["completion_mask"].float()  # [B*G, L]
+        weights = importance_weights(sampled, current, mask, self.is_correction, self.is_cap)  # [B*G, L] | [B*G, 1]
+        adv = out["advantages"]
+        out["advantages"] = (adv.unsqueeze(1) if adv.dim() == 1 else adv) * weights  # [B*G, L] | [B*G, 1]
+        valid = weights.expand_as(mask)[mask.bool()]
+        if valid.numel():
+            self.relay_stats.add("rollout/is_weight_mean", valid.mean().item())
+            self.relay_stats.add("rollout/is_weight_min", valid.min().item())
+            self.relay_stats.add("rollout/is_weight_max", valid.max().item())
+
+    def _replace_advantages(self, out) -> None:
         import torch
 
         from rl.algos.advantages import KL_IN_REWARD, compute_advantages
@@ -90,7 +138,6 @@ class RelayGRPOTrainer(GRPOTrainer):
             options["kl_coef"] = self.kl_coef
         out["advantages"] = compute_advantages(self.advantage_estimator, rewards, self.num_generations, mask, kl,
                                                **options)  # fmt: skip
-        return out
 
     def _sampling_kl(self, out):
         """k1 KL of the sampled tokens to the reference (the base model: adapter disabled)."""
@@ -150,6 +197,8 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
         stats.add("rollout/tokens", n_tokens)
         stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
         stats.add("rollout/adapter_version", min(r.version for r in rollouts))
+        stats.add("rollout/staleness_mean", sum(version - r.version for r in rollouts) / len(rollouts))  # 0: on-policy
+        stats.add("rollout/staleness_max", max(version - r.version for r in rollouts))
         tok = trainer.processing_class
         stats.samples = [
             (json.dumps(unique[r.prompt_index])[:2000], _completion_text(tok, r.completion_ids)) for r in rollouts[:4]
