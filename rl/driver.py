@@ -412,7 +412,8 @@ def _train_grpo(
     trainer.relay_stats = stats
     if async_rollouts is not None:
         async_rollouts.dataset = trainer.train_dataset  # the rows TRL draws its batches from
-        trainer.step_sampler = StepSampler(cfg.seed, len(plan.train_dataset), prompts_per_step, g, cfg.learner.max_steps)
+        n_rows = len(trainer.train_dataset)
+        trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
         if cfg.rollout.is_correction != "none":
             trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
     if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
