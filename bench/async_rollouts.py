@@ -4,7 +4,7 @@
 
 The same run twice, side by side: configs/letters.yaml with the tiny Qwen2 model widened/deepened
 by ``--hidden``/``--layers`` so that one step's generation (in one Ray rollout actor) and its
-training (TRL in the driver: logprob forward, IS forward, backward, optimizer) take about the same
+training (TRL in the driver: rewards, forward, backward, optimizer) take about the same
 time, which is where overlapping them pays most. One torch thread in the learner and in the
 rollout actor; the reward actor is cheap. ``rollout.mode=sync`` vs ``rollout.mode=async
 rollout.max_staleness=1``. Throughput = completions per second from the median step wall time
@@ -107,7 +107,8 @@ def main() -> None:
         "the rollout actor while the learner works on step t, so a step costs about max(generation, learner) plus "
         f"the learner's wait. The ideal on this workload is (gen + learner) / max(gen, learner) = "
         f"{(gen_sync + train_sync) / max(gen_sync, train_sync):.2f}x. Async staleness per step: {stale}. "
-        "Async mode also runs one extra no-grad forward per step for the IS weights (part of its learner time). "
+        "The IS weights reuse the loss's own forward (no extra pass). A speedup above the ideal means the "
+        "sync run was slowed by other users' load more than the async one: re-run when the load is low. "
         "Ray workers run at nice 0 here (`RAY_worker_niceness=0`; Ray's default is 15, which starves the rollout "
         "actor behind the learner on a shared node). Overlap only pays when the two processes get a core each: "
         "with the load average above the core count, the learner and the rollout actor split the same CPU share "

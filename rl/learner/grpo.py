@@ -94,29 +94,38 @@ class RelayGRPOTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         if self.advantage_estimator is not None:
             self._replace_advantages(out)
-        if self.is_correction is not None:
-            self._apply_importance_weights(out)
         return out
 
-    def _apply_importance_weights(self, out) -> None:
-        """Weight the advantages by truncated IS ratios π_θ / π_rollout (the rollout engine's logprobs)."""
-        import torch
+    def _compute_loss(self, model, inputs):
+        if self.is_correction is None:
+            return super()._compute_loss(model, inputs)
+        if inputs.get("sampling_per_token_logps") is None:
+            raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
+        self._is_inputs = inputs  # picked up by the loss's own policy forward, below
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._is_inputs = None
 
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                         **kwargs)  # fmt: skip
+        inputs, self._is_inputs = getattr(self, "_is_inputs", None), None
+        if inputs is not None:
+            # TRL's _compute_loss runs the policy forward first and reads inputs["advantages"] after it.
+            # With num_iterations=1 those logprobs, detached, are π_θ of this step: no extra forward.
+            self._apply_importance_weights(inputs, out[0].detach())
+        return out
+
+    def _apply_importance_weights(self, inputs, current) -> None:
+        """Weight the advantages by truncated IS ratios π_θ / π_rollout (the rollout engine's logprobs)."""
         from rl.algos.off_policy import importance_weights
 
-        sampled = out.get("sampling_per_token_logps")  # [B*G, L]
-        if sampled is None:
-            raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
-        prompt_completion_ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
-        attention_mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
-        with torch.no_grad():
-            current, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, prompt_completion_ids, attention_mask, out["completion_ids"].size(1)
-            )  # [B*G, L]
-        mask = out["completion_mask"].float()  # [B*G, L]
+        sampled = inputs["sampling_per_token_logps"]  # [B*G, L]
+        mask = inputs["completion_mask"].float()  # [B*G, L]
         weights = importance_weights(sampled, current, mask, self.is_correction, self.is_cap)  # [B*G, L] | [B*G, 1]
-        adv = out["advantages"]
-        out["advantages"] = (adv.unsqueeze(1) if adv.dim() == 1 else adv) * weights  # [B*G, L] | [B*G, 1]
+        adv = inputs["advantages"]
+        inputs["advantages"] = (adv.unsqueeze(1) if adv.dim() == 1 else adv) * weights  # [B*G, L] | [B*G, 1]
         valid = weights.expand_as(mask)[mask.bool()]
         if valid.numel():
             self.relay_stats.add("rollout/is_weight_mean", valid.mean().item())
