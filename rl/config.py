@@ -176,9 +176,21 @@ class RolloutConfig(_Section):
     vllm_sync: Literal["adapter", "merged"] = Field(
         "adapter", description="vLLM: load LoRA tensors as a new adapter, or merge them into full weights."
     )
-    mode: Literal["on_policy"] = Field(
-        "on_policy", description="'on_policy': each step generates with the adapter the learner just produced."
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="'sync': each step generates with the adapter the learner just produced (on-policy); "
+        "'async': the workers generate the next batches with an earlier adapter while the learner trains "
+        "(off-policy by up to rollout.max_staleness versions, corrected by rollout.is_correction).",
     )
+    max_staleness: int = Field(
+        1, ge=1, description="async: most policy versions a batch may lag the learner (= batches generated ahead)."
+    )
+    is_correction: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask", "none"] = Field(
+        "token_truncate",
+        description="async: importance-sampling weights pi_learner/pi_rollout per token or sequence, clamped "
+        "('truncate') or zeroed ('mask') above rollout.is_cap (TRL's vllm_importance_sampling_mode); 'none': off.",
+    )
+    is_cap: float = Field(3.0, gt=0, description="async: upper bound of the importance-sampling weights.")
 
 
 class RewardFunctionConfig(_Section):
@@ -431,6 +443,22 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
             p.append(
                 "rollout.engine ('vllm'): vLLM is not installed; install the 'vllm' extra on a GPU machine "
                 "(pip install 'relay-rl[vllm]') or set rollout.engine=hf"
+            )
+    if cfg.rollout.mode == "async":
+        if cfg.algorithm.name == "ppo":
+            p.append(
+                "rollout.mode ('async') is implemented for the group-based learners (grpo, dr_grpo, rloo, "
+                "reinforce_pp), not algorithm.name='ppo'; set rollout.mode=sync or pick a group-based algorithm"
+            )
+        if cfg.algorithm.num_iterations != 1:
+            p.append(
+                f"algorithm.num_iterations ({cfg.algorithm.num_iterations}) must be 1 with rollout.mode=async "
+                "(each prefetched batch is trained on once); set algorithm.num_iterations=1 or rollout.mode=sync"
+            )
+        if cfg.rollout.max_staleness >= cfg.learner.max_steps:
+            p.append(
+                f"rollout.max_staleness ({cfg.rollout.max_staleness}) must be below learner.max_steps "
+                f"({cfg.learner.max_steps}); set rollout.max_staleness to at most {max(1, cfg.learner.max_steps - 1)}"
             )
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(

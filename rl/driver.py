@@ -423,6 +423,18 @@ def _train_grpo(
         top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k,
     )
+    g = cfg.algorithm.num_generations
+    prompts_per_step = cfg.learner.batch_size // g
+    async_rollouts = None
+    if cfg.rollout.mode == "async":  # prefetch up to max_staleness batches with earlier adapters
+        from rl.algos.off_policy import StepSampler
+        from rl.learner.async_rollout import AsyncRollouts
+
+        async_rollouts = AsyncRollouts(rollout_pool, sampling, g, cfg.seed, stats, cfg.rollout.max_staleness,
+                                       plan.train_dataset, prompts_per_step, cfg.learner.max_steps - 1)  # fmt: skip
+        rollout_func = async_rollouts
+    else:
+        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats)
     trainer = RelayGRPOTrainer(
         model=model_path,
         reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],
@@ -430,9 +442,15 @@ def _train_grpo(
         train_dataset=plan.train_dataset,
         processing_class=AutoTokenizer.from_pretrained(model_path),
         peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
-        rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
+        rollout_func=rollout_func,
     )
     trainer.relay_stats = stats
+    if async_rollouts is not None:
+        async_rollouts.dataset = trainer.train_dataset  # the rows TRL draws its batches from
+        n_rows = len(trainer.train_dataset)
+        trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
+        if cfg.rollout.is_correction != "none":
+            trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
     if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
         trainer.advantage_estimator = cfg.algorithm.name
         trainer.kl_coef = cfg.algorithm.kl_coef
@@ -446,7 +464,11 @@ def _train_grpo(
     for callback in callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if async_rollouts is not None:
+            async_rollouts.close()
     trainer.save_model(str(run_dir / "adapter"))
     summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
