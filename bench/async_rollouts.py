@@ -26,10 +26,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-# Ray starts worker processes at nice 15 (the raylet's worker_niceness). With the learner (the driver,
-# nice 0) and the rollout actor sharing a node's cores, async mode would then starve generation behind
-# the learner and behind every other user's process; the bench runs the actors at nice 0 like the learner.
-os.environ.setdefault("RAY_worker_niceness", "0")
 
 from bench.common import StepTimer, write_section  # noqa: E402
 
@@ -109,8 +105,8 @@ def main() -> None:
         f"{(gen_sync + train_sync) / max(gen_sync, train_sync):.2f}x. Async staleness per step: {stale}. "
         "The IS weights reuse the loss's own forward (no extra pass). A speedup above the ideal means the "
         "sync run was slowed by other users' load more than the async one: re-run when the load is low. "
-        "Ray workers run at nice 0 here (`RAY_worker_niceness=0`; Ray's default is 15, which starves the rollout "
-        "actor behind the learner on a shared node). Overlap only pays when the two processes get a core each: "
+        "Ray workers run at nice 0 (Relay's local clusters set `RAY_worker_niceness=0`; Ray's default is 15, "
+        "which starves the rollout actor behind the learner on a shared node). Overlap only pays when the two processes get a core each: "
         "with the load average above the core count, the learner and the rollout actor split the same CPU share "
         "and async cannot beat sync.\n"
     )

@@ -74,6 +74,10 @@ def start_or_join(
     tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="relay-ray-", dir="/tmp"))
     tmp.mkdir(parents=True, exist_ok=True)
     _private_token(tmp)
+    # Ray starts workers at nice 15 so that its own daemons stay responsive. In a Relay run the rollout
+    # and reward actors *are* the workload, on the same cores as the learner (the driver, nice 0): at
+    # nice 15 they starve whenever anything else runs. Equal priority unless the user chose otherwise.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
