@@ -188,6 +188,7 @@ class RewardPool:
         startup_timeout_s: float = 300.0,
         capacity_watch: Any = None,
         poll_s: float = 2.0,
+        scheduling: list[Any] | None = None,
     ):
         import ray
 
@@ -196,6 +197,8 @@ class RewardPool:
         problems = spec.problems()
         if on_failure not in ("none", "fail_fast"):
             problems.append(f"on_failure ({on_failure!r}) must be 'none' or 'fail_fast'")
+        if scheduling is not None and len(scheduling) != spec.num_workers:
+            problems.append(f"scheduling has {len(scheduling)} entries; need one per worker ({spec.num_workers})")
         if problems:
             raise ValueError("; ".join(problems))
         self.spec = replace(spec, source=_absolute_source(spec.source))
@@ -216,8 +219,9 @@ class RewardPool:
                 max_restarts=-1,  # Ray restarts a dead actor; retries per chunk stay bounded by max_retries
                 max_task_retries=0,  # the pool retries, so it can count retries and never double-score
                 resources=spec.resources,
+                scheduling_strategy=scheduling[i] if scheduling else None,  # a placement-group bundle
             )
-            for _ in range(spec.num_workers)
+            for i in range(spec.num_workers)
         ]
         self._wait_ready(ray, startup_timeout_s)
 

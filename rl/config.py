@@ -234,6 +234,12 @@ class ClusterConfig(_Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (default: detected).")
     temp_dir: str | None = Field(None, description="Ray temp dir of a local cluster (default: a fresh /tmp dir).")
     dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1) for a local cluster.")
+    placement_strategy: Literal["none", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "none",
+        description="'none': each actor asks Ray for its own resources; otherwise one placement group reserves a "
+        "bundle per rollout and reward actor up front with this Ray strategy (PACK: fewest nodes; SPREAD: across "
+        "nodes; STRICT_*: must).",
+    )
     node_loss_wait_s: float = Field(
         60.0,
         ge=0,

@@ -77,8 +77,8 @@ def config_request(cfg: Any):
     learner_gpus = 1.0 if cfg.learner.device == "auto" and gpus() else 0.0
     if learner_gpus:  # the learner runs in the driver process; only its GPU is a cluster resource
         roles.append(learner_role(gpus=learner_gpus, cpus=0))
-    placement = getattr(cfg, "placement", None)
-    return ResourceRequest(tuple(roles), getattr(placement, "strategy", "PACK"))
+    strategy = cfg.cluster.placement_strategy
+    return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)
 
 
 def cluster_nodes(address: str | None) -> tuple[list[dict[str, float]] | None, str]:

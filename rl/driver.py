@@ -233,7 +233,23 @@ def resource_request(cfg: RelayConfig, rewards: list[RewardComponent]):
             if f is not None
             else reward_role(comp.name, 1)  # an env's own reward: one 1-CPU actor
         )
-    return ResourceRequest(tuple(roles))
+    strategy = cfg.cluster.placement_strategy
+    return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)
+
+
+def _placement(cfg: RelayConfig, request) -> tuple[Any, dict[str, list[Any]]]:
+    """With ``cluster.placement_strategy`` set: one placement group holding a bundle per actor, and each
+    role's per-actor scheduling strategies. Otherwise (None, {}): actors ask for resources one by one."""
+    if cfg.cluster.placement_strategy == "none":
+        return None, {}
+    from rl.placement import bundle_strategy, create_placement_group, plan_placement
+
+    plan = plan_placement(request)
+    try:
+        pg = create_placement_group(plan, timeout_s=60.0)
+    except RuntimeError as exc:
+        raise CapacityError(f"cluster.placement_strategy={plan.strategy}: {exc}") from None
+    return pg, {role: [bundle_strategy(pg, i) for i in idx] for role, idx in plan.role_bundles.items()}
 
 
 def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
@@ -337,7 +353,7 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     return run_path
 
 
-def _rollout_pool(cfg: RelayConfig, model_path: str, capacity_watch: Any = None):
+def _rollout_pool(cfg: RelayConfig, model_path: str, capacity_watch: Any = None, scheduling: list | None = None):
     """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's."""
     from rl.rollout.pool import RolloutPool
 
@@ -364,11 +380,12 @@ def _rollout_pool(cfg: RelayConfig, model_path: str, capacity_watch: Any = None)
         env_vars=_actor_env(),
         resources=cfg.rollout.resources,
         capacity_watch=capacity_watch,
+        scheduling=scheduling,
     )
 
 
 def _reward_pools(
-    cfg: RelayConfig, plan: Plan, started: list, capacity_watch: Any = None
+    cfg: RelayConfig, plan: Plan, started: list, capacity_watch: Any = None, scheduling: dict | None = None
 ) -> list[tuple[str, float, Any]]:
     """One reward pool per component, as (name, weight, pool); each is appended to ``started`` at once."""
     from rewards.pool import RewardPool, RewardSpec
@@ -380,7 +397,12 @@ def _reward_pools(
         if (fc := pool_settings.get(comp.name)) is not None:
             spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
             spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
-        pool = RewardPool(spec, on_failure=cfg.rewards.on_failure, capacity_watch=capacity_watch)
+        pool = RewardPool(
+            spec,
+            on_failure=cfg.rewards.on_failure,
+            capacity_watch=capacity_watch,
+            scheduling=(scheduling or {}).get(f"reward:{comp.name}"),
+        )
         started.append(pool)
         out.append((comp.name, comp.weight, pool))
     return out
@@ -510,13 +532,15 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         dashboard=cfg.cluster.dashboard,
     )
     pools: list[Any] = []
+    placement_group = None
     try:
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
         watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
-        rollout_pool = _rollout_pool(cfg, model_path, watch)
+        placement_group, scheduling = _placement(cfg, request)
+        rollout_pool = _rollout_pool(cfg, model_path, watch, scheduling.get("rollout"))
         pools.append(rollout_pool)
-        reward_pools = _reward_pools(cfg, plan, pools, watch)
+        reward_pools = _reward_pools(cfg, plan, pools, watch, scheduling)
         if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
             from rl.learner.ppo import run_ppo
 
@@ -529,4 +553,8 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                 pool.close()
             except Exception:  # noqa: BLE001 - cleanup must not mask the original error
                 logger.exception("closing a pool failed")
+        if placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(placement_group)
         cluster.shutdown(handle)

@@ -64,9 +64,12 @@ class RolloutPool:
         resources: dict[str, float] | None = None,
         capacity_watch: Any = None,
         poll_s: float = 2.0,
+        scheduling: list[Any] | None = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers ({num_workers}) must be >= 1")
+        if scheduling is not None and len(scheduling) != num_workers:
+            raise ValueError(f"scheduling has {len(scheduling)} entries; need one per worker ({num_workers})")
         import ray
 
         kwargs = dict(engine_kwargs)
@@ -87,8 +90,9 @@ class RolloutPool:
                 max_task_retries=0,  # the pool retries a shard itself, after re-syncing the adapter
                 env_vars=env_vars,
                 resources=resources,
+                scheduling_strategy=scheduling[i] if scheduling else None,  # a placement-group bundle
             )
-            for _ in range(num_workers)
+            for i in range(num_workers)
         ]
         self._version = -1
         self._adapter_ref: Any = None  # ObjectRef of the current adapter tensors (kept alive for restarts)

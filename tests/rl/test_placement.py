@@ -220,3 +220,32 @@ def test_capacity_watch_raises_only_after_a_lasting_shortfall():
         watch.check()
     assert "rollout_slot: the request needs 1 (rollout 1) but the cluster has 0" in str(err.value)
     assert "waited 10s" in str(err.value)
+
+
+@pytest.mark.slow
+def test_run_places_its_actors_in_one_placement_group(tmp_path, ray_cluster):
+    """cluster.placement_strategy: the driver reserves a bundle per actor and the actors run inside it."""
+    import ray
+    from transformers import TrainerCallback
+
+    from rl.config import load_config
+    from rl.driver import train
+
+    seen: list[dict] = []
+
+    class RecordPlacement(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            for pg in ray.util.placement_group_table().values():
+                if pg["state"] == "CREATED":
+                    seen.append({"strategy": pg["strategy"], "bundles": list(pg["bundles"].values())})
+
+    cfg = load_config(
+        REPO / "configs" / "letters.yaml",
+        ["learner.max_steps=1", "rollout.max_new_tokens=4", "logging.progress_bar=false",
+         "cluster.placement_strategy=SPREAD", "rollout.num_cpus_per_worker=1"],
+    )  # fmt: skip
+    train(cfg, tmp_path / "run", callbacks=[RecordPlacement()])
+    # One rollout actor + one reward actor (letters' letter_fraction): two 1-CPU bundles, SPREAD.
+    assert {"strategy": "SPREAD", "bundles": [{"CPU": 1.0}, {"CPU": 1.0}]} in seen, seen
+    # Removed with the pools when the run ends.
+    assert not [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "CREATED"]
