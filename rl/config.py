@@ -152,6 +152,19 @@ class LearnerConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     device: Literal["cpu", "auto"] = Field("cpu", description="'cpu', or 'auto' to use a GPU when present.")
     torch_threads: int | None = Field(None, ge=1, description="torch threads in the learner (default: torch's).")
+    num_workers: int = Field(
+        1,
+        ge=1,
+        description="Learner processes. 1: TRL's trainer in the driver process. N > 1: N Ray Train "
+        "(TorchTrainer) workers run it data-parallel, each on learner.batch_size / N completions of the same "
+        "global batch (gloo on CPU, nccl with GPUs); each reserves 1 CPU, plus 1 GPU with learner.device=auto "
+        "on a cluster that has GPUs.",
+    )
+    strategy: Literal["ddp"] = Field(
+        "ddp",
+        description="How learner workers share the model: 'ddp' (replicated weights, gradients all-reduced). "
+        "FSDP/DeepSpeed are not wired yet (see docs/scale_out.md).",
+    )
 
 
 class RolloutConfig(_Section):
@@ -466,10 +479,38 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
                 f"rollout.max_staleness ({cfg.rollout.max_staleness}) must be below learner.max_steps "
                 f"({cfg.learner.max_steps}); set rollout.max_staleness to at most {max(1, cfg.learner.max_steps - 1)}"
             )
+    p += _learner_worker_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(
             f"checkpoint.every_steps ({cfg.checkpoint.every_steps}) exceeds learner.max_steps "
             f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
+        )
+    return p
+
+
+def _learner_worker_problems(cfg: RelayConfig) -> list[str]:
+    """learner.num_workers > 1: the global batch must split into whole GRPO groups per worker."""
+    n = cfg.learner.num_workers
+    if n == 1:
+        return []
+    p: list[str] = []
+    b, g = cfg.learner.batch_size, cfg.algorithm.num_generations
+    if b % (n * g):
+        lo, hi = max(n * g, b - b % (n * g)), b - b % (n * g) + n * g
+        p.append(
+            f"learner.batch_size ({b}) must be a multiple of learner.num_workers ({n}) x algorithm.num_generations "
+            f"({g}) so each learner worker gets whole prompt groups; set learner.batch_size to {lo} or {hi}, "
+            "or change learner.num_workers"
+        )
+    if cfg.algorithm.name == "ppo":
+        p.append(
+            f"learner.num_workers ({n}): algorithm.name='ppo' runs Relay's own single-process loop; "
+            "set learner.num_workers=1 or pick a GRPO-family algorithm (grpo, dr_grpo, rloo, reinforce_pp)"
+        )
+    if cfg.rollout.mode == "async":
+        p.append(
+            f"learner.num_workers ({n}): rollout.mode='async' supports one learner process only; "
+            "set rollout.mode=sync or learner.num_workers=1"
         )
     return p
 

@@ -73,9 +73,9 @@ def config_request(cfg: Any):
         components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
     except Exception:  # noqa: BLE001 - doctor reports; preflight is where env errors are raised
         components = []
-    roles = list(resource_request(cfg, components).roles)
     learner_gpus = 1.0 if cfg.learner.device == "auto" and gpus() else 0.0
-    if learner_gpus:  # the learner runs in the driver process; only its GPU is a cluster resource
+    roles = list(resource_request(cfg, components, learner_gpus).roles)  # counts learner.num_workers > 1
+    if learner_gpus and cfg.learner.num_workers == 1:  # in the driver process: only its GPU is a cluster resource
         roles.append(learner_role(gpus=learner_gpus, cpus=0))
     strategy = cfg.cluster.placement_strategy
     return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)

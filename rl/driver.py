@@ -211,9 +211,11 @@ def _actor_env() -> dict[str, str]:
     return env
 
 
-def resource_request(cfg: RelayConfig, rewards: list[RewardComponent]):
-    """What the run's actors reserve: one role for the rollout engines, one per reward component."""
-    from rl.placement import ResourceRequest, reward_role, rollout_role
+def resource_request(cfg: RelayConfig, rewards: list[RewardComponent], learner_gpus: float = 0.0):
+    """What the run's actors reserve: one role for the rollout engines, one per reward component, and
+    with learner.num_workers > 1 one for the Ray Train learner workers (1 CPU each, ``learner_gpus`` each).
+    A single learner runs in the driver process and reserves nothing here."""
+    from rl.placement import ResourceRequest, learner_role, reward_role, rollout_role
 
     r = cfg.rollout
     roles = [
@@ -233,23 +235,38 @@ def resource_request(cfg: RelayConfig, rewards: list[RewardComponent]):
             if f is not None
             else reward_role(comp.name, 1)  # an env's own reward: one 1-CPU actor
         )
+    if cfg.learner.num_workers > 1:
+        roles.append(learner_role(gpus=learner_gpus, cpus=1, count=cfg.learner.num_workers))
     strategy = cfg.cluster.placement_strategy
     return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)
 
 
 def _placement(cfg: RelayConfig, request) -> tuple[Any, dict[str, list[Any]]]:
-    """With ``cluster.placement_strategy`` set: one placement group holding a bundle per actor, and each
-    role's per-actor scheduling strategies. Otherwise (None, {}): actors ask for resources one by one."""
+    """With ``cluster.placement_strategy`` set: one placement group holding a bundle per rollout and
+    reward actor, and each role's per-actor scheduling strategies. Otherwise (None, {}): actors ask for
+    resources one by one. Ray Train learner workers are left out: Ray Train reserves its own group."""
     if cfg.cluster.placement_strategy == "none":
         return None, {}
-    from rl.placement import bundle_strategy, create_placement_group, plan_placement
+    from rl.placement import ResourceRequest, bundle_strategy, create_placement_group, plan_placement
 
-    plan = plan_placement(request)
+    actors = ResourceRequest(tuple(r for r in request.roles if r.role != "learner"), request.strategy)
+    plan = plan_placement(actors)
     try:
         pg = create_placement_group(plan, timeout_s=60.0)
     except RuntimeError as exc:
         raise CapacityError(f"cluster.placement_strategy={plan.strategy}: {exc}") from None
     return pg, {role: [bundle_strategy(pg, i) for i in idx] for role, idx in plan.role_bundles.items()}
+
+
+def _learner_gpus(cfg: RelayConfig, cluster_gpus: float | None) -> float:
+    """GPUs per Ray Train learner worker: one with learner.device=auto on a cluster that has GPUs."""
+    return 1.0 if cfg.learner.device == "auto" and (cluster_gpus or 0) > 0 else 0.0
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
 
 
 def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
@@ -416,8 +433,13 @@ def _train_grpo(
     reward_pools: list,
     callbacks: list,
     resume_from: Path | None,
+    world_size: int = 1,
 ) -> None:
-    """TRL's GRPOTrainer with generation and rewards delegated to the pools."""
+    """TRL's GRPOTrainer with generation and rewards delegated to the pools.
+
+    ``world_size`` > 1: this is one rank of a data-parallel learner (``rl.learner.ddp``; torch.distributed
+    already initialised): each rank trains on learner.batch_size / world_size completions, TRL gathers the
+    rewards so advantages are computed over the global batch, and files are written by rank 0 only."""
     from peft import LoraConfig as PeftLoraConfig
     from transformers import AutoTokenizer, PrinterCallback
 
@@ -439,6 +461,9 @@ def _train_grpo(
     os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
     args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[w for _, w, _ in reward_pools])
     args.model_init_kwargs = {"dtype": cfg.model.dtype}
+    if world_size > 1:
+        args.per_device_train_batch_size = cfg.learner.batch_size // world_size  # the global batch is unchanged
+        args.ddp_find_unused_parameters = False  # every LoRA parameter takes part in every step
     sampling = SamplingParams(
         max_new_tokens=cfg.rollout.max_new_tokens,
         temperature=cfg.rollout.temperature,
@@ -477,11 +502,13 @@ def _train_grpo(
         trainer.advantage_estimator = cfg.algorithm.name
         trainer.kl_coef = cfg.algorithm.kl_coef
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
-    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
-    trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
-    if cfg.logging.progress_bar:
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))  # waits for all ranks; rank 0 writes
+    main = trainer.is_world_process_zero()
+    if main:
+        trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
+    if main and cfg.logging.progress_bar:
         trainer.add_callback(RelayProgress())
-    if cfg.logging.tensorboard:
+    if main and cfg.logging.tensorboard:
         trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
     for callback in callbacks:
         trainer.add_callback(callback)
@@ -491,8 +518,12 @@ def _train_grpo(
     finally:
         if async_rollouts is not None:
             async_rollouts.close()
-    trainer.save_model(str(run_dir / "adapter"))
+    trainer.save_model(str(run_dir / "adapter"))  # every rank calls it; transformers writes on rank 0
+    if not main:
+        return
     summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
+    if world_size > 1:
+        summary["learner_workers"] = world_size
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("finished: %s", summary)
 
@@ -517,7 +548,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             model_path = warm_start(cfg, plan.env, model_path, sft_dir)
     from rl.placement import CapacityWatch, check_fits, node_resources, plan_placement
 
-    request = resource_request(cfg, plan.rewards)
+    request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, cfg.cluster.num_gpus))
     needed = sum(bundle.get("CPU", 0.0) for bundle in plan_placement(request).bundles)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:
@@ -534,6 +565,8 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     pools: list[Any] = []
     placement_group = None
     try:
+        if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
+            request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, _cluster_gpus()))
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
         watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
@@ -545,6 +578,12 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             from rl.learner.ppo import run_ppo
 
             run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=model_path)
+        elif cfg.learner.num_workers > 1:  # Ray Train workers run _train_grpo data-parallel
+            from rl.learner.ddp import train_data_parallel
+
+            learner_gpus = request.roles[-1].gpus  # the learner role is the last one (resource_request)
+            train_data_parallel(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from,
+                                use_gpu=learner_gpus > 0, env_vars=_actor_env())  # fmt: skip
         else:
             _train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
     finally:

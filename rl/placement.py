@@ -89,8 +89,11 @@ def reward_role(
     )
 
 
-def learner_role(gpus: float = 0.0, cpus: float = 1.0, resources: dict[str, float] | None = None) -> RoleRequest:
-    return RoleRequest("learner", 1, cpus, gpus, dict(resources or {}), "placement.learner_gpus")
+def learner_role(
+    gpus: float = 0.0, cpus: float = 1.0, resources: dict[str, float] | None = None, count: int = 1
+) -> RoleRequest:
+    """The learner: ``count`` Ray Train workers (learner.num_workers), or the driver process when 1."""
+    return RoleRequest("learner", count, cpus, gpus, dict(resources or {}), "learner.num_workers/learner.device")
 
 
 def plan_placement(request: ResourceRequest) -> PlacementPlan:

@@ -187,15 +187,25 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
             raise RuntimeError(f"rollout_func got {len(prompts)} prompts, not a multiple of num_generations={g}")
         unique = prompts[::g]
         version = trainer.state.global_step
+        acc = trainer.accelerator
         if state["version"] != version:
             t0 = time.perf_counter()
             tensors = lora_state_dict(trainer.model)
-            pool.sync_adapter(version, tensors)
+            if acc.num_processes == 1:
+                pool.sync_adapter(version, tensors)
+            else:  # data-parallel learner: identical adapters on every rank (DDP), so rank 0 ships it once
+                if acc.is_main_process:
+                    pool.sync_adapter(version, tensors)
+                acc.wait_for_everyone()  # no rank generates before the workers hold `version`
+                if not acc.is_main_process:
+                    pool.adopt_adapter(version, tensors)
             stats.add("rollout/sync_seconds", time.perf_counter() - t0)
             stats.add("rollout/sync_bytes", tensors_nbytes(tensors))
             state["version"] = version
-        # Seeded by (step, position in the global batch, sample): independent of how the pool shards.
-        seeds = [sample_seed(base_seed, version, i, j) for i in range(len(unique)) for j in range(g)]
+        # Seeded by (step, position in the global batch, sample): independent of how the pool shards and
+        # of how many learner ranks split the batch (rank r holds global prompts r*len(unique) onwards).
+        offset = acc.process_index * len(unique)
+        seeds = [sample_seed(base_seed, version, offset + i, j) for i in range(len(unique)) for j in range(g)]
         t0 = time.perf_counter()
         rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
         gen_seconds = time.perf_counter() - t0

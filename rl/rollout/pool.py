@@ -119,6 +119,15 @@ class RolloutPool:
             except ray.exceptions.RayActorError:
                 self._recover(i)
 
+    def adopt_adapter(self, version: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Record that the workers already hold ``version`` (another copy of this pool, e.g. learner rank 0,
+        synced them with identical tensors); keeps ``tensors`` to re-sync a worker that restarts later."""
+        import ray
+
+        if version < self._version:
+            raise ValueError(f"adapter version {version} is older than the pool's version {self._version}")
+        self._adapter_ref, self._version = ray.put(tensors), version
+
     def _recover(self, i: int) -> None:
         """Wait for Ray to restart worker ``i`` and bring it to the pool's adapter version."""
         import ray
