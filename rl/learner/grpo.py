@@ -239,6 +239,7 @@ def make_reward_func(pool, name: str, stats: StepStats):
         for cause in ("failed", "timeout", "invalid", "retried"):
             stats.add(f"rewards/{name}/n_{cause}", getattr(result, f"n_{cause}"))
         stats.add(f"rewards/{name}/seconds", result.seconds)
+        stats.add(f"rewards/{name}/samples_per_second", len(result.values) / max(result.seconds, 1e-9))  # throughput
         return result.values
 
     reward_func.__name__ = name
