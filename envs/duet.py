@@ -448,6 +448,11 @@ class DuetArgs(EnvArgs):
         description="reward=rating: a local causal LM directory for the frozen rating predictor; 'tiny' builds "
         "a random tiny Qwen2 (smoke runs only: its ratings mean nothing).",
     )
+    rating_engine: Literal["auto", "hf", "vllm"] = Field(
+        "auto",
+        description="reward=rating: generation backend of the rating predictor; 'auto' = vLLM when it is installed "
+        "and a GPU is present, else transformers.",
+    )
     system_prompt: Literal["full", "brief"] = Field(
         "full",
         description="'full': the format explained (``system_prompt``); 'brief': one line naming the tags "
@@ -596,7 +601,7 @@ class DuetEnv(Env):
         if data["item_path"]:
             data["item_path"] = str(resolve_path(data["item_path"]))
         if self.args.reward == "rating":
-            return {"model_path": self.args.rating_model}
+            return {"model_path": self.args.rating_model, "engine": self.args.rating_engine}
         return {
             "data": data,
             "mode": self.args.profile,
@@ -641,7 +646,7 @@ class DuetEnv(Env):
         if max_prompts:
             examples = examples[:max_prompts]
         ranker = build_ranker(self.args.data, self.args.item_fields, self.args.ranker_model)
-        predictor = build_rating_predictor(self.args.rating_model) if self.args.reward == "rating" else None
+        predictor = build_rating_predictor(self.args.rating_model, engine=self.args.rating_engine) if self.args.reward == "rating" else None
         data = self.data
         raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
         raw_item = [self._prompt_text(e.target) for e in examples]
@@ -762,8 +767,10 @@ class DuetRankerReward:
 class DuetRatingReward:
     """TRL reward: ``1 - |pred - rating| / 4`` from a frozen LM reading both profiles (joint mode)."""
 
-    def __init__(self, model_path: str = "tiny", max_new_tokens: int = 8, batch_size: int = 16):
-        self.predictor = build_rating_predictor(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    def __init__(self, model_path: str = "tiny", max_new_tokens: int = 8, batch_size: int = 16, engine: str = "auto"):
+        self.predictor = build_rating_predictor(
+            model_path, engine=engine, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
         self._reward = rating_reward(self.predictor)
         self.__name__ = "duet_rating"
 

@@ -51,6 +51,7 @@ class RewardSpec:
     max_retries: int = 2  # re-sends of a chunk whose actor died (Ray restarts the actor)
     num_cpus: float = 1.0  # per actor
     num_gpus: float = 0.0  # per actor
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor (node pinning)
     batch_size: int | None = None  # samples per actor call; None splits each batch evenly over the workers
     # A hung sync function cannot be interrupted inside its thread; restarting the actor frees it.
     restart_on_timeout: bool = True
@@ -179,7 +180,16 @@ def _cause(exc: BaseException) -> str:
 class RewardPool:
     """``spec.num_workers`` actors running one reward function."""
 
-    def __init__(self, spec: RewardSpec, on_failure: OnFailure = "none", *, startup_timeout_s: float = 300.0):
+    def __init__(
+        self,
+        spec: RewardSpec,
+        on_failure: OnFailure = "none",
+        *,
+        startup_timeout_s: float = 300.0,
+        capacity_watch: Any = None,
+        poll_s: float = 2.0,
+        scheduling: list[Any] | None = None,
+    ):
         import ray
 
         from rl.actors import spawn
@@ -187,6 +197,8 @@ class RewardPool:
         problems = spec.problems()
         if on_failure not in ("none", "fail_fast"):
             problems.append(f"on_failure ({on_failure!r}) must be 'none' or 'fail_fast'")
+        if scheduling is not None and len(scheduling) != spec.num_workers:
+            problems.append(f"scheduling has {len(scheduling)} entries; need one per worker ({spec.num_workers})")
         if problems:
             raise ValueError("; ".join(problems))
         self.spec = replace(spec, source=_absolute_source(spec.source))
@@ -195,6 +207,8 @@ class RewardPool:
         self.last_result: ScoreResult | None = None
         self._dropped_columns: set[str] = set()
         self._startup_timeout_s = startup_timeout_s
+        self.capacity_watch = capacity_watch  # rl.placement.CapacityWatch: stop when lost nodes do not come back
+        self.poll_s = poll_s
         self._restarting: set[int] = set()  # actors killed or died: wait until they answer again
         self._actors = [
             spawn(
@@ -204,8 +218,10 @@ class RewardPool:
                 num_gpus=spec.num_gpus,
                 max_restarts=-1,  # Ray restarts a dead actor; retries per chunk stay bounded by max_retries
                 max_task_retries=0,  # the pool retries, so it can count retries and never double-score
+                resources=spec.resources,
+                scheduling_strategy=scheduling[i] if scheduling else None,  # a placement-group bundle
             )
-            for _ in range(spec.num_workers)
+            for i in range(spec.num_workers)
         ]
         self._wait_ready(ray, startup_timeout_s)
 
@@ -360,7 +376,7 @@ class RewardPool:
             actor = self._actors[actor_index]
             ref = actor.score.remote(prompts, completions, completion_ids, columns)
             try:
-                raw = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+                raw = await self._result(ref, timeout)
             except asyncio.TimeoutError:
                 _cancel(ray, ref)
                 if self.spec.restart_on_timeout:
@@ -414,22 +430,46 @@ class RewardPool:
                 )
             return
 
+    async def _result(self, ref: Any, timeout: float | None) -> Any:
+        """``ref``'s value; ``asyncio.TimeoutError`` past ``timeout``. Polled, so that a call queued on an
+        actor whose node left the cluster notices when the capacity is gone for good."""
+        fut = asyncio.wrap_future(ref.future())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self.poll_s if deadline is None else max(0.0, min(self.poll_s, deadline - time.monotonic()))
+            done, _ = await asyncio.wait({fut}, timeout=wait)
+            if done:
+                return fut.result()
+            if deadline is not None and time.monotonic() >= deadline:
+                fut.cancel()
+                raise asyncio.TimeoutError
+            self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        if self.capacity_watch is not None:
+            self.capacity_watch.check()  # raises ClusterCapacityLost after a lasting shortfall
+
     async def _await_restart(self, actor_index: int) -> None:
         """Poll the actor until its restarted process answers (or it is dead for good / the deadline passes)."""
         from ray.exceptions import ActorUnavailableError, RayError
 
         deadline = time.monotonic() + self._startup_timeout_s
-        while True:
-            try:
-                await asyncio.wrap_future(self._actors[actor_index].pid.remote().future())
-                break
-            except ActorUnavailableError:
-                if time.monotonic() > deadline:
+        try:
+            while True:
+                try:
+                    call = self._actors[actor_index].pid.remote()
+                    await asyncio.wait_for(asyncio.wrap_future(call.future()), self.poll_s)
                     break
-                await asyncio.sleep(0.1)
-            except RayError:  # dead for good: the chunk call reports it
-                break
-        self._restarting.discard(actor_index)
+                except (ActorUnavailableError, asyncio.TimeoutError):
+                    # Restarting, or waiting for a node that can hold it.
+                    self._check_capacity()
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                except RayError:  # dead for good: the chunk call reports it
+                    break
+        finally:
+            self._restarting.discard(actor_index)
 
     def _fail(self, result: ScoreResult, message: str, cause: str, *, prefixed: bool = False) -> None:
         message = message if prefixed else f"reward {self.name!r} {message}"

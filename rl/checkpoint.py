@@ -109,6 +109,12 @@ class FinalizeCheckpoints(TrainerCallback):
         self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()  # every rank has written its part (rng_state_<rank>.pth) before the manifest
+        if not state.is_world_process_zero:
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             extra = {"relay_config.yaml": self.run_dir / "config.yaml", "versions.json": self.run_dir / "versions.json"}

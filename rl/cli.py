@@ -6,6 +6,7 @@ import argparse
 import sys
 
 EXIT_CONFIG = 2
+EXIT_STOPPED = 3  # stopped cleanly mid-run (the cluster lost capacity); resumable
 
 _DESCRIPTION = """\
 Relay: RL fine-tuning of LLM policies rewarded by the outcome of another model.
@@ -212,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:
-        from rl.cluster import CapacityError
+        from rl.cluster import CapacityError, ClusterCapacityLost
 
         if isinstance(exc, CapacityError):
             print(f"relay: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        if isinstance(exc, ClusterCapacityLost):
+            print(f"relay: {exc}", file=sys.stderr)
+            return EXIT_STOPPED
         raise
     except KeyboardInterrupt:
         print("relay: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ The only module (with ``rl/actors.py``) that talks to Ray's cluster API; the log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -49,6 +50,23 @@ def _refresh_ray_auth_cache() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+@contextlib.contextmanager
+def _single_machine_mode():
+    """Ray turns a node IP of 127.0.0.1 into the machine's external IP, and its gRPC servers (GCS,
+    raylet, workers) then listen on all interfaces. In single-machine mode (``ENABLE_RAY_CLUSTER``
+    off, what Ray uses on macOS/Windows; env ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``) the node IP stays
+    127.0.0.1 and every server binds to loopback. A cluster Relay starts itself is one machine by
+    definition, so it starts in that mode; the flag is read only while the node starts."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 def start_or_join(
     address: str | None = None,
     *,
@@ -74,18 +92,22 @@ def start_or_join(
     tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="relay-ray-", dir="/tmp"))
     tmp.mkdir(parents=True, exist_ok=True)
     _private_token(tmp)
-    ray.init(
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        _node_ip_address="127.0.0.1",  # a local cluster listens on loopback only
-        _temp_dir=str(tmp),
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        runtime_env=runtime_env,
-        logging_level=logging.WARNING,
-        configure_logging=True,
-        log_to_driver=True,
-    )
+    # Ray starts workers at nice 15 so that its own daemons stay responsive. In a Relay run the rollout
+    # and reward actors *are* the workload, on the same cores as the learner (the driver, nice 0): at
+    # nice 15 they starve whenever anything else runs. Equal priority unless the user chose otherwise.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    with _single_machine_mode():  # every server on loopback only
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            _temp_dir=str(tmp),
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            runtime_env=runtime_env,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+            log_to_driver=True,
+        )
     return ClusterHandle(started_local=True, temp_dir=str(tmp))
 
 
@@ -101,18 +123,13 @@ class CapacityError(RuntimeError):
     """The cluster cannot hold the actors the config asks for (the CLI exits with code 2)."""
 
 
-def check_capacity(cpus_needed: float, gpus_needed: float = 0.0, *, what: str = "actors") -> None:
-    """Fail before starting anything if the cluster's total resources cannot hold the request."""
-    import ray
+class ClusterCapacityLost(RuntimeError):
+    """Mid-run, nodes left and the remaining ones cannot hold the run's actors (the run stops at its
+    latest checkpoint; the CLI exits with code 3)."""
 
-    total = ray.cluster_resources()
-    missing = []
-    if cpus_needed > total.get("CPU", 0) + 1e-9:
-        missing.append(f"{cpus_needed:g} CPUs (cluster has {total.get('CPU', 0):g})")
-    if gpus_needed > total.get("GPU", 0) + 1e-9:
-        missing.append(f"{gpus_needed:g} GPUs (cluster has {total.get('GPU', 0):g})")
-    if missing:
-        raise CapacityError(
-            f"the {what} need {' and '.join(missing)}; add nodes, or lower rollout.num_workers, "
-            "rollout.num_cpus_per_worker and rewards.functions[*].num_workers/num_cpus"
+    def __init__(self, problems: list[str], waited_s: float = 0.0):
+        self.problems = list(problems)
+        super().__init__(
+            f"the cluster can no longer hold the run's actors (waited {waited_s:.0f}s for capacity to return):\n"
+            + "\n".join(f"  - {p}" for p in problems)
         )

@@ -152,6 +152,19 @@ class LearnerConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     device: Literal["cpu", "auto"] = Field("cpu", description="'cpu', or 'auto' to use a GPU when present.")
     torch_threads: int | None = Field(None, ge=1, description="torch threads in the learner (default: torch's).")
+    num_workers: int = Field(
+        1,
+        ge=1,
+        description="Learner processes. 1: TRL's trainer in the driver process. N > 1: N Ray Train "
+        "(TorchTrainer) workers run it data-parallel, each on learner.batch_size / N completions of the same "
+        "global batch (gloo on CPU, nccl with GPUs); each reserves 1 CPU, plus 1 GPU with learner.device=auto "
+        "on a cluster that has GPUs.",
+    )
+    strategy: Literal["ddp"] = Field(
+        "ddp",
+        description="How learner workers share the model: 'ddp' (replicated weights, gradients all-reduced). "
+        "FSDP/DeepSpeed are not wired yet (see docs/scale_out.md).",
+    )
 
 
 class RolloutConfig(_Section):
@@ -163,6 +176,11 @@ class RolloutConfig(_Section):
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
     num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs reserved per rollout actor.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per rollout actor, e.g. {rollout_node: 1} to keep them on nodes started "
+        "with --resources='{\"rollout_node\": 4}'.",
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads per rollout actor (default: the node's cores / num_workers)."
     )
@@ -171,9 +189,21 @@ class RolloutConfig(_Section):
     vllm_sync: Literal["adapter", "merged"] = Field(
         "adapter", description="vLLM: load LoRA tensors as a new adapter, or merge them into full weights."
     )
-    mode: Literal["on_policy"] = Field(
-        "on_policy", description="'on_policy': each step generates with the adapter the learner just produced."
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="'sync': each step generates with the adapter the learner just produced (on-policy); "
+        "'async': the workers generate the next batches with an earlier adapter while the learner trains "
+        "(off-policy by up to rollout.max_staleness versions, corrected by rollout.is_correction).",
     )
+    max_staleness: int = Field(
+        1, ge=1, description="async: most policy versions a batch may lag the learner (= batches generated ahead)."
+    )
+    is_correction: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask", "none"] = Field(
+        "token_truncate",
+        description="async: importance-sampling weights pi_learner/pi_rollout per token or sequence, clamped "
+        "('truncate') or zeroed ('mask') above rollout.is_cap (TRL's vllm_importance_sampling_mode); 'none': off.",
+    )
+    is_cap: float = Field(3.0, gt=0, description="async: upper bound of the importance-sampling weights.")
 
 
 class RewardFunctionConfig(_Section):
@@ -188,6 +218,9 @@ class RewardFunctionConfig(_Section):
     max_retries: int = Field(2, ge=0, description="Retries of a chunk whose actor died.")
     num_cpus: float = Field(1.0, ge=0, description="Ray CPUs per actor.")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per actor (fractions allowed).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources per actor (pins the actors to nodes that have them)."
+    )
 
     @property
     def target(self) -> str:
@@ -214,6 +247,18 @@ class ClusterConfig(_Section):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (default: detected).")
     temp_dir: str | None = Field(None, description="Ray temp dir of a local cluster (default: a fresh /tmp dir).")
     dashboard: bool = Field(False, description="Start Ray's dashboard (bound to 127.0.0.1) for a local cluster.")
+    placement_strategy: Literal["none", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "none",
+        description="'none': each actor asks Ray for its own resources; otherwise one placement group reserves a "
+        "bundle per rollout and reward actor up front with this Ray strategy (PACK: fewest nodes; SPREAD: across "
+        "nodes; STRICT_*: must).",
+    )
+    node_loss_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="After nodes leave mid-run, how long to wait for the cluster to hold the run's actors again "
+        "before stopping at the latest checkpoint.",
+    )
 
 
 class LoggingConfig(_Section):
@@ -418,10 +463,54 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
                 "rollout.engine ('vllm'): vLLM is not installed; install the 'vllm' extra on a GPU machine "
                 "(pip install 'relay-rl[vllm]') or set rollout.engine=hf"
             )
+    if cfg.rollout.mode == "async":
+        if cfg.algorithm.name == "ppo":
+            p.append(
+                "rollout.mode ('async') is implemented for the group-based learners (grpo, dr_grpo, rloo, "
+                "reinforce_pp), not algorithm.name='ppo'; set rollout.mode=sync or pick a group-based algorithm"
+            )
+        if cfg.algorithm.num_iterations != 1:
+            p.append(
+                f"algorithm.num_iterations ({cfg.algorithm.num_iterations}) must be 1 with rollout.mode=async "
+                "(each prefetched batch is trained on once); set algorithm.num_iterations=1 or rollout.mode=sync"
+            )
+        if cfg.rollout.max_staleness >= cfg.learner.max_steps:
+            p.append(
+                f"rollout.max_staleness ({cfg.rollout.max_staleness}) must be below learner.max_steps "
+                f"({cfg.learner.max_steps}); set rollout.max_staleness to at most {max(1, cfg.learner.max_steps - 1)}"
+            )
+    p += _learner_worker_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(
             f"checkpoint.every_steps ({cfg.checkpoint.every_steps}) exceeds learner.max_steps "
             f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
+        )
+    return p
+
+
+def _learner_worker_problems(cfg: RelayConfig) -> list[str]:
+    """learner.num_workers > 1: the global batch must split into whole GRPO groups per worker."""
+    n = cfg.learner.num_workers
+    if n == 1:
+        return []
+    p: list[str] = []
+    b, g = cfg.learner.batch_size, cfg.algorithm.num_generations
+    if b % (n * g):
+        lo, hi = max(n * g, b - b % (n * g)), b - b % (n * g) + n * g
+        p.append(
+            f"learner.batch_size ({b}) must be a multiple of learner.num_workers ({n}) x algorithm.num_generations "
+            f"({g}) so each learner worker gets whole prompt groups; set learner.batch_size to {lo} or {hi}, "
+            "or change learner.num_workers"
+        )
+    if cfg.algorithm.name == "ppo":
+        p.append(
+            f"learner.num_workers ({n}): algorithm.name='ppo' runs Relay's own single-process loop; "
+            "set learner.num_workers=1 or pick a GRPO-family algorithm (grpo, dr_grpo, rloo, reinforce_pp)"
+        )
+    if cfg.rollout.mode == "async":
+        p.append(
+            f"learner.num_workers ({n}): rollout.mode='async' supports one learner process only; "
+            "set rollout.mode=sync or learner.num_workers=1"
         )
     return p
 

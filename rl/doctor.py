@@ -65,33 +65,20 @@ def importable(module: str) -> tuple[bool, str]:
 
 def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
-    from rl.placement import ResourceRequest, learner_role, reward_role, rollout_role
+    from rl.driver import reward_components, resource_request
+    from rl.env_api import build_env
+    from rl.placement import ResourceRequest, learner_role
 
-    r = cfg.rollout
-    roles = [
-        rollout_role(
-            r.num_workers,
-            gpus_per_engine=r.num_gpus_per_worker,
-            tensor_parallel_size=getattr(r, "tensor_parallel_size", 1),
-            cpus_per_engine=r.num_cpus_per_worker,
-        )
-    ]
-    if cfg.rewards.functions:
-        roles += [reward_role(f.name, f.num_workers, gpus=f.num_gpus, cpus=f.num_cpus) for f in cfg.rewards.functions]
-    else:  # the env's own rewards: one 1-CPU actor each (driver.cpus_needed counts them the same way)
-        try:
-            from rl.driver import reward_components
-            from rl.env_api import build_env
-
-            env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
-            roles += [reward_role(c.name, 1) for c in reward_components(cfg, env)]
-        except Exception:  # noqa: BLE001 - doctor reports; preflight is where env errors are raised
-            pass
+    try:
+        components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
+    except Exception:  # noqa: BLE001 - doctor reports; preflight is where env errors are raised
+        components = []
     learner_gpus = 1.0 if cfg.learner.device == "auto" and gpus() else 0.0
-    if learner_gpus:  # the learner runs in the driver process; only its GPU is a cluster resource
+    roles = list(resource_request(cfg, components, learner_gpus).roles)  # counts learner.num_workers > 1
+    if learner_gpus and cfg.learner.num_workers == 1:  # in the driver process: only its GPU is a cluster resource
         roles.append(learner_role(gpus=learner_gpus, cpus=0))
-    placement = getattr(cfg, "placement", None)
-    return ResourceRequest(tuple(roles), getattr(placement, "strategy", "PACK"))
+    strategy = cfg.cluster.placement_strategy
+    return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)
 
 
 def cluster_nodes(address: str | None) -> tuple[list[dict[str, float]] | None, str]:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from rl.atomic import atomic_write_text
-from rl.cluster import CapacityError
+from rl.cluster import CapacityError, ClusterCapacityLost
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
@@ -215,12 +215,62 @@ def _actor_env() -> dict[str, str]:
     return env
 
 
-def cpus_needed(cfg: RelayConfig, rewards: list[RewardComponent]) -> float:
+def resource_request(cfg: RelayConfig, rewards: list[RewardComponent], learner_gpus: float = 0.0):
+    """What the run's actors reserve: one role for the rollout engines, one per reward component, and
+    with learner.num_workers > 1 one for the Ray Train learner workers (1 CPU each, ``learner_gpus`` each).
+    A single learner runs in the driver process and reserves nothing here."""
+    from rl.placement import ResourceRequest, learner_role, reward_role, rollout_role
+
+    r = cfg.rollout
+    roles = [
+        rollout_role(
+            r.num_workers,
+            gpus_per_engine=r.num_gpus_per_worker,
+            tensor_parallel_size=r.tensor_parallel_size if r.engine == "vllm" else 1,
+            cpus_per_engine=r.num_cpus_per_worker,
+            resources=r.resources,
+        )
+    ]
     by_name = {f.name: f for f in cfg.rewards.functions}
-    reward_cpus = sum(
-        (by_name[r.name].num_cpus * by_name[r.name].num_workers) if r.name in by_name else 1.0 for r in rewards
-    )
-    return cfg.rollout.num_cpus_per_worker * cfg.rollout.num_workers + reward_cpus
+    for comp in rewards:
+        f = by_name.get(comp.name)
+        roles.append(
+            reward_role(comp.name, f.num_workers, gpus=f.num_gpus, cpus=f.num_cpus, resources=f.resources)
+            if f is not None
+            else reward_role(comp.name, 1)  # an env's own reward: one 1-CPU actor
+        )
+    if cfg.learner.num_workers > 1:
+        roles.append(learner_role(gpus=learner_gpus, cpus=1, count=cfg.learner.num_workers))
+    strategy = cfg.cluster.placement_strategy
+    return ResourceRequest(tuple(roles), "PACK" if strategy == "none" else strategy)
+
+
+def _placement(cfg: RelayConfig, request) -> tuple[Any, dict[str, list[Any]]]:
+    """With ``cluster.placement_strategy`` set: one placement group holding a bundle per rollout and
+    reward actor, and each role's per-actor scheduling strategies. Otherwise (None, {}): actors ask for
+    resources one by one. Ray Train learner workers are left out: Ray Train reserves its own group."""
+    if cfg.cluster.placement_strategy == "none":
+        return None, {}
+    from rl.placement import ResourceRequest, bundle_strategy, create_placement_group, plan_placement
+
+    actors = ResourceRequest(tuple(r for r in request.roles if r.role != "learner"), request.strategy)
+    plan = plan_placement(actors)
+    try:
+        pg = create_placement_group(plan, timeout_s=60.0)
+    except RuntimeError as exc:
+        raise CapacityError(f"cluster.placement_strategy={plan.strategy}: {exc}") from None
+    return pg, {role: [bundle_strategy(pg, i) for i in idx] for role, idx in plan.role_bundles.items()}
+
+
+def _learner_gpus(cfg: RelayConfig, cluster_gpus: float | None) -> float:
+    """GPUs per Ray Train learner worker: one with learner.device=auto on a cluster that has GPUs."""
+    return 1.0 if cfg.learner.device == "auto" and (cluster_gpus or 0) > 0 else 0.0
+
+
+def _cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
 
 
 def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
@@ -299,7 +349,21 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
     try:
-        _run(plan, run_path, callbacks, resume_from)
+        try:
+            _run(plan, run_path, callbacks, resume_from)
+        except ClusterCapacityLost as exc:
+            from rl.checkpoint import latest_valid
+
+            ckpt = latest_valid(run_path / "checkpoints")
+            where = (
+                f"its latest checkpoint is {ckpt.name}; add nodes (or lower the actors' resources) and run "
+                f"`relay resume {run_path}`"
+                if ckpt
+                else "it has no checkpoint yet; start it again with relay train once the cluster has capacity"
+            )
+            exc.args = (f"{exc}\nthe run stopped; {where}",)
+            logger.error("%s", exc)
+            raise
         if cfg.eval.after_train:
             from rl.evaluate import run_eval
 
@@ -310,7 +374,13 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     return run_path
 
 
-def _rollout_pool(cfg: RelayConfig, model_path: str, logits_processors: list | None = None):
+def _rollout_pool(
+    cfg: RelayConfig,
+    model_path: str,
+    capacity_watch: Any = None,
+    scheduling: list | None = None,
+    logits_processors: list | None = None,
+):
     """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's;
     ``logits_processors``: the env's extra processor specs (``Env.logits_processors``)."""
     from rl.rollout.pool import RolloutPool
@@ -338,10 +408,15 @@ def _rollout_pool(cfg: RelayConfig, model_path: str, logits_processors: list | N
         num_cpus_per_worker=cfg.rollout.num_cpus_per_worker,
         num_gpus_per_worker=cfg.rollout.num_gpus_per_worker,
         env_vars=_actor_env(),
+        resources=cfg.rollout.resources,
+        capacity_watch=capacity_watch,
+        scheduling=scheduling,
     )
 
 
-def _reward_pools(cfg: RelayConfig, plan: Plan, started: list) -> list[tuple[str, float, Any]]:
+def _reward_pools(
+    cfg: RelayConfig, plan: Plan, started: list, capacity_watch: Any = None, scheduling: dict | None = None
+) -> list[tuple[str, float, Any]]:
     """One reward pool per component, as (name, weight, pool); each is appended to ``started`` at once."""
     from rewards.pool import RewardPool, RewardSpec
 
@@ -351,8 +426,13 @@ def _reward_pools(cfg: RelayConfig, plan: Plan, started: list) -> list[tuple[str
         spec = RewardSpec(name=comp.name, source=comp.source or comp.name, weight=comp.weight, kwargs=dict(comp.kwargs))
         if (fc := pool_settings.get(comp.name)) is not None:
             spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
-            spec.num_cpus, spec.num_gpus = fc.num_cpus, fc.num_gpus
-        pool = RewardPool(spec, on_failure=cfg.rewards.on_failure)
+            spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
+        pool = RewardPool(
+            spec,
+            on_failure=cfg.rewards.on_failure,
+            capacity_watch=capacity_watch,
+            scheduling=(scheduling or {}).get(f"reward:{comp.name}"),
+        )
         started.append(pool)
         out.append((comp.name, comp.weight, pool))
     return out
@@ -366,8 +446,13 @@ def _train_grpo(
     reward_pools: list,
     callbacks: list,
     resume_from: Path | None,
+    world_size: int = 1,
 ) -> None:
-    """TRL's GRPOTrainer with generation and rewards delegated to the pools."""
+    """TRL's GRPOTrainer with generation and rewards delegated to the pools.
+
+    ``world_size`` > 1: this is one rank of a data-parallel learner (``rl.learner.ddp``; torch.distributed
+    already initialised): each rank trains on learner.batch_size / world_size completions, TRL gathers the
+    rewards so advantages are computed over the global batch, and files are written by rank 0 only."""
     from peft import LoraConfig as PeftLoraConfig
     from transformers import AutoTokenizer, PrinterCallback
 
@@ -389,12 +474,27 @@ def _train_grpo(
     os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
     args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[w for _, w, _ in reward_pools])
     args.model_init_kwargs = {"dtype": cfg.model.dtype}
+    if world_size > 1:
+        args.per_device_train_batch_size = cfg.learner.batch_size // world_size  # the global batch is unchanged
+        args.ddp_find_unused_parameters = False  # every LoRA parameter takes part in every step
     sampling = SamplingParams(
         max_new_tokens=cfg.rollout.max_new_tokens,
         temperature=cfg.rollout.temperature,
         top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k,
     )
+    g = cfg.algorithm.num_generations
+    prompts_per_step = cfg.learner.batch_size // g
+    async_rollouts = None
+    if cfg.rollout.mode == "async":  # prefetch up to max_staleness batches with earlier adapters
+        from rl.algos.off_policy import StepSampler
+        from rl.learner.async_rollout import AsyncRollouts
+
+        async_rollouts = AsyncRollouts(rollout_pool, sampling, g, cfg.seed, stats, cfg.rollout.max_staleness,
+                                       plan.train_dataset, prompts_per_step, cfg.learner.max_steps - 1)  # fmt: skip
+        rollout_func = async_rollouts
+    else:
+        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats)
     trainer = RelayGRPOTrainer(
         model=model_path,
         reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],
@@ -402,25 +502,41 @@ def _train_grpo(
         train_dataset=plan.train_dataset,
         processing_class=AutoTokenizer.from_pretrained(model_path),
         peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
-        rollout_func=make_rollout_func(rollout_pool, sampling, cfg.algorithm.num_generations, cfg.seed, stats),
+        rollout_func=rollout_func,
     )
     trainer.relay_stats = stats
+    if async_rollouts is not None:
+        async_rollouts.dataset = trainer.train_dataset  # the rows TRL draws its batches from
+        n_rows = len(trainer.train_dataset)
+        trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
+        if cfg.rollout.is_correction != "none":
+            trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
     if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
         trainer.advantage_estimator = cfg.algorithm.name
         trainer.kl_coef = cfg.algorithm.kl_coef
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
-    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))
-    trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
-    if cfg.logging.progress_bar:
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))  # waits for all ranks; rank 0 writes
+    main = trainer.is_world_process_zero()
+    if main:
+        trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
+    if main and cfg.logging.progress_bar:
         trainer.add_callback(RelayProgress())
-    if cfg.logging.tensorboard:
+    if main and cfg.logging.tensorboard:
         trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
     for callback in callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    trainer.save_model(str(run_dir / "adapter"))
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if async_rollouts is not None:
+            async_rollouts.close()
+    trainer.save_model(str(run_dir / "adapter"))  # every rank calls it; transformers writes on rank 0
+    if not main:
+        return
     summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
+    if world_size > 1:
+        summary["learner_workers"] = world_size
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("finished: %s", summary)
 
@@ -443,7 +559,10 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             model_path = str(sft_dir)  # a resumed run keeps the warm start it already made
         else:
             model_path = warm_start(cfg, plan.env, model_path, sft_dir)
-    needed = cpus_needed(cfg, plan.rewards)
+    from rl.placement import CapacityWatch, check_fits, node_resources, plan_placement
+
+    request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, cfg.cluster.num_gpus))
+    needed = sum(bundle.get("CPU", 0.0) for bundle in plan_placement(request).bundles)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:
         # A local cluster's CPUs are logical slots: rollout and reward phases alternate in on-policy
@@ -457,15 +576,29 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         dashboard=cfg.cluster.dashboard,
     )
     pools: list[Any] = []
+    placement_group = None
     try:
-        cluster.check_capacity(needed, what="rollout and reward actors")
-        rollout_pool = _rollout_pool(cfg, model_path, plan.env.logits_processors(run_dir))
+        if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
+            request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, _cluster_gpus()))
+        if problems := check_fits(request, node_resources()):
+            raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
+        watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
+        placement_group, scheduling = _placement(cfg, request)
+        rollout_pool = _rollout_pool(
+            cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir)
+        )
         pools.append(rollout_pool)
-        reward_pools = _reward_pools(cfg, plan, pools)
+        reward_pools = _reward_pools(cfg, plan, pools, watch, scheduling)
         if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
             from rl.learner.ppo import run_ppo
 
             run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=model_path)
+        elif cfg.learner.num_workers > 1:  # Ray Train workers run _train_grpo data-parallel
+            from rl.learner.ddp import train_data_parallel
+
+            learner_gpus = request.roles[-1].gpus  # the learner role is the last one (resource_request)
+            train_data_parallel(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from,
+                                use_gpu=learner_gpus > 0, env_vars=_actor_env())  # fmt: skip
         else:
             _train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
     finally:
@@ -474,4 +607,8 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                 pool.close()
             except Exception:  # noqa: BLE001 - cleanup must not mask the original error
                 logger.exception("closing a pool failed")
+        if placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(placement_group)
         cluster.shutdown(handle)

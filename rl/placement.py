@@ -12,6 +12,8 @@ nodes), SPREAD (round-robin over nodes), and their STRICT_ forms.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +89,11 @@ def reward_role(
     )
 
 
-def learner_role(gpus: float = 0.0, cpus: float = 1.0, resources: dict[str, float] | None = None) -> RoleRequest:
-    return RoleRequest("learner", 1, cpus, gpus, dict(resources or {}), "placement.learner_gpus")
+def learner_role(
+    gpus: float = 0.0, cpus: float = 1.0, resources: dict[str, float] | None = None, count: int = 1
+) -> RoleRequest:
+    """The learner: ``count`` Ray Train workers (learner.num_workers), or the driver process when 1."""
+    return RoleRequest("learner", count, cpus, gpus, dict(resources or {}), "learner.num_workers/learner.device")
 
 
 def plan_placement(request: ResourceRequest) -> PlacementPlan:
@@ -219,6 +224,41 @@ def check_fits(
 def _hints(problems: list[str], hints: dict[str, str]) -> list[str]:
     named = [h for role, h in hints.items() if h and any(role in p for p in problems)]
     return [f"fields that set these amounts: {'; '.join(dict.fromkeys(named))}"] if named else []
+
+
+class CapacityWatch:
+    """Tells a pool waiting for a dead actor when to give up because nodes left the cluster.
+
+    ``check()`` compares the run's request with the live nodes (``check_fits``). A shortfall that
+    lasts ``wait_s`` (time for an autoscaler or a restarted node to come back) raises
+    ``ClusterCapacityLost`` naming what is missing; capacity coming back resets the clock.
+    """
+
+    def __init__(
+        self,
+        request: ResourceRequest,
+        wait_s: float = 60.0,
+        nodes: Callable[[], list[dict[str, float]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.request = request
+        self.wait_s = wait_s
+        self._nodes = nodes or node_resources
+        self._clock = clock
+        self._short_since: float | None = None
+
+    def check(self) -> None:
+        from rl.cluster import ClusterCapacityLost
+
+        problems = check_fits(self.request, self._nodes())
+        if not problems:
+            self._short_since = None
+            return
+        now = self._clock()
+        if self._short_since is None:
+            self._short_since = now
+        if now - self._short_since >= self.wait_s:
+            raise ClusterCapacityLost(problems, waited_s=now - self._short_since)
 
 
 # ---- Ray side ------------------------------------------------------------------------------------

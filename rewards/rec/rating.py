@@ -4,6 +4,10 @@
 Any local Hugging Face causal LM works (a tiny random Qwen2 in tests, a real instruct model in runs).
 The assistant turn is pre-filled with ``<rating>`` so even a small model only has to write a number;
 the prefill is part of the parsed text.
+
+Generation backend (``engine``): ``hf`` (transformers, CPU or GPU), ``vllm`` (the ``vllm`` extra, GPU),
+or ``auto`` = vLLM when it is importable and a CUDA GPU is present, else hf. Both decode greedily from
+the same prompt text, so they answer the same up to numerics.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rewards.contract import message_text
+
+Engine = Literal["auto", "hf", "vllm"]
 
 _RATING = re.compile(r"<rating>\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*</rating>")
 
@@ -41,49 +47,42 @@ def rating_score(pred: float, truth: float, lo: float = 1.0, hi: float = 5.0) ->
     return 1.0 - abs(p - truth) / (hi - lo)
 
 
-class RatingPredictor:
-    """Frozen HF causal LM that predicts ratings; batched greedy generation with left padding."""
+def resolve_engine(engine: str) -> str:
+    """``auto`` -> ``vllm`` when vLLM is importable and CUDA is available, else ``hf``."""
+    if engine not in ("auto", "hf", "vllm"):
+        raise ValueError(f"rating predictor engine ({engine!r}) must be 'auto', 'hf' or 'vllm'")
+    if engine != "auto":
+        return engine
+    import importlib.util
 
-    def __init__(
-        self,
-        model_path: str | Path,
-        *,
-        max_new_tokens: int = 8,
-        batch_size: int = 16,
-        device: str = "cpu",
-        dtype: Any = None,
-        prefill: str = "<rating>",
-        min_rating: float = 1.0,
-        max_rating: float = 5.0,
-        prompt: str = PROMPT,
-    ):
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "hf"
+
+
+def vllm_sampling_kwargs(max_new_tokens: int) -> dict[str, Any]:
+    """``vllm.SamplingParams`` for the predictor: greedy, one answer, stop at the closing tag (kept)."""
+    return {
+        "n": 1,
+        "temperature": 0.0,
+        "max_tokens": max_new_tokens,
+        "stop": ["</rating>"],
+        "include_stop_str_in_output": True,
+    }
+
+
+class _HFGenerator:
+    """Batched greedy generation with transformers (left padding)."""
+
+    def __init__(self, model_path: str, tokenizer: Any, device: str, dtype: Any, max_new_tokens: int, batch_size: int):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        self.tokenizer.padding_side = "left"  # generation continues from the right edge
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = (
-            AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype or torch.float32).to(device).eval()
-        )
-        self.device, self.max_new_tokens, self.batch_size = device, max_new_tokens, batch_size
-        self.prefill, self.lo, self.hi, self.prompt = prefill, min_rating, max_rating, prompt
+        self.tokenizer, self.device = tokenizer, device
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype or torch.float32).to(device).eval()
 
-    def build_prompt(self, user_profile: str, item_profile: str, item_title: str) -> str:
-        content = self.prompt.format(
-            user_profile=user_profile, item_profile=item_profile, item_title=item_title, lo=self.lo, hi=self.hi
-        )
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-            )
-        else:
-            text = content + "\n"
-        return text + self.prefill
-
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        """Greedy continuations (without the prompt) for each prompt, ``batch_size`` at a time."""
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
         import torch
 
         out: list[str] = []
@@ -102,6 +101,77 @@ class RatingPredictor:
             new = gen[:, enc["input_ids"].shape[1] :]  # [b, new]
             out.extend(self.tokenizer.batch_decode(new, skip_special_tokens=True))
         return out
+
+
+class _VLLMGenerator:
+    """Greedy generation with vLLM; it batches the whole request list itself (continuous batching)."""
+
+    def __init__(self, model_path: str, max_new_tokens: int, dtype: Any, gpu_memory_utilization: float, **llm_kwargs):
+        from vllm import LLM, SamplingParams  # ImportError here when the vllm extra is missing
+
+        self.llm = LLM(
+            model=model_path,
+            dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
+            gpu_memory_utilization=gpu_memory_utilization,
+            **llm_kwargs,
+        )
+        self.params = SamplingParams(**vllm_sampling_kwargs(max_new_tokens))
+
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
+        outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+
+class RatingPredictor:
+    """Frozen causal LM that predicts ratings by greedy generation (transformers or vLLM)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        engine: Engine = "auto",
+        max_new_tokens: int = 8,
+        batch_size: int = 16,
+        device: str = "cpu",
+        dtype: Any = None,
+        prefill: str = "<rating>",
+        min_rating: float = 1.0,
+        max_rating: float = 5.0,
+        prompt: str = PROMPT,
+        gpu_memory_utilization: float = 0.3,
+        vllm_kwargs: dict[str, Any] | None = None,
+    ):
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.tokenizer.padding_side = "left"  # generation continues from the right edge
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.engine = resolve_engine(engine)
+        if self.engine == "vllm":
+            self._generate: Callable[[Sequence[str]], list[str]] = _VLLMGenerator(
+                str(model_path), max_new_tokens, dtype, gpu_memory_utilization, **(vllm_kwargs or {})
+            )
+        else:
+            self._generate = _HFGenerator(str(model_path), self.tokenizer, device, dtype, max_new_tokens, batch_size)
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.prefill, self.lo, self.hi, self.prompt = prefill, min_rating, max_rating, prompt
+
+    def build_prompt(self, user_profile: str, item_profile: str, item_title: str) -> str:
+        content = self.prompt.format(
+            user_profile=user_profile, item_profile=item_profile, item_title=item_title, lo=self.lo, hi=self.hi
+        )
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+            )
+        else:
+            text = content + "\n"
+        return text + self.prefill
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        """Greedy continuations (without the prompt) for each prompt."""
+        return self._generate(prompts)
 
     def predict(
         self, user_profiles: Sequence[str], item_profiles: Sequence[str], item_titles: Sequence[str]

@@ -44,6 +44,9 @@ class StepStats:
             if key.endswith("_hash"):
                 out[key] = vals[-1]
                 continue
+            if key.endswith(("_max", "_min")):  # extremes over the window (e.g. rollout/staleness_max)
+                out[key] = max(vals) if key.endswith("_max") else min(vals)
+                continue
             summed = key.endswith(("_failed", "_timeout", "_invalid", "_retried", "_bytes", "/tokens"))
             out[key] = sum(vals) if summed else sum(vals) / len(vals)
         self._values.clear()
@@ -56,11 +59,26 @@ class RelayGRPOTrainer(GRPOTrainer):
 
     TRL computes its own GRPO advantages; for another estimator the rewards TRL gathered are
     re-used and ``advantages`` replaced ([B*G] or token-level [B*G, L], which TRL's loss accepts).
+
+    Asynchronous rollouts (``rl.learner.async_rollout``) set ``step_sampler`` (a prompt order known
+    in advance, so upcoming batches can be prefetched) and ``is_correction`` (truncated importance
+    sampling, ``rl.algos.off_policy.importance_weights``). TRL's own IS correction only runs with
+    ``use_vllm``, not for ``rollout_func`` output, so Relay folds the weights into the advantages:
+    every TRL loss is linear in the advantage and the weights are >= 0, so ``w * loss(A) ==
+    loss(w * A)`` token by token, which is exactly TRL's ``per_token_loss * importance_sampling_ratio``.
     """
 
     relay_stats: StepStats
     advantage_estimator: str | None = None  # None: TRL's own GRPO advantages
     kl_coef: float = 0.0  # REINFORCE++: weight of the per-token KL folded into the reward
+    step_sampler = None  # rl.algos.off_policy.StepSampler in async mode; None: TRL's RepeatSampler
+    is_correction: str | None = None  # an rl.algos.off_policy.IS_MODES entry; None: no IS weights
+    is_cap: float = 3.0
+
+    def _get_train_sampler(self, dataset=None):
+        if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
+            return self.step_sampler
+        return super()._get_train_sampler(dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs or any(k.startswith("reward") for k in logs):
@@ -74,8 +92,47 @@ class RelayGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        if self.advantage_estimator is None:
-            return out
+        if self.advantage_estimator is not None:
+            self._replace_advantages(out)
+        return out
+
+    def _compute_loss(self, model, inputs):
+        if self.is_correction is None:
+            return super()._compute_loss(model, inputs)
+        if inputs.get("sampling_per_token_logps") is None:
+            raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
+        self._is_inputs = inputs  # picked up by the loss's own policy forward, below
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._is_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                         **kwargs)  # fmt: skip
+        inputs, self._is_inputs = getattr(self, "_is_inputs", None), None
+        if inputs is not None:
+            # TRL's _compute_loss runs the policy forward first and reads inputs["advantages"] after it.
+            # With num_iterations=1 those logprobs, detached, are π_θ of this step: no extra forward.
+            self._apply_importance_weights(inputs, out[0].detach())
+        return out
+
+    def _apply_importance_weights(self, inputs, current) -> None:
+        """Weight the advantages by truncated IS ratios π_θ / π_rollout (the rollout engine's logprobs)."""
+        from rl.algos.off_policy import importance_weights
+
+        sampled = inputs["sampling_per_token_logps"]  # [B*G, L]
+        mask = inputs["completion_mask"].float()  # [B*G, L]
+        weights = importance_weights(sampled, current, mask, self.is_correction, self.is_cap)  # [B*G, L] | [B*G, 1]
+        adv = inputs["advantages"]
+        inputs["advantages"] = (adv.unsqueeze(1) if adv.dim() == 1 else adv) * weights  # [B*G, L] | [B*G, 1]
+        valid = weights.expand_as(mask)[mask.bool()]
+        if valid.numel():
+            self.relay_stats.add("rollout/is_weight_mean", valid.mean().item())
+            self.relay_stats.add("rollout/is_weight_min", valid.min().item())
+            self.relay_stats.add("rollout/is_weight_max", valid.max().item())
+
+    def _replace_advantages(self, out) -> None:
         import torch
 
         from rl.algos.advantages import KL_IN_REWARD, compute_advantages
@@ -90,7 +147,6 @@ class RelayGRPOTrainer(GRPOTrainer):
             options["kl_coef"] = self.kl_coef
         out["advantages"] = compute_advantages(self.advantage_estimator, rewards, self.num_generations, mask, kl,
                                                **options)  # fmt: skip
-        return out
 
     def _sampling_kl(self, out):
         """k1 KL of the sampled tokens to the reference (the base model: adapter disabled)."""
@@ -131,15 +187,25 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
             raise RuntimeError(f"rollout_func got {len(prompts)} prompts, not a multiple of num_generations={g}")
         unique = prompts[::g]
         version = trainer.state.global_step
+        acc = trainer.accelerator
         if state["version"] != version:
             t0 = time.perf_counter()
             tensors = lora_state_dict(trainer.model)
-            pool.sync_adapter(version, tensors)
+            if acc.num_processes == 1:
+                pool.sync_adapter(version, tensors)
+            else:  # data-parallel learner: identical adapters on every rank (DDP), so rank 0 ships it once
+                if acc.is_main_process:
+                    pool.sync_adapter(version, tensors)
+                acc.wait_for_everyone()  # no rank generates before the workers hold `version`
+                if not acc.is_main_process:
+                    pool.adopt_adapter(version, tensors)
             stats.add("rollout/sync_seconds", time.perf_counter() - t0)
             stats.add("rollout/sync_bytes", tensors_nbytes(tensors))
             state["version"] = version
-        # Seeded by (step, position in the global batch, sample): independent of how the pool shards.
-        seeds = [sample_seed(base_seed, version, i, j) for i in range(len(unique)) for j in range(g)]
+        # Seeded by (step, position in the global batch, sample): independent of how the pool shards and
+        # of how many learner ranks split the batch (rank r holds global prompts r*len(unique) onwards).
+        offset = acc.process_index * len(unique)
+        seeds = [sample_seed(base_seed, version, offset + i, j) for i in range(len(unique)) for j in range(g)]
         t0 = time.perf_counter()
         rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
         gen_seconds = time.perf_counter() - t0
@@ -150,6 +216,8 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
         stats.add("rollout/tokens", n_tokens)
         stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
         stats.add("rollout/adapter_version", min(r.version for r in rollouts))
+        stats.add("rollout/staleness_mean", sum(version - r.version for r in rollouts) / len(rollouts))  # 0: on-policy
+        stats.add("rollout/staleness_max", max(version - r.version for r in rollouts))
         tok = trainer.processing_class
         stats.samples = [
             (json.dumps(unique[r.prompt_index])[:2000], _completion_text(tok, r.completion_ids)) for r in rollouts[:4]
@@ -171,6 +239,7 @@ def make_reward_func(pool, name: str, stats: StepStats):
         for cause in ("failed", "timeout", "invalid", "retried"):
             stats.add(f"rewards/{name}/n_{cause}", getattr(result, f"n_{cause}"))
         stats.add(f"rewards/{name}/seconds", result.seconds)
+        stats.add(f"rewards/{name}/samples_per_second", len(result.values) / max(result.seconds, 1e-9))  # throughput
         return result.values
 
     reward_func.__name__ = name

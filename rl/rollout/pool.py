@@ -3,7 +3,8 @@
 The only rollout module that touches Ray. Adapter tensors are ``ray.put`` once per version and every
 worker loads that one object. A worker that dies mid-step is restarted by Ray (``max_restarts``);
 the pool re-sends the current adapter to it and regenerates its shard with the same seeds, so the
-step completes with the same results it would have had.
+step completes with the same results it would have had. When its node left the cluster, the restart
+waits for capacity; a ``CapacityWatch`` turns a lasting shortfall into ``ClusterCapacityLost``.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ class RolloutPool:
         max_restarts: int = 3,
         max_shard_retries: int = 2,
         restart_timeout_s: float = 300.0,
+        resources: dict[str, float] | None = None,
+        capacity_watch: Any = None,
+        poll_s: float = 2.0,
+        scheduling: list[Any] | None = None,
     ):
         if num_workers < 1:
             raise ValueError(f"num_workers ({num_workers}) must be >= 1")
+        if scheduling is not None and len(scheduling) != num_workers:
+            raise ValueError(f"scheduling has {len(scheduling)} entries; need one per worker ({num_workers})")
         import ray
 
         kwargs = dict(engine_kwargs)
@@ -70,6 +77,8 @@ class RolloutPool:
             kwargs.setdefault("torch_threads", max(1, int(num_cpus_per_worker)))
         self.max_shard_retries = max_shard_retries
         self.restart_timeout_s = restart_timeout_s
+        self.capacity_watch = capacity_watch  # rl.placement.CapacityWatch, or None: wait restart_timeout_s
+        self.poll_s = poll_s
         self.workers = [
             spawn(
                 RolloutWorker,
@@ -80,8 +89,10 @@ class RolloutPool:
                 max_restarts=max_restarts,
                 max_task_retries=0,  # the pool retries a shard itself, after re-syncing the adapter
                 env_vars=env_vars,
+                resources=resources,
+                scheduling_strategy=scheduling[i] if scheduling else None,  # a placement-group bundle
             )
-            for _ in range(num_workers)
+            for i in range(num_workers)
         ]
         self._version = -1
         self._adapter_ref: Any = None  # ObjectRef of the current adapter tensors (kept alive for restarts)
@@ -108,31 +119,51 @@ class RolloutPool:
             except ray.exceptions.RayActorError:
                 self._recover(i)
 
+    def adopt_adapter(self, version: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Record that the workers already hold ``version`` (another copy of this pool, e.g. learner rank 0,
+        synced them with identical tensors); keeps ``tensors`` to re-sync a worker that restarts later."""
+        import ray
+
+        if version < self._version:
+            raise ValueError(f"adapter version {version} is older than the pool's version {self._version}")
+        self._adapter_ref, self._version = ray.put(tensors), version
+
     def _recover(self, i: int) -> None:
         """Wait for Ray to restart worker ``i`` and bring it to the pool's adapter version."""
         import ray
 
         deadline = time.monotonic() + self.restart_timeout_s
         died_errors = 0
+        call = None
         while True:
             worker = self.workers[i]
-            if self._adapter_ref is None:
-                call = worker.version.remote()
-            else:
-                call = worker.load_adapter.remote(self._version, self._adapter_ref)
+            if call is None:
+                call = (
+                    worker.version.remote()
+                    if self._adapter_ref is None
+                    else worker.load_adapter.remote(self._version, self._adapter_ref)
+                )
             try:
-                ray.get(call, timeout=max(1.0, deadline - time.monotonic()))
+                ray.get(call, timeout=self.poll_s)
                 return
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
-                # ActorUnavailableError: restarting, keep waiting. ActorDiedError: may still be the
-                # old incarnation's death being reported; a few in a row mean the restarts are used up.
+            except ray.exceptions.GetTimeoutError as exc:
+                last: Exception = exc  # still restarting (or waiting for a node to hold it): keep the call
+            except ray.exceptions.RayActorError as exc:
+                # ActorUnavailableError: restarting, ask again. ActorDiedError: may still be the old
+                # incarnation's death being reported; a few in a row mean the restarts are used up.
+                last, call = exc, None
                 died_errors += isinstance(exc, ray.exceptions.ActorDiedError)
-                if time.monotonic() > deadline or died_errors > 5:
-                    raise RuntimeError(
-                        f"rollout worker {i} did not come back within {self.restart_timeout_s:.0f}s ({exc!r}); "
-                        "raise max_restarts or check the worker logs (out of memory?)"
-                    ) from exc
-                time.sleep(1.0)
+                time.sleep(min(1.0, self.poll_s))
+            self._check_capacity()
+            if time.monotonic() > deadline or died_errors > 5:
+                raise RuntimeError(
+                    f"rollout worker {i} did not come back within {self.restart_timeout_s:.0f}s ({last!r}); "
+                    "raise max_restarts or check the worker logs (out of memory?)"
+                ) from last
+
+    def _check_capacity(self) -> None:
+        if self.capacity_watch is not None:
+            self.capacity_watch.check()  # raises ClusterCapacityLost after a lasting shortfall
 
     # ---- generation ------------------------------------------------------------------------------
     def generate(
@@ -169,7 +200,12 @@ class RolloutPool:
         pending = {submit(k): (k, 0) for k in range(len(shards))}
         results: dict[int, list[Rollout]] = {}
         while pending:
-            [ready], _ = ray.wait(list(pending), num_returns=1)
+            # Polled: a worker whose node left may wait for capacity forever without failing its call.
+            ready_refs, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+            if not ready_refs:
+                self._check_capacity()
+                continue
+            ready = ready_refs[0]
             k, attempt = pending.pop(ready)
             try:
                 results[k] = ray.get(ready)

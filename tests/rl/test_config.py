@@ -28,6 +28,15 @@ BAD_CONFIGS = [
     ({"checkpoint": {"every_steps": 100}, "learner": {"max_steps": 10}},
      ["checkpoint.every_steps (100) exceeds learner.max_steps (10)", "at most 10"]),
     ({"rollout": {"engine": "vllm"}}, ["rollout.engine ('vllm'): vLLM is not installed", "rollout.engine=hf"]),
+    ({"rollout": {"mode": "off_policy"}}, ["rollout.mode ('off_policy')", "'sync' or 'async'", "pick one"]),
+    ({"rollout": {"mode": "async", "max_staleness": 0}}, ["rollout.max_staleness (0)", "greater than or equal to 1"]),
+    ({"rollout": {"mode": "async", "is_correction": "clip"}}, ["rollout.is_correction ('clip')", "'token_truncate'"]),
+    ({"rollout": {"mode": "async"}, "algorithm": {"name": "ppo"}},
+     ["rollout.mode ('async')", "not algorithm.name='ppo'", "set rollout.mode=sync"]),
+    ({"rollout": {"mode": "async"}, "algorithm": {"num_iterations": 2}},
+     ["algorithm.num_iterations (2) must be 1 with rollout.mode=async", "set algorithm.num_iterations=1"]),
+    ({"rollout": {"mode": "async", "max_staleness": 5}, "learner": {"max_steps": 5}},
+     ["rollout.max_staleness (5) must be below learner.max_steps (5)", "at most 4"]),
 ]  # fmt: skip
 
 
@@ -92,3 +101,10 @@ def test_top_level_must_be_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(path)
+
+
+def test_async_rollout_fields_load_with_their_defaults():
+    cfg = validate({"rollout": {"mode": "async", "max_staleness": 2}})
+    assert (cfg.rollout.mode, cfg.rollout.max_staleness) == ("async", 2)
+    assert (cfg.rollout.is_correction, cfg.rollout.is_cap) == ("token_truncate", 3.0)
+    assert validate({}).rollout.mode == "sync"

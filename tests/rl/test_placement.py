@@ -193,3 +193,59 @@ def test_placement_groups_land_actors_on_requested_nodes(tmp_path):
     assert out["SPREAD"] == [a, b, b] and out["PACK"] == [a, b, b]
     assert out["too_big_problems"][0].startswith("node_a: the request needs 3 (rollout 3) but the cluster has 2")
     assert "node_a" in out["too_big_error"]
+
+
+def test_capacity_watch_raises_only_after_a_lasting_shortfall():
+    from rl.cluster import ClusterCapacityLost
+    from rl.placement import CapacityWatch
+
+    now = [0.0]
+    nodes = [[{"CPU": 1, "reward_slot": 1}, {"CPU": 1, "rollout_slot": 1}]]
+    req = ResourceRequest(
+        (rollout_role(1, resources={"rollout_slot": 1}), reward_role("r", 1, resources={"reward_slot": 1}))
+    )
+    watch = CapacityWatch(req, wait_s=10, nodes=lambda: nodes[0], clock=lambda: now[0])
+    watch.check()  # fits
+    nodes[0] = [{"CPU": 1, "reward_slot": 1}]  # the rollout node left
+    watch.check()  # shortfall starts: no error yet
+    now[0] = 9.0
+    watch.check()
+    nodes[0] = [{"CPU": 1, "reward_slot": 1}, {"CPU": 1, "rollout_slot": 1}]  # a node came back
+    now[0] = 15.0
+    watch.check()  # the clock was reset
+    nodes[0] = [{"CPU": 1, "reward_slot": 1}]
+    watch.check()
+    now[0] = 25.0
+    with pytest.raises(ClusterCapacityLost) as err:
+        watch.check()
+    assert "rollout_slot: the request needs 1 (rollout 1) but the cluster has 0" in str(err.value)
+    assert "waited 10s" in str(err.value)
+
+
+@pytest.mark.slow
+def test_run_places_its_actors_in_one_placement_group(tmp_path, ray_cluster):
+    """cluster.placement_strategy: the driver reserves a bundle per actor and the actors run inside it."""
+    import ray
+    from transformers import TrainerCallback
+
+    from rl.config import load_config
+    from rl.driver import train
+
+    seen: list[dict] = []
+
+    class RecordPlacement(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            for pg in ray.util.placement_group_table().values():
+                if pg["state"] == "CREATED":
+                    seen.append({"strategy": pg["strategy"], "bundles": list(pg["bundles"].values())})
+
+    cfg = load_config(
+        REPO / "configs" / "letters.yaml",
+        ["learner.max_steps=1", "rollout.max_new_tokens=4", "logging.progress_bar=false",
+         "cluster.placement_strategy=SPREAD", "rollout.num_cpus_per_worker=1"],
+    )  # fmt: skip
+    train(cfg, tmp_path / "run", callbacks=[RecordPlacement()])
+    # One rollout actor + one reward actor (letters' letter_fraction): two 1-CPU bundles, SPREAD.
+    assert {"strategy": "SPREAD", "bundles": [{"CPU": 1.0}, {"CPU": 1.0}]} in seen, seen
+    # Removed with the pools when the run ends.
+    assert not [pg for pg in ray.util.placement_group_table().values() if pg["state"] == "CREATED"]

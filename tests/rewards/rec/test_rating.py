@@ -71,3 +71,48 @@ def test_tiny_model_batched_generation(tiny_model_dir):
     fn = RatingReward(pred, lambda t: ("u", "i"))
     out = fn(["p", "p"], ["x", "y"], rating=[4, 2], item_title=["t", "t"])
     assert all(v == -1.0 or 0.0 <= v <= 1.0 for v in out)
+
+
+def test_engine_resolution_and_vllm_request():
+    import importlib.util
+
+    import torch
+
+    from rewards.rec.rating import resolve_engine, vllm_sampling_kwargs
+
+    assert resolve_engine("hf") == "hf" and resolve_engine("vllm") == "vllm"
+    has_vllm = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    assert resolve_engine("auto") == ("vllm" if has_vllm else "hf")
+    with pytest.raises(ValueError, match="'auto', 'hf' or 'vllm'"):
+        resolve_engine("tgi")
+    # Greedy, one answer, stopped at (and keeping) the closing tag, so parse_rating sees a closed tag.
+    kw = vllm_sampling_kwargs(8)
+    assert kw == {"n": 1, "temperature": 0.0, "max_tokens": 8, "stop": ["</rating>"], "include_stop_str_in_output": True}
+    assert parse_rating("<rating>" + "4.25</rating>") == 4.25
+
+
+def test_auto_engine_on_cpu_is_transformers(tiny_model_dir):
+    if torch_cuda():
+        pytest.skip("a CUDA machine may resolve 'auto' to vLLM; this checks the CPU fallback")
+    pred = RatingPredictor(tiny_model_dir, engine="auto", max_new_tokens=4)
+    assert pred.engine == "hf"
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+def test_vllm_predictor_matches_transformers(tiny_model_dir):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None or not torch_cuda():
+        pytest.skip("vLLM rating predictor: needs the vllm extra and a CUDA GPU (vLLM has no CPU build)")
+    hf = RatingPredictor(tiny_model_dir, engine="hf", max_new_tokens=6, device="cuda")
+    vl = RatingPredictor(tiny_model_dir, engine="vllm", max_new_tokens=6, vllm_kwargs={"enforce_eager": True})
+    prompts = [hf.build_prompt(u, "a blue pen", "Blue Pen") for u in ["likes pens", "hates ink", "a b c"]]
+    # Greedy decoding of the same text: the same tokens, up to the closing tag vLLM stops at.
+    for a, b in zip(hf.generate(prompts), vl.generate(prompts), strict=True):
+        assert a.startswith(b.removesuffix("</rating>")) or b.startswith(a)

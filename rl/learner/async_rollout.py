@@ -1,0 +1,139 @@
+"""Asynchronous rollouts: a prefetching TRL ``rollout_func``.
+
+At learner step ``t`` (policy version ``t``) the function (1) snapshots the LoRA tensors, (2) queues,
+on one background thread, "sync adapter v=t, then generate batch b" for every batch b in
+``rl.algos.off_policy.prefetch_targets`` (up to ``t + max_staleness``), and (3) waits for batch
+``t``, which was queued at an earlier step and generated while the learner was busy. The batch
+order is ``StepSampler``'s pure function of (seed, step), installed as the trainer's sampler, so the
+prompts of any future step are known now; the prompts TRL hands over at step ``t`` are checked
+against the prefetched ones. Sampling seeds are ``sample_seed(seed, b, position, sample)`` exactly as
+in sync mode, so results do not depend on how the pool shards.
+
+All pool calls run on the single background thread, in submission order: a sync never overlaps a
+generate and every generate names the adapter version it expects (workers refuse any other).
+Batches prefetched past a checkpoint die with the process; on resume the window restarts at the
+checkpoint's step and regenerates them with the restored adapter (see docs/algorithms.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from rl.adapter import lora_state_dict, tensors_nbytes
+from rl.algos.off_policy import prefetch_targets, step_prompt_indices
+from rl.rollout.sampling import sample_seed
+from rl.rollout.types import Rollout, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prefetched:
+    """One generated batch and how it was made."""
+
+    batch: int  # the learner step that trains on it
+    version: int  # adapter version that generated it
+    prompts: list[Any]  # [P] distinct prompts
+    rollouts: list[Rollout]  # [P * G], prompt-major
+    generate_seconds: float
+    sync_seconds: float | None  # None: no sync was needed before this batch
+    sync_bytes: int
+
+
+class AsyncRollouts:
+    """TRL ``rollout_func`` that keeps up to ``max_staleness`` batches generating ahead of the learner."""
+
+    def __init__(self, pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats,
+                 max_staleness: int, dataset, prompts_per_step: int, last_step: int):  # fmt: skip
+        if max_staleness < 1:
+            raise ValueError(f"max_staleness ({max_staleness}) must be >= 1 for asynchronous rollouts")
+        self.pool, self.sampling, self.g = pool, sampling, num_generations
+        self.base_seed, self.stats, self.max_staleness = base_seed, stats, max_staleness
+        self.dataset, self.per_step, self.last_step = dataset, prompts_per_step, last_step
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-rollout")
+        self._futures: dict[int, Future] = {}
+        self._submitted_upto = -1
+        self._pool_version: int | None = None  # touched only on the background thread
+
+    def prompts_of(self, batch: int) -> list[Any]:
+        indices = step_prompt_indices(self.base_seed, batch, len(self.dataset), self.per_step)
+        return [self.dataset[i]["prompt"] for i in indices]
+
+    def _generate(self, batch: int, version: int, tensors) -> Prefetched:
+        sync_seconds, sync_bytes = None, 0
+        if self._pool_version != version:
+            t0 = time.perf_counter()
+            self.pool.sync_adapter(version, tensors)
+            sync_seconds, sync_bytes = time.perf_counter() - t0, tensors_nbytes(tensors)
+            self._pool_version = version
+        prompts = self.prompts_of(batch)
+        seeds = [sample_seed(self.base_seed, batch, i, j) for i in range(len(prompts)) for j in range(self.g)]
+        t0 = time.perf_counter()
+        rollouts = self.pool.generate(prompts, self.g, self.sampling, seeds=seeds, expected_version=version)
+        return Prefetched(batch, version, prompts, rollouts, time.perf_counter() - t0, sync_seconds, sync_bytes)
+
+    def __call__(self, prompts: list[Any], trainer) -> dict[str, list]:
+        g = self.g
+        if len(prompts) % g:
+            raise RuntimeError(f"rollout_func got {len(prompts)} prompts, not a multiple of num_generations={g}")
+        step = trainer.state.global_step
+        for stale in [b for b in self._futures if b < step]:  # cannot happen in one process; be safe
+            self._futures.pop(stale).cancel()
+        targets = prefetch_targets(step, self._submitted_upto, self.max_staleness, self.last_step)
+        if targets:
+            tensors = lora_state_dict(trainer.model)  # a copy: the optimizer may change the weights meanwhile
+            for batch in targets:
+                self._futures[batch] = self._executor.submit(self._generate, batch, step, tensors)
+            self._submitted_upto = targets[-1]
+        if step not in self._futures:
+            raise RuntimeError(f"async rollouts: no batch was prefetched for step {step} (last step {self.last_step})")
+        t0 = time.perf_counter()
+        done: Prefetched = self._futures.pop(step).result()
+        wait_seconds = time.perf_counter() - t0
+        if done.prompts != list(prompts[::g]):
+            raise RuntimeError(
+                f"async rollouts: the prompts prefetched for step {step} differ from the ones the trainer drew; "
+                "the trainer must use the StepSampler (RelayGRPOTrainer.step_sampler)"
+            )
+        self._record(step, done, wait_seconds, trainer)
+        rollouts = done.rollouts
+        return {
+            "prompt_ids": [r.prompt_ids for r in rollouts],
+            "completion_ids": [r.completion_ids for r in rollouts],
+            "logprobs": [r.logprobs for r in rollouts],
+        }
+
+    def _record(self, step: int, done: Prefetched, wait_seconds: float, trainer) -> None:
+        stats, rollouts = self.stats, done.rollouts
+        staleness = [step - r.version for r in rollouts]  # per sample, in policy versions
+        stats.add("rollout/staleness_mean", sum(staleness) / len(staleness))
+        stats.add("rollout/staleness_max", max(staleness))
+        if done.sync_seconds is not None:
+            stats.add("rollout/sync_seconds", done.sync_seconds)
+            stats.add("rollout/sync_bytes", done.sync_bytes)
+        n_tokens = sum(len(r.completion_ids) for r in rollouts)
+        stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
+        stats.add("rollout/prompt_hash", zlib.crc32(json.dumps(done.prompts, sort_keys=True).encode()))
+        stats.add("rollout/generate_seconds", done.generate_seconds)
+        stats.add("rollout/wait_seconds", wait_seconds)  # learner idle time waiting for this batch
+        stats.add("rollout/tokens", n_tokens)
+        stats.add("rollout/tokens_per_second", n_tokens / max(done.generate_seconds, 1e-9))
+        stats.add("rollout/adapter_version", min(r.version for r in rollouts))
+        tok = trainer.processing_class
+        stats.samples = [
+            (json.dumps(done.prompts[r.prompt_index])[:2000], tok.decode(r.completion_ids, skip_special_tokens=True))
+            for r in rollouts[:4]
+        ]
+
+    def close(self) -> None:
+        """Drop prefetched batches nobody will train on (end of run, or a checkpoint-and-exit)."""
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,126 @@
+"""A data-parallel GRPO learner: TRL's trainer in ``learner.num_workers`` Ray Train workers (DDP).
+
+The driver creates the rollout and reward pools as for one learner and hands them (objects holding
+Ray actor handles, pickled into every worker) to a ``ray.train.torch.TorchTrainer``. Ray Train starts
+the workers and initialises torch.distributed (gloo on CPU, nccl on GPUs) and sets RANK/WORLD_SIZE/
+LOCAL_RANK, so transformers/accelerate see an ordinary multi-process launch; each worker then runs
+``rl.driver._train_grpo`` unchanged except for the per-device batch (learner.batch_size / N):
+
+- TRL's RepeatSampler draws the same global batch on every rank (same seed) and accelerate gives
+  rank r the r-th contiguous slice, so rank r holds global prompts ``r * B/(N*G)`` onwards; the
+  ``rollout_func`` offsets its sampling seeds by that position, so N workers generate exactly the
+  completions one worker would.
+- Rewards are gathered across ranks by TRL before advantages, so group statistics are global; the
+  dapo/cispo losses divide by the global token count, and DDP averages the gradients: the update is
+  the single-process one up to float reduction order.
+- Rank 0 ships the adapter to the rollout pool after each step; the others wait at a barrier and
+  record the version (``RolloutPool.adopt_adapter``), since DDP keeps the adapters identical.
+- Checkpoints, metrics.jsonl, TensorBoard, the final adapter and summary.json are written by rank 0
+  into the run directory the driver created (a path every worker can reach: one machine, or a shared
+  filesystem on a cluster). Ray Train's own storage (``RUN_DIR/ray_train``) only holds its run state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+
+def adapter_digest(model) -> str:
+    """sha256 over the LoRA tensors' names, dtypes and bytes (bitwise identity of two adapters)."""
+    import torch
+
+    from rl.adapter import lora_state_dict
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(lora_state_dict(model).items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class AdapterDigest(TrainerCallback):
+    """After every optimizer step, appends ``{"step", "rank", "sha256"}`` of this rank's adapter to
+    ``DIR/adapter_digest.rank<R>.jsonl``: the evidence that data-parallel ranks hold identical weights."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        rank = int(os.environ.get("RANK", "0"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record = {"step": state.global_step, "rank": rank, "sha256": adapter_digest(model)}
+        with (self.directory / f"adapter_digest.rank{rank}.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: the GRPO learner on this rank's share of every batch."""
+    os.environ.update(config["env_vars"])
+    import ray.train
+    import torch
+
+    from rl.driver import _quiet_libraries, _train_grpo
+
+    _quiet_libraries()
+    cfg = config["plan"].cfg
+    if cfg.learner.torch_threads:
+        torch.set_num_threads(cfg.learner.torch_threads)
+    _train_grpo(
+        config["plan"],
+        Path(config["run_dir"]),
+        config["model_path"],
+        config["rollout_pool"],
+        config["reward_pools"],
+        config["callbacks"],
+        config["resume_from"],
+        world_size=ray.train.get_context().get_world_size(),
+    )
+
+
+def train_data_parallel(
+    plan,
+    run_dir: Path,
+    model_path: str,
+    rollout_pool,
+    reward_pools: list,
+    callbacks: list,
+    resume_from: Path | None,
+    *,
+    use_gpu: bool,
+    env_vars: dict[str, str],
+) -> None:
+    """Run the GRPO learner in ``learner.num_workers`` Ray Train workers; returns when all finished."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    cfg = plan.cfg
+    run_dir = Path(run_dir).resolve()  # workers are other processes (possibly other nodes): absolute paths
+    resources = {"CPU": 1.0, **({"GPU": 1.0} if use_gpu else {})}
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={
+            "plan": plan,
+            "run_dir": str(run_dir),
+            "model_path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+            "rollout_pool": rollout_pool,
+            "reward_pools": reward_pools,
+            "callbacks": callbacks,
+            "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
+            "env_vars": env_vars,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),  # fmt: skip
+        # No retries: a failed rank fails the run, which `relay resume` continues from its last checkpoint.
+        run_config=RunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
+                             failure_config=FailureConfig(max_failures=0)),  # fmt: skip
+    )
+    trainer.fit()
