@@ -1,6 +1,6 @@
 """Relay vs plain TRL on the same GRPO workload: seconds per step and the ratio.
 
-    python bench/overhead.py [--steps 20] [--max-new-tokens 24]
+    python bench/overhead.py [--steps 20] [--max-new-tokens 24] [--repeats 3]
 
 Workload (identical for both): the tiny Qwen2 model, the built-in `letters` env's prompts, group
 size 4, 16 completions per step, LoRA r=16 on all linear layers, `letter_fraction` reward.
@@ -73,6 +73,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating runs of each runner; the ratio is of their medians"
+    )
     opts = parser.parse_args()
 
     from rl.config import load_config
@@ -80,6 +83,7 @@ def main() -> None:
     from rl.tiny_model import build_tiny_model
 
     _quiet_libraries()
+    load_before = os.getloadavg()[0]
     overrides = [
         f"learner.max_steps={opts.steps}",
         f"rollout.max_new_tokens={opts.max_new_tokens}",
@@ -91,26 +95,32 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     model_dir = str(build_tiny_model(work / "model"))
 
-    plain = run_plain_trl(cfg, model_dir, str(work / "plain"))
     cfg_relay = load_config(letters, [*overrides, f"model.name={model_dir}"])
-    relay, records = run_relay(cfg_relay, str(work / "relay"))
+    # Alternating repeats: run-to-run variance on a 2-core machine is about +-15% per runner, more
+    # than the overhead being measured, so one run of each says little.
+    plain_runs, relay_runs = [], []
+    for r in range(opts.repeats):
+        plain_runs.append(run_plain_trl(cfg, model_dir, str(work / f"plain{r}")).median())
+        timer, records = run_relay(cfg_relay, str(work / f"relay{r}"))
+        relay_runs.append(timer.median())
+    ratios = [b / a for a, b in zip(plain_runs, relay_runs, strict=True)]
 
     def mean_of(key: str) -> float:
         vals = [r[key] for r in records[2:] if r.get(key) is not None]
         return statistics.mean(vals) if vals else float("nan")
 
-    t_plain, t_relay = plain.median(), relay.median()
+    t_plain, t_relay = statistics.median(plain_runs), statistics.median(relay_runs)
     ratio = t_relay / t_plain
     gen, sync = mean_of("rollout/generate_seconds"), mean_of("rollout/sync_seconds")
     reward_s = mean_of("rewards/letter_fraction/seconds")
     table = (
-        "| runner | s/step (median) |\n|---|---|\n"
-        f"| plain TRL GRPOTrainer, in-process generation | {t_plain:.3f} |\n"
-        f"| Relay (1 Ray rollout actor + 1 reward actor) | {t_relay:.3f} |\n"
-        f"| **ratio Relay / TRL** | **{ratio:.2f}x** (goal <= 1.15x) |\n"
+        f"| runner | s/step (median of {opts.repeats} runs) | each run |\n|---|---|---|\n"
+        f"| plain TRL GRPOTrainer, in-process generation | {t_plain:.3f} | {', '.join(f'{x:.3f}' for x in plain_runs)} |\n"
+        f"| Relay (1 Ray rollout actor + 1 reward actor) | {t_relay:.3f} | {', '.join(f'{x:.3f}' for x in relay_runs)} |\n"
+        f"| **ratio Relay / TRL** | **{ratio:.2f}x** (goal <= 1.15x) | {', '.join(f'{x:.2f}' for x in ratios)} |\n"
     )
     breakdown = (
-        f"Relay step breakdown (mean over steps 3..{opts.steps}): generation in the rollout actor "
+        f"Relay step breakdown (last run, mean over steps 3..{opts.steps}): generation in the rollout actor "
         f"{gen:.3f} s (includes the Ray call), adapter sync {sync:.3f} s "
         f"({records[-1].get('rollout/sync_bytes', 0) / 1024:.0f} KiB of LoRA tensors, one object-store put), "
         f"reward actor call {reward_s:.4f} s; the rest is TRL's own work (logprob forward, loss, optimizer)."
@@ -118,7 +128,8 @@ def main() -> None:
     body = (
         f"`python bench/overhead.py --steps {opts.steps} --max-new-tokens {opts.max_new_tokens}` on "
         f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), tiny Qwen2 "
-        f"(hidden 64, 2 layers), 16 completions x {opts.max_new_tokens} tokens per step, LoRA r=16.\n\n"
+        f"(hidden 64, 2 layers), 16 completions x {opts.max_new_tokens} tokens per step, LoRA r=16, "
+        f"load average before the runs {load_before:.2f}.\n\n"
         f"{table}\n{breakdown}\n"
     )
     print(body)
