@@ -51,8 +51,8 @@ def main() -> None:
 
     from rewards.rec.genrec_eval import build_trie
     from rewards.rec.semantic_ids import SemanticIndex, add_code_tokens
-    from rl.tiny_model import TinyModelSpec, cached_tiny_model
     from rewards.rec.trie import TrieLogitsProcessor
+    from rl.tiny_model import TinyModelSpec, cached_tiny_model
 
     index = SemanticIndex.load(args.index) if args.index else _synthetic_index(args.items, 3, 256, 0)
     heads = max(2, args.hidden // 32)

@@ -33,12 +33,11 @@ from bench.common import StepTimer, write_section  # noqa: E402
 def run_plain_trl(cfg, model_dir: str, out_dir: str) -> StepTimer:
     from peft import LoraConfig
     from transformers import AutoTokenizer
+    from trl import GRPOTrainer
 
+    from rewards.builtin import letter_fraction
     from rl.env_api import build_env
     from rl.learner.grpo import grpo_args
-    from rewards.builtin import letter_fraction
-
-    from trl import GRPOTrainer
 
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     args = grpo_args(cfg, output_dir=out_dir, reward_weights=[1.0])

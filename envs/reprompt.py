@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import Field
 
 from rewards.contract import message_text
-from rl.env_api import Env, EnvArgs, RewardComponent
 from rewards.t2i.geneval import Parsed, ideal_rewrite, load_geneval_metadata, parse_completion
 from rewards.t2i.shapeworld import CLASS_NAMES, COLORS
+from rl.env_api import Env, EnvArgs, RewardComponent
 
 __all__ = [
     "SYSTEM_PROMPT",

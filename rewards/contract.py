@@ -12,10 +12,11 @@ excluded from the loss and counted in metrics.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Union
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-RewardOutput = list[Union[float, None]]
-RewardFunc = Callable[..., Union[RewardOutput, Awaitable[RewardOutput]]]
+RewardOutput = list[float | None]
+RewardFunc = Callable[..., RewardOutput | Awaitable[RewardOutput]]
 
 # Keyword arguments TRL adds that only make sense inside the learner process; never shipped to actors.
 TRAINER_ONLY_KWARGS = ("trainer_state", "log_extra", "log_metric", "environments")

@@ -65,7 +65,7 @@ def importable(module: str) -> tuple[bool, str]:
 
 def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
-    from rl.driver import reward_components, resource_request
+    from rl.driver import resource_request, reward_components
     from rl.env_api import build_env
     from rl.placement import ResourceRequest, learner_role
 

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
 
@@ -33,3 +45,49 @@ def random_index(n_items: int = 60, sizes=(6, 5, 4), seed: int = 0):
     codes = sorted(seen)
     order = rng.permutation(len(codes))
     return SemanticIndex([f"i{j}" for j in range(n_items)], np.array([codes[o] for o in order]), list(sizes))
+
+
+def stop_processes_of(temp_dir: str) -> None:
+    """Leftover Ray processes of one test cluster only (their command lines name its temp dir)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if temp_dir.encode() in (d / "cmdline").read_bytes():
+                        pids.append(int(d.name))
+                except OSError:
+                    pass
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+
+
+def run_cluster_script(source: str, tmp_path: Path, *args: str, timeout: int = 300) -> dict:
+    """Run ``source`` as its own Ray driver in a subprocess (this test session already has one):
+    token auth with a fresh token, its own Ray temp root (passed as argv[1], then ``args``), the repo
+    on PYTHONPATH. Returns the JSON it printed after ``RESULT ``; its Ray processes are stopped after."""
+    temp = tempfile.mkdtemp(prefix="rcs-", dir="/tmp")
+    token = Path(temp) / "auth_token"
+    token.write_text(os.urandom(32).hex())
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
+    env["RAY_TMPDIR"] = temp  # Ray's temp root (session dirs, the current-cluster file), not /tmp/ray
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    script = tmp_path / "cluster_script.py"
+    script.write_text(source)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script), temp, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+        )
+    finally:
+        stop_processes_of(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(line[len("RESULT ") :])

@@ -9,18 +9,12 @@ and a message saying so, and `relay resume` finishes it once a new node joins.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.rl.test_placement import _stop_processes_of
+from tests.helpers import run_cluster_script
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "faulty_rewards.py"
@@ -33,7 +27,7 @@ _SCRIPT = textwrap.dedent(
     from ray._private import state
     from ray.cluster_utils import Cluster
 
-    work, fixtures = Path(sys.argv[1]), sys.argv[2]
+    work, fixtures = Path(sys.argv[2]), sys.argv[3]  # argv[1]: Ray's temp root
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"reward_slot": 1}})
     workers = [cluster.add_node(num_cpus=1, resources={"rollout_slot": 1}) for _ in range(2)]
     ray.init(address=cluster.address)
@@ -99,25 +93,7 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_runs_survive_or_stop_cleanly_when_nodes_leave(tmp_path):
-    temp = tempfile.mkdtemp(prefix="rnl-", dir="/tmp")
-    token = Path(temp) / "auth_token"
-    token.write_text(os.urandom(32).hex())
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0", RAY_TMPDIR=temp)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    script = tmp_path / "node_loss.py"
-    script.write_text(_SCRIPT)
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(script), str(tmp_path), str(FIXTURES)],
-            env=env, capture_output=True, text=True, timeout=600, cwd=REPO,
-        )  # fmt: skip
-    finally:
-        _stop_processes_of(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line, proc.stdout[-4000:] + proc.stderr[-4000:]
-    out = json.loads(line[len("RESULT ") :])
+    out = run_cluster_script(_SCRIPT, tmp_path, str(tmp_path), str(FIXTURES), timeout=600)
 
     finish = out["finish"]
     assert finish["code"] == 0, finish["tail"]

@@ -3,12 +3,6 @@ on a two-raylet ``ray.cluster_utils.Cluster`` (run in a subprocess: it needs its
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -23,6 +17,7 @@ from rl.placement import (
     reward_role,
     rollout_role,
 )
+from tests.helpers import run_cluster_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,30 +92,6 @@ def test_custom_resources_checked():
     assert isinstance(plan_placement(req), PlacementPlan)
 
 
-def _stop_processes_of(temp_dir: str) -> None:
-    """Leftover Ray processes of this test's cluster only (their command lines name its temp dir)."""
-    import signal
-    import time
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit() and int(d.name) != os.getpid():
-                try:
-                    if temp_dir.encode() in (d / "cmdline").read_bytes():
-                        pids.append(int(d.name))
-                except OSError:
-                    pass
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        time.sleep(2)
-
-
 _CLUSTER_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -170,25 +141,7 @@ _CLUSTER_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_placement_groups_land_actors_on_requested_nodes(tmp_path):
-    temp = tempfile.mkdtemp(prefix="rpg-", dir="/tmp")
-    token = Path(temp) / "auth_token"
-    token.write_text(os.urandom(32).hex())
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0")
-    env["RAY_TMPDIR"] = temp  # Ray's temp root (session dirs, the current-cluster file), not /tmp/ray
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    script = tmp_path / "cluster.py"
-    script.write_text(_CLUSTER_SCRIPT)
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(script), temp], env=env, capture_output=True, text=True, timeout=240, cwd=REPO
-        )
-    finally:
-        _stop_processes_of(temp)
-        shutil.rmtree(temp, ignore_errors=True)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(line[len("RESULT ") :])
+    out = run_cluster_script(_CLUSTER_SCRIPT, tmp_path, timeout=240)
     a, b = out["node_a"], out["node_b"]
     assert out["SPREAD"] == [a, b, b] and out["PACK"] == [a, b, b]
     assert out["too_big_problems"][0].startswith("node_a: the request needs 3 (rollout 3) but the cluster has 2")

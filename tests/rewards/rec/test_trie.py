@@ -54,8 +54,8 @@ def test_request_processor_matches_allowed_next():
 )
 def test_property_constrained_walk_only_emits_valid_ids(codes, seed, batch, greedy):
     """Whatever the logits, decoding step by step under the processor yields a catalogue ID then EOS."""
-    level_offset = [10, 20, 30]  # token id of code c at level l: offset[l] + c
-    seqs = [[level_offset[l] + c for l, c in enumerate(code)] for code in codes]
+    level_offset = [10, 20, 30]  # token id of code c at level l: offset[lvl] + c
+    seqs = [[level_offset[lvl] + c for lvl, c in enumerate(code)] for code in codes]
     trie = CodeTrie(seqs, eos_token_id=EOS)
     gen = torch.Generator().manual_seed(seed)
     ids = torch.zeros(batch, 3, dtype=torch.long)  # prompt width 3

@@ -108,7 +108,7 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
     assert [r["reward"] for r in two] == [r["reward"] for r in one]
     # Loss and gradient norm agree up to float reduction order (gradients summed per rank and
     # all-reduced instead of summed in one pass; each rank pads only its own half of the batch).
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         print(f"step {a['step']}: loss 1w {a['loss']:.9g} 2w {b['loss']:.9g}; "
               f"grad_norm 1w {a['grad_norm']:.9g} 2w {b['grad_norm']:.9g}")  # fmt: skip
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4, abs=1e-7)
