@@ -204,6 +204,12 @@ class RolloutConfig(_Section):
         "('truncate') or zeroed ('mask') above rollout.is_cap (TRL's vllm_importance_sampling_mode); 'none': off.",
     )
     is_cap: float = Field(3.0, gt=0, description="async: upper bound of the importance-sampling weights.")
+    colocate: bool = Field(
+        False,
+        description="Share the learner's devices: the rollout engines sleep while the learner trains (vLLM sleep "
+        "mode level 1: weights to CPU memory, KV cache freed; hf: model moved to CPU) and wake before each "
+        "generation. Give rollout.num_gpus_per_worker a fraction so engines and learner fit on the same GPUs.",
+    )
 
 
 class RewardFunctionConfig(_Section):
@@ -479,6 +485,16 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
                 f"rollout.max_staleness ({cfg.rollout.max_staleness}) must be below learner.max_steps "
                 f"({cfg.learner.max_steps}); set rollout.max_staleness to at most {max(1, cfg.learner.max_steps - 1)}"
             )
+    if cfg.rollout.colocate and cfg.rollout.mode == "async":
+        p.append(
+            "rollout.colocate: async rollouts generate while the learner trains, so the engines cannot sleep "
+            "then; set rollout.mode=sync or rollout.colocate=false"
+        )
+    if cfg.rollout.colocate and cfg.algorithm.name == "ppo":
+        p.append(
+            "rollout.colocate is implemented for the group-based learners (grpo, dr_grpo, rloo, reinforce_pp), "
+            "not algorithm.name='ppo'; set rollout.colocate=false or pick a group-based algorithm"
+        )
     p += _learner_worker_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(

@@ -400,6 +400,7 @@ def _rollout_pool(
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
             sync=cfg.rollout.vllm_sync,
             seed=cfg.seed,
+            sleep_mode=cfg.rollout.colocate,
         )
     return RolloutPool(
         num_workers=cfg.rollout.num_workers,
@@ -494,7 +495,7 @@ def _train_grpo(
                                        plan.train_dataset, prompts_per_step, cfg.learner.max_steps - 1)  # fmt: skip
         rollout_func = async_rollouts
     else:
-        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats)
+        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats, colocate=cfg.rollout.colocate)
     trainer = RelayGRPOTrainer(
         model=model_path,
         reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],

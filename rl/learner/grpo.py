@@ -173,8 +173,13 @@ def _completion_text(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats: StepStats):
+def make_rollout_func(
+    pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats: StepStats, colocate: bool = False
+):
     """TRL ``rollout_func``: sync the adapter if the policy moved, then generate in the pool.
+
+    ``colocate``: the engines share the learner's devices; they are woken before the sync and put to
+    sleep after generating, so the learner has the memory while it trains.
 
     TRL passes the per-process prompts already repeated ``num_generations`` times in a row
     (its RepeatSampler); we generate each distinct prompt once with ``n = num_generations``.
@@ -188,6 +193,12 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
         unique = prompts[::g]
         version = trainer.state.global_step
         acc = trainer.accelerator
+        if colocate:
+            t0 = time.perf_counter()
+            if acc.is_main_process:
+                pool.wake_up()
+            acc.wait_for_everyone()
+            stats.add("rollout/wake_seconds", time.perf_counter() - t0)
         if state["version"] != version:
             t0 = time.perf_counter()
             tensors = lora_state_dict(trainer.model)
@@ -209,6 +220,10 @@ def make_rollout_func(pool, sampling: SamplingParams, num_generations: int, base
         t0 = time.perf_counter()
         rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
         gen_seconds = time.perf_counter() - t0
+        if colocate:
+            acc.wait_for_everyone()  # every rank done generating before the engines sleep
+            if acc.is_main_process:
+                pool.sleep()
         n_tokens = sum(len(r.completion_ids) for r in rollouts)
         # A checksum of every generated token id: resumed and uninterrupted runs must agree on it.
         stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))

@@ -90,10 +90,30 @@ class HFEngine:
         self.eos_ids = self._eos_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._version = -1
+        self._asleep = False
         self.last_stats = GenerateStats()
         from rl.rollout.processors import build_factories
 
         self.processor_factories = build_factories(logits_processors, self.tokenizer)
+
+    # ---- colocation ------------------------------------------------------------------------------
+    @property
+    def asleep(self) -> bool:
+        return self._asleep
+
+    def sleep(self) -> None:
+        """Free the device for the learner (``rollout.colocate``): the weights move to CPU memory."""
+        if not self._asleep and self.device.type != "cpu":
+            self.model.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self._asleep = True
+
+    def wake_up(self) -> None:
+        """Back on the device, with any adapter loaded while asleep."""
+        if self._asleep and self.device.type != "cpu":
+            self.model.to(self.device)
+        self._asleep = False
 
     # ---- adapter ---------------------------------------------------------------------------------
     @property
@@ -144,6 +164,8 @@ class HFEngine:
         """``len(prompts) * n`` rollouts, prompt-major (prompt 0's n samples first)."""
         if n < 1:
             raise ValueError(f"n ({n}) must be >= 1")
+        if self._asleep:
+            raise RuntimeError("the engine is asleep (rollout.colocate); call wake_up() before generate")
         if seeds is None:
             seeds = [secrets.randbits(63) for _ in range(len(prompts) * n)]
         if len(seeds) != len(prompts) * n:

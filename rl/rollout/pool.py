@@ -165,6 +165,31 @@ class RolloutPool:
         if self.capacity_watch is not None:
             self.capacity_watch.check()  # raises ClusterCapacityLost after a lasting shortfall
 
+    # ---- colocation (rollout.colocate) -------------------------------------------------------------
+    def sleep(self) -> None:
+        """Every engine frees its device for the learner; returns when all have."""
+        self._broadcast("sleep")
+
+    def wake_up(self) -> None:
+        """Every engine back on its device; a worker restarted meanwhile starts awake."""
+        self._broadcast("wake_up")
+
+    def _broadcast(self, method: str) -> None:
+        import ray
+
+        pending = {getattr(w, method).remote(): i for i, w in enumerate(self.workers)}
+        for obj, i in pending.items():
+            try:
+                ray.get(obj)
+            except ray.exceptions.RayActorError:
+                self._recover(i)
+                ray.get(getattr(self.workers[i], method).remote())
+
+    def worker_asleep(self) -> list[bool]:
+        import ray
+
+        return ray.get([w.asleep.remote() for w in self.workers])
+
     # ---- generation ------------------------------------------------------------------------------
     def generate(
         self,

@@ -39,6 +39,7 @@ class VLLMEngine:
         constraint: dict[str, Any] | None = None,
         enforce_eager: bool = False,
         seed: int = 0,
+        sleep_mode: bool = False,
         logits_processors: list | None = None,
     ):
         from vllm import LLM  # ImportError here when the vllm extra is missing
@@ -63,6 +64,8 @@ class VLLMEngine:
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
+        if sleep_mode:  # rollout.colocate: sleep() frees the GPU for the learner between generations
+            kwargs["enable_sleep_mode"] = True
         # Relay's extra logits processors (e.g. the semantic-ID trie): one engine-level adapter class; the
         # specs travel with each request (SamplingParams.extra_args), built by vllm_glue.RequestProcessorBuilder.
         self.processor_args = glue.processor_extra_args(logits_processors)
@@ -74,10 +77,28 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = self._eos_ids()
         self._version = -1
+        self._asleep = False
         self._lora_request: Any = None
         self._last_tensors: dict[str, Any] = {}
         self._base_weights: dict[str, Any] | None = None  # merged mode: originals of adapted weights
         self.last_stats = GenerateStats()
+
+    # ---- colocation ------------------------------------------------------------------------------
+    @property
+    def asleep(self) -> bool:
+        return self._asleep
+
+    def sleep(self) -> None:
+        """Level 1 sleep: weights offloaded to CPU memory, KV cache discarded; LoRA adapters stay loaded."""
+        if not self._asleep:
+            self.llm.sleep(level=1)
+        self._asleep = True
+
+    def wake_up(self) -> None:
+        if self._asleep:
+            self.llm.wake_up()
+            self.llm.reset_prefix_cache()  # the discarded KV cache must not be matched by prefix
+        self._asleep = False
 
     # ---- adapter ---------------------------------------------------------------------------------
     @property
@@ -130,6 +151,8 @@ class VLLMEngine:
         problems = glue.check_sampling(sampling)
         if problems:
             raise ValueError("; ".join(problems))
+        if self._asleep:
+            raise RuntimeError("the engine is asleep (rollout.colocate); call wake_up() before generate")
         if seeds is None:
             seeds = [secrets.randbits(63) for _ in range(len(prompts) * n)]
         start = time.perf_counter()

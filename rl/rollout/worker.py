@@ -52,6 +52,15 @@ class RolloutWorker:
     def version(self) -> int:
         return self.engine.version
 
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
+    def asleep(self) -> bool:
+        return self.engine.asleep
+
     def pid(self) -> int:
         return os.getpid()
 

@@ -37,6 +37,8 @@ BAD_CONFIGS = [
      ["algorithm.num_iterations (2) must be 1 with rollout.mode=async", "set algorithm.num_iterations=1"]),
     ({"rollout": {"mode": "async", "max_staleness": 5}, "learner": {"max_steps": 5}},
      ["rollout.max_staleness (5) must be below learner.max_steps (5)", "at most 4"]),
+    ({"rollout": {"mode": "async", "colocate": True}}, ["rollout.colocate", "set rollout.mode=sync or rollout.colocate=false"]),
+    ({"rollout": {"colocate": True}, "algorithm": {"name": "ppo"}}, ["rollout.colocate", "not algorithm.name='ppo'"]),
 ]  # fmt: skip
 
 

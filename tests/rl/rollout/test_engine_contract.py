@@ -39,7 +39,8 @@ def _engine_cls(name: str):
 def _kwargs(name: str) -> dict:
     if name == "hf":
         return {"torch_threads": 1}
-    return {"dtype": "float32", "gpu_memory_utilization": 0.3, "enforce_eager": True, "max_model_len": 256}
+    return {"dtype": "float32", "gpu_memory_utilization": 0.3, "enforce_eager": True, "max_model_len": 256,
+            "sleep_mode": True}  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=["hf", pytest.param("vllm", marks=pytest.mark.gpu)])
@@ -113,3 +114,21 @@ def test_load_adapter_changes_policy_and_stamps_version(engine, adapter):
 def test_bad_seed_count_is_refused(engine):
     with pytest.raises(ValueError, match="one per rollout"):
         engine.generate(PROMPTS, 2, SAMPLING, seeds=[1, 2, 3])
+
+
+def test_sleep_refuses_generation_and_wake_restores_the_same_policy(engine, adapter):
+    """rollout.colocate: an engine asleep (device memory handed to the learner) never samples; awake
+    again, with an adapter loaded while it slept, it samples exactly as before."""
+    g = SamplingParams(max_new_tokens=8, temperature=0)
+    engine.load_adapter(7, adapter)
+    before = engine.generate(PROMPTS, 1, g, seeds=[1, 2])
+    engine.sleep()
+    assert engine.asleep
+    with pytest.raises(RuntimeError, match="asleep"):
+        engine.generate(PROMPTS, 1, g, seeds=[1, 2])
+    engine.load_adapter(8, adapter)  # the learner's next version arrives while asleep
+    engine.wake_up()
+    assert not engine.asleep
+    after = engine.generate(PROMPTS, 1, g, seeds=[1, 2])
+    assert [r.completion_ids for r in after] == [r.completion_ids for r in before]
+    assert all(r.version == 8 for r in after)
