@@ -24,13 +24,12 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import local_cluster, write_section  # noqa: E402
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -106,7 +105,6 @@ def main() -> None:
     import torch
 
     from rl.adapter import lora_state_dict, tensors_nbytes
-    from rl.cluster import shutdown, start_or_join
 
     torch.set_num_threads(1)
     load = os.getloadavg()
@@ -116,9 +114,8 @@ def main() -> None:
             if "lora_B" in n:
                 p.normal_(0, 0.01)
     n_params = sum(p.numel() for n, p in learner.named_parameters() if "lora_" not in n)
-    handle = start_or_join(None, num_cpus=4, temp_dir=tempfile.mkdtemp(prefix="relay-bench-ray-", dir="/tmp"))
     results = {}
-    try:
+    with local_cluster():
         Target = ray.remote(num_cpus=1)(SyncTarget)
         for mode in ("adapter", "merged"):
             workers = [Target.remote(mode, opts.dtype) for _ in range(opts.workers)]
@@ -143,8 +140,6 @@ def main() -> None:
             for w in workers:
                 ray.kill(w)
             del workers
-    finally:
-        shutdown(handle)
 
     (t_a, b_a), (t_m, b_m) = results["adapter"], results["merged"]
     lora_dtype = str(next(p for n, p in learner.named_parameters() if "lora_A" in n).dtype).removeprefix("torch.")

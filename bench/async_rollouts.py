@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from bench.common import StepTimer, write_section  # noqa: E402
+from bench.common import StepTimer, mean_after_warmup, write_section  # noqa: E402
 
 LETTERS = Path(__file__).resolve().parents[1] / "configs" / "letters.yaml"
 
@@ -39,11 +38,6 @@ def run(mode_overrides: list[str], base: list[str], run_dir: Path) -> tuple[Step
     timer = StepTimer()
     path = train(load_config(LETTERS, [*base, *mode_overrides]), run_dir, callbacks=[timer])
     return timer, [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
-
-
-def mean_after_warmup(records: list[dict], key: str) -> float:
-    vals = [r[key] for r in records[2:] if r.get(key) is not None]
-    return statistics.mean(vals) if vals else float("nan")
 
 
 def main() -> None:

@@ -1,10 +1,14 @@
-"""Shared bench helpers: step timing and the docs/benchmarks.md section writer."""
+"""Shared bench helpers: a local Ray cluster, step timing, metric means and the docs/benchmarks.md writer."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -27,6 +31,26 @@ class StepTimer(TrainerCallback):
 
     def median(self, skip: int = 2) -> float:
         return statistics.median(self.times[skip:] if len(self.times) > skip + 2 else self.times)
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int = 4) -> Iterator[None]:
+    """A local Ray cluster (Relay's own start: token auth, loopback, its own temp dir) for the block."""
+    from rl.cluster import shutdown, start_or_join
+
+    temp_dir = tempfile.mkdtemp(prefix="relay-bench-ray-", dir="/tmp")
+    handle = start_or_join(None, num_cpus=num_cpus, temp_dir=temp_dir)
+    try:
+        yield
+    finally:
+        shutdown(handle)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def mean_after_warmup(records: list[dict], key: str, skip: int = 2) -> float:
+    """Mean of ``key`` over metrics.jsonl records after the first ``skip`` (warm-up) steps."""
+    vals = [r[key] for r in records[skip:] if r.get(key) is not None]
+    return statistics.mean(vals) if vals else float("nan")
 
 
 def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from bench.common import StepTimer, write_section  # noqa: E402
+from bench.common import StepTimer, mean_after_warmup, write_section  # noqa: E402
 
 
 def run_plain_trl(cfg, model_dir: str, out_dir: str) -> StepTimer:
@@ -105,8 +105,7 @@ def main() -> None:
     ratios = [b / a for a, b in zip(plain_runs, relay_runs, strict=True)]
 
     def mean_of(key: str) -> float:
-        vals = [r[key] for r in records[2:] if r.get(key) is not None]
-        return statistics.mean(vals) if vals else float("nan")
+        return mean_after_warmup(records, key)
 
     t_plain, t_relay = statistics.median(plain_runs), statistics.median(relay_runs)
     ratio = t_relay / t_plain

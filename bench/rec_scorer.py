@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import local_cluster, write_section  # noqa: E402
 
 
 def fixed_batch(users: int, data_path: str | None) -> tuple[dict, dict]:
@@ -60,15 +58,12 @@ def main() -> None:
     a = ap.parse_args()
 
     from rewards.pool import RewardPool, RewardSpec
-    from rl.cluster import shutdown, start_or_join
 
     batch, kwargs = fixed_batch(a.users, a.data)
     prompts, completions = batch.pop("prompts"), batch.pop("completions")
     n = len(completions)
-    temp_dir = tempfile.mkdtemp(prefix="relay-bench-rec-", dir="/tmp")
-    handle = start_or_join(None, num_cpus=4, temp_dir=temp_dir)
     rows = []
-    try:
+    with local_cluster():
         for workers in (1, 2):
             spec = RewardSpec(
                 name="duet_ranker",
@@ -97,9 +92,6 @@ def main() -> None:
                 f"{workers} actor(s): startup {startup:.1f}s, cold {cold:.2f}s ({n / cold:.1f} profiles/s), "
                 f"cached {cached:.2f}s ({n / cached:.1f} profiles/s), mean ndcg@10 {mean_reward:.3f}"
             )
-    finally:
-        shutdown(handle)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
     load = os.getloadavg()[0]
     table = "\n".join(f"| {w} | {s:.1f} | {c:.2f} | {n / c:.1f} | {h:.2f} | {n / h:.1f} |" for w, s, c, h, _ in rows)

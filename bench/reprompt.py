@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import local_cluster, write_section  # noqa: E402
 
 SHAPEWORLD = {"generator": {"kind": "shapeworld"}, "scorer": {"name": "composition", "detector": "pixel"}}
 
@@ -103,14 +103,11 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from rewards.pool import RewardPool, RewardSpec
-    from rl.cluster import shutdown, start_or_join
 
     batch = fixed_batch()
     n = len(batch["completions"])
-    temp_dir = tempfile.mkdtemp(prefix="relay-bench-ray-", dir="/tmp")
-    handle = start_or_join(None, num_cpus=4, temp_dir=temp_dir)
     rows = []
-    try:
+    with local_cluster():
         for workers in (1, 2, 4):
             spec = RewardSpec(
                 name="image", source="t2i_image_reward", kwargs=SHAPEWORLD, num_workers=workers, num_cpus=1.0
@@ -122,9 +119,6 @@ def main() -> None:
                     reward_16 = time_pool(pool, small, args.repeats)
             rows.append((workers, seconds, n / seconds))
             print(f"{workers} actor(s): {seconds * 1000:.1f} ms per {n} completions, {n / seconds:.0f} images/s")
-    finally:
-        shutdown(handle)
-        shutil.rmtree(temp_dir, ignore_errors=True)
     gen_16 = time_generation()
     load = os.getloadavg()[0]
     share = reward_16 / (gen_16 + reward_16)

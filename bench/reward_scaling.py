@@ -18,12 +18,11 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_section  # noqa: E402
+from bench.common import local_cluster, write_section  # noqa: E402
 
 REWARD = Path(__file__).resolve().parent / "latency_reward.py"
 
@@ -60,15 +59,10 @@ def main() -> None:
     parser.add_argument("--max-actors", type=int, default=4)
     opts = parser.parse_args()
 
-    from rl.cluster import shutdown, start_or_join
-
     load = os.getloadavg()
-    handle = start_or_join(None, num_cpus=4, temp_dir=tempfile.mkdtemp(prefix="relay-bench-ray-", dir="/tmp"))
-    try:
+    with local_cluster():
         seconds = {k: time_pool(k, opts.samples, opts.call_batch, opts.latency, opts.repeats)
                    for k in range(1, opts.max_actors + 1)}  # fmt: skip
-    finally:
-        shutdown(handle)
     rows = []
     for k, s in seconds.items():
         speedup = seconds[1] / s

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from pydantic import Field, field_validator
 
 from envs.duet import DataArgs, load_data, resolve_path
 from envs.recdata import Example, RecData, Split, leave_one_out
+from rl.atomic import atomic_path
 from rl.env_api import Env, EnvArgs, RewardComponent
 
 logger = logging.getLogger("relay")
@@ -137,12 +137,6 @@ def _file_key(path: Path) -> str:
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 # ------------------------------------------------------------------------------------------ the env
 
 
@@ -209,9 +203,8 @@ class GenRecEnv(Env):
             extra_level=a.extra_level,
             embed_model=a.embed_model,
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        index.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            index.save(tmp)
         logger.info("semantic index %s: %s", path, format_stats(index.stats()))
         return path
 
@@ -226,9 +219,8 @@ class GenRecEnv(Env):
             return np.load(path)
         emb = embed_texts([self.data.item_text(i) for i in items], self.args.embed_model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        np.save(tmp, emb)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, emb)
         return emb
 
     @cached_property
@@ -321,7 +313,8 @@ class GenRecEnv(Env):
         index_out = run_dir / INDEX_FILE
         if not index_out.is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
-            _atomic_copy(self.index_file, index_out)
+            with atomic_path(index_out) as tmp:
+                shutil.copyfile(self.index_file, tmp)
         if (target / "config.json").is_file():
             return str(target)
         index = self.index
@@ -331,11 +324,9 @@ class GenRecEnv(Env):
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         ids = add_code_tokens(tokenizer, model, index, seed=self.seed)
-        tmp = run_dir / f".{MODEL_DIR}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         logger.info("genrec: %d code tokens added; prepared model %s", len(ids), target)
         return str(target)
 

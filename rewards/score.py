@@ -11,12 +11,12 @@ import argparse
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from rewards.pool import RewardError, RewardPool, RewardSpec, ScoreResult
 from rewards.registry import check_reward
+from rl.atomic import atomic_path
 from rl.registry import RegistryError
 
 
@@ -105,15 +105,9 @@ def write_scores(path: str | Path, samples: list[dict[str, Any]], values: list[f
     """Write ``{"index", "score", ...fields}`` lines via a temp file + rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, (sample, value) in enumerate(zip(samples, values, strict=True)):
-                f.write(json.dumps({"index": i, "score": value, **sample}, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for i, (sample, value) in enumerate(zip(samples, values, strict=True)):
+            f.write(json.dumps({"index": i, "score": value, **sample}, ensure_ascii=False) + "\n")
 
 
 def score_jsonl(

@@ -542,15 +542,20 @@ def _train_grpo(
     logger.info("finished: %s", summary)
 
 
-def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = None) -> None:
+def setup_learner_process(cfg: RelayConfig) -> None:
+    """Quiet libraries and learner.torch_threads, in every process that trains (driver or Ray Train rank)."""
     import torch
 
-    from rl import cluster
-
-    cfg = plan.cfg
     _quiet_libraries()
     if cfg.learner.torch_threads:
         torch.set_num_threads(cfg.learner.torch_threads)
+
+
+def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = None) -> None:
+    from rl import cluster
+
+    cfg = plan.cfg
+    setup_learner_process(cfg)
     model_path = plan.env.prepare_model(resolve_model(cfg, run_dir), run_dir)
     if cfg.sft.steps:
         from rl.learner.sft import warm_start
@@ -579,8 +584,10 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     pools: list[Any] = []
     placement_group = None
     try:
+        learner_gpus = 0.0
         if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
-            request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, _cluster_gpus()))
+            learner_gpus = _learner_gpus(cfg, _cluster_gpus())
+            request = resource_request(cfg, plan.rewards, learner_gpus)
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
         watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
@@ -597,7 +604,6 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         elif cfg.learner.num_workers > 1:  # Ray Train workers run _train_grpo data-parallel
             from rl.learner.ddp import train_data_parallel
 
-            learner_gpus = request.roles[-1].gpus  # the learner role is the last one (resource_request)
             train_data_parallel(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from,
                                 use_gpu=learner_gpus > 0, env_vars=_actor_env())  # fmt: skip
         else:

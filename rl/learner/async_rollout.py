@@ -27,6 +27,7 @@ from typing import Any
 
 from rl.adapter import lora_state_dict, tensors_nbytes
 from rl.algos.off_policy import prefetch_targets, step_prompt_indices
+from rl.learner.grpo import record_rollouts, rollout_output
 from rl.rollout.sampling import sample_seed
 from rl.rollout.types import Rollout, SamplingParams
 
@@ -102,34 +103,15 @@ class AsyncRollouts:
                 "the trainer must use the StepSampler (RelayGRPOTrainer.step_sampler)"
             )
         self._record(step, done, wait_seconds, trainer)
-        rollouts = done.rollouts
-        return {
-            "prompt_ids": [r.prompt_ids for r in rollouts],
-            "completion_ids": [r.completion_ids for r in rollouts],
-            "logprobs": [r.logprobs for r in rollouts],
-        }
+        return rollout_output(done.rollouts)
 
     def _record(self, step: int, done: Prefetched, wait_seconds: float, trainer) -> None:
-        stats, rollouts = self.stats, done.rollouts
-        staleness = [step - r.version for r in rollouts]  # per sample, in policy versions
-        stats.add("rollout/staleness_mean", sum(staleness) / len(staleness))
-        stats.add("rollout/staleness_max", max(staleness))
+        record_rollouts(self.stats, done.rollouts, step, done.prompts, done.generate_seconds, trainer.processing_class)
         if done.sync_seconds is not None:
-            stats.add("rollout/sync_seconds", done.sync_seconds)
-            stats.add("rollout/sync_bytes", done.sync_bytes)
-        n_tokens = sum(len(r.completion_ids) for r in rollouts)
-        stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
-        stats.add("rollout/prompt_hash", zlib.crc32(json.dumps(done.prompts, sort_keys=True).encode()))
-        stats.add("rollout/generate_seconds", done.generate_seconds)
-        stats.add("rollout/wait_seconds", wait_seconds)  # learner idle time waiting for this batch
-        stats.add("rollout/tokens", n_tokens)
-        stats.add("rollout/tokens_per_second", n_tokens / max(done.generate_seconds, 1e-9))
-        stats.add("rollout/adapter_version", min(r.version for r in rollouts))
-        tok = trainer.processing_class
-        stats.samples = [
-            (json.dumps(done.prompts[r.prompt_index])[:2000], tok.decode(r.completion_ids, skip_special_tokens=True))
-            for r in rollouts[:4]
-        ]
+            self.stats.add("rollout/sync_seconds", done.sync_seconds)
+            self.stats.add("rollout/sync_bytes", done.sync_bytes)
+        self.stats.add("rollout/prompt_hash", zlib.crc32(json.dumps(done.prompts, sort_keys=True).encode()))
+        self.stats.add("rollout/wait_seconds", wait_seconds)  # learner idle time waiting for this batch
 
     def close(self) -> None:
         """Drop prefetched batches nobody will train on (end of run, or a checkpoint-and-exit)."""

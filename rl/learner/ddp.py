@@ -65,14 +65,10 @@ def _train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: the GRPO learner on this rank's share of every batch."""
     os.environ.update(config["env_vars"])
     import ray.train
-    import torch
 
-    from rl.driver import _quiet_libraries, _train_grpo
+    from rl.driver import _train_grpo, setup_learner_process
 
-    _quiet_libraries()
-    cfg = config["plan"].cfg
-    if cfg.learner.torch_threads:
-        torch.set_num_threads(cfg.learner.torch_threads)
+    setup_learner_process(config["plan"].cfg)
     _train_grpo(
         config["plan"],
         Path(config["run_dir"]),

@@ -173,6 +173,36 @@ def _completion_text(tokenizer, ids: list[int]) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def record_rollouts(
+    stats: StepStats, rollouts: list, step: int, prompts: list[Any], gen_seconds: float, tokenizer: Any
+) -> None:
+    """The per-step rollout metrics and TensorBoard samples (sync and async ``rollout_func`` alike);
+    ``prompts`` are the distinct prompts ``rollouts`` index into."""
+    n_tokens = sum(len(r.completion_ids) for r in rollouts)
+    # A checksum of every generated token id: resumed and uninterrupted runs must agree on it.
+    stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
+    stats.add("rollout/generate_seconds", gen_seconds)
+    stats.add("rollout/tokens", n_tokens)
+    stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
+    stats.add("rollout/adapter_version", min(r.version for r in rollouts))
+    staleness = [step - r.version for r in rollouts]  # per sample, in policy versions; 0 = on-policy
+    stats.add("rollout/staleness_mean", sum(staleness) / len(staleness))
+    stats.add("rollout/staleness_max", max(staleness))
+    stats.samples = [
+        (json.dumps(prompts[r.prompt_index])[:2000], _completion_text(tokenizer, r.completion_ids))
+        for r in rollouts[:4]
+    ]
+
+
+def rollout_output(rollouts: list) -> dict[str, list]:
+    """What TRL's ``rollout_func`` returns: token ids and the rollout engine's logprobs."""
+    return {
+        "prompt_ids": [r.prompt_ids for r in rollouts],
+        "completion_ids": [r.completion_ids for r in rollouts],
+        "logprobs": [r.logprobs for r in rollouts],
+    }
+
+
 def make_rollout_func(
     pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats: StepStats, colocate: bool = False
 ):
@@ -224,24 +254,8 @@ def make_rollout_func(
             acc.wait_for_everyone()  # every rank done generating before the engines sleep
             if acc.is_main_process:
                 pool.sleep()
-        n_tokens = sum(len(r.completion_ids) for r in rollouts)
-        # A checksum of every generated token id: resumed and uninterrupted runs must agree on it.
-        stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
-        stats.add("rollout/generate_seconds", gen_seconds)
-        stats.add("rollout/tokens", n_tokens)
-        stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
-        stats.add("rollout/adapter_version", min(r.version for r in rollouts))
-        stats.add("rollout/staleness_mean", sum(version - r.version for r in rollouts) / len(rollouts))  # 0: on-policy
-        stats.add("rollout/staleness_max", max(version - r.version for r in rollouts))
-        tok = trainer.processing_class
-        stats.samples = [
-            (json.dumps(unique[r.prompt_index])[:2000], _completion_text(tok, r.completion_ids)) for r in rollouts[:4]
-        ]
-        return {
-            "prompt_ids": [r.prompt_ids for r in rollouts],
-            "completion_ids": [r.completion_ids for r in rollouts],
-            "logprobs": [r.logprobs for r in rollouts],
-        }
+        record_rollouts(stats, rollouts, version, unique, gen_seconds, trainer.processing_class)
+        return rollout_output(rollouts)
 
     return rollout_func
 

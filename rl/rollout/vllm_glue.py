@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl.atomic import atomic_path
 from rl.rollout.types import FinishReason, SamplingParams
 
 ADAPTER_DIR_PATTERN = re.compile(r"^v(\d{6,})$")
@@ -193,12 +194,11 @@ def write_adapter_dir(root: str | os.PathLike, version: int, tensors: dict[str, 
     final = adapter_dir_for(root, version)
     if (final / "adapter_config.json").is_file():
         return final  # a reload of the same version: the directory is immutable once written
-    tmp = Path(root) / f".tmp-v{version:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"))
-    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, final)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"))
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return final
 
 
