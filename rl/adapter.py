@@ -17,7 +17,14 @@ def lora_state_dict(peft_model, adapter_name: str = "default") -> dict[str, torc
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    return {k: _full(v).detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP2 DTensor) parameter gathered whole; every rank must call this (a collective)."""
+    from torch.distributed.tensor import DTensor
+
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 def tensors_nbytes(tensors: dict[str, torch.Tensor]) -> int:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 EXIT_CONFIG = 2
-EXIT_STOPPED = 3  # stopped cleanly mid-run (the cluster lost capacity); resumable
+EXIT_STOPPED = 3  # stopped mid-run at a checkpoint (lost capacity, a dead learner worker); resumable
 
 _DESCRIPTION = """\
 Relay: RL fine-tuning of LLM policies rewarded by the outcome of another model.
@@ -213,12 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:
-        from rl.cluster import CapacityError, ClusterCapacityLost
+        from rl.cluster import CapacityError, RunStopped
 
         if isinstance(exc, CapacityError):
             print(f"relay: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        if isinstance(exc, ClusterCapacityLost):
+        if isinstance(exc, RunStopped):
             print(f"relay: {exc}", file=sys.stderr)
             return EXIT_STOPPED
         raise

@@ -123,7 +123,16 @@ class CapacityError(RuntimeError):
     """The cluster cannot hold the actors the config asks for (the CLI exits with code 2)."""
 
 
-class ClusterCapacityLost(RuntimeError):
+class RunStopped(RuntimeError):
+    """The run stopped mid-way for a reason outside its code (lost nodes, a dead learner worker); its
+    latest checkpoint is intact and ``relay resume`` continues it (the CLI exits with code 3)."""
+
+
+class LearnerWorkerFailed(RunStopped):
+    """A data-parallel learner worker (a Ray Train rank) died; the other ranks were stopped with it."""
+
+
+class ClusterCapacityLost(RunStopped):
     """Mid-run, nodes left and the remaining ones cannot hold the run's actors (the run stops at its
     latest checkpoint; the CLI exits with code 3)."""
 

@@ -160,10 +160,16 @@ class LearnerConfig(_Section):
         "global batch (gloo on CPU, nccl with GPUs); each reserves 1 CPU, plus 1 GPU with learner.device=auto "
         "on a cluster that has GPUs.",
     )
-    strategy: Literal["ddp"] = Field(
+    strategy: Literal["ddp", "fsdp"] = Field(
         "ddp",
-        description="How learner workers share the model: 'ddp' (replicated weights, gradients all-reduced). "
-        "FSDP/DeepSpeed are not wired yet (see docs/scale_out.md).",
+        description="How learner workers (learner.num_workers > 1) share the model: 'ddp' replicates the weights "
+        "and all-reduces gradients; 'fsdp' shards weights, gradients and optimizer state across the workers "
+        "(PyTorch FSDP2 through accelerate), for base models too large to replicate.",
+    )
+    fsdp_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="With learner.strategy=fsdp: transformers' fsdp_config (e.g. {cpu_offload: true, "
+        "reshard_after_forward: false, activation_checkpointing: true}); FSDP2 is used unless version is set.",
     )
 
 
@@ -507,9 +513,21 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
 def _learner_worker_problems(cfg: RelayConfig) -> list[str]:
     """learner.num_workers > 1: the global batch must split into whole GRPO groups per worker."""
     n = cfg.learner.num_workers
-    if n == 1:
-        return []
     p: list[str] = []
+    if cfg.learner.strategy == "fsdp":
+        if n == 1:
+            p.append("learner.strategy='fsdp' shards the model over learner workers; set learner.num_workers >= 2 "
+                     "(one per GPU), or learner.strategy=ddp")  # fmt: skip
+        if cfg.learner.device == "cpu":
+            p.append(
+                "learner.strategy='fsdp' needs GPUs (accelerate shards only across accelerator devices; on CPU "
+                "it would silently replicate the model): set learner.device=auto on a cluster with a GPU per "
+                "learner worker, or learner.strategy=ddp"
+            )
+    elif cfg.learner.fsdp_config:
+        p.append("learner.fsdp_config is set but learner.strategy is 'ddp'; set learner.strategy=fsdp or drop it")
+    if n == 1:
+        return p
     b, g = cfg.learner.batch_size, cfg.algorithm.num_generations
     if b % (n * g):
         lo, hi = max(n * g, b - b % (n * g)), b - b % (n * g) + n * g

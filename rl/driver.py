@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from rl.atomic import atomic_write_text
-from rl.cluster import CapacityError, ClusterCapacityLost
+from rl.cluster import CapacityError, ClusterCapacityLost, RunStopped
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
@@ -263,7 +263,10 @@ def _placement(cfg: RelayConfig, request) -> tuple[Any, dict[str, list[Any]]]:
 
 
 def _learner_gpus(cfg: RelayConfig, cluster_gpus: float | None) -> float:
-    """GPUs per Ray Train learner worker: one with learner.device=auto on a cluster that has GPUs."""
+    """GPUs per Ray Train learner worker: one with learner.device=auto on a cluster that has GPUs; FSDP
+    always asks for one (it shards across GPUs only), so a cluster without them is refused before start."""
+    if cfg.learner.strategy == "fsdp":
+        return 1.0
     return 1.0 if cfg.learner.device == "auto" and (cluster_gpus or 0) > 0 else 0.0
 
 
@@ -351,15 +354,18 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     try:
         try:
             _run(plan, run_path, callbacks, resume_from)
-        except ClusterCapacityLost as exc:
+        except RunStopped as exc:
             from rl.checkpoint import latest_valid
 
             ckpt = latest_valid(run_path / "checkpoints")
+            lost = isinstance(exc, ClusterCapacityLost)
             where = (
-                f"its latest checkpoint is {ckpt.name}; add nodes (or lower the actors' resources) and run "
-                f"`relay resume {run_path}`"
+                f"its latest checkpoint is {ckpt.name}; "
+                + ("add nodes (or lower the actors' resources) and run " if lost else "run ")
+                + f"`relay resume {run_path}`"
                 if ckpt
-                else "it has no checkpoint yet; start it again with relay train once the cluster has capacity"
+                else "it has no checkpoint yet; start it again with relay train"
+                + (" once the cluster has capacity" if lost else "")
             )
             exc.args = (f"{exc}\nthe run stopped; {where}",)
             logger.error("%s", exc)

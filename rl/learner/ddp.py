@@ -46,6 +46,18 @@ def adapter_digest(model) -> str:
     return h.hexdigest()
 
 
+def held_fraction(model) -> float:
+    """The fraction of the model's parameter elements this rank holds: 1.0 replicated (DDP), about
+    1/N when FSDP shards the model over N ranks."""
+    from torch.distributed.tensor import DTensor
+
+    local = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        local += p.to_local().numel() if isinstance(p, DTensor) else p.numel()
+    return local / max(total, 1)
+
+
 class AdapterDigest(TrainerCallback):
     """After every optimizer step, appends ``{"step", "rank", "sha256"}`` of this rank's adapter to
     ``DIR/adapter_digest.rank<R>.jsonl``: the evidence that data-parallel ranks hold identical weights."""
@@ -56,7 +68,8 @@ class AdapterDigest(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         rank = int(os.environ.get("RANK", "0"))
         self.directory.mkdir(parents=True, exist_ok=True)
-        record = {"step": state.global_step, "rank": rank, "sha256": adapter_digest(model)}
+        record = {"step": state.global_step, "rank": rank, "sha256": adapter_digest(model),
+                  "held_fraction": held_fraction(model)}  # fmt: skip
         with (self.directory / f"adapter_digest.rank{rank}.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -94,7 +107,7 @@ def train_data_parallel(
     env_vars: dict[str, str],
 ) -> None:
     """Run the GRPO learner in ``learner.num_workers`` Ray Train workers; returns when all finished."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     cfg = plan.cfg
@@ -113,10 +126,33 @@ def train_data_parallel(
             "env_vars": env_vars,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),  # fmt: skip
+        scaling_config=ScalingConfig(
+            num_workers=cfg.learner.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),  # fmt: skip
         # No retries: a failed rank fails the run, which `relay resume` continues from its last checkpoint.
-        run_config=RunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
-                             failure_config=FailureConfig(max_failures=0)),  # fmt: skip
+        run_config=RunConfig(
+            name="learner", storage_path=str(run_dir / "ray_train"), failure_config=FailureConfig(max_failures=0)
+        ),  # fmt: skip
     )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except TrainingFailedError as exc:
+        raise _learner_failure(exc) from exc
+
+
+def _learner_failure(exc: Exception) -> Exception:
+    """What a failed Ray Train run means for Relay: an exception raised by the learner code on some rank
+    is re-raised as is (as the single-process learner would); a rank whose process died (killed, out of
+    memory, node lost) stops the run at its latest checkpoint, resumable (``LearnerWorkerFailed``)."""
+    from ray.exceptions import RayError
+    from ray.train.v2.api.exceptions import RayTrainError  # failed health checks: the process is gone
+
+    from rl.cluster import LearnerWorkerFailed
+
+    failures = dict(sorted((getattr(exc, "worker_failures", None) or {}).items()))
+    dead = {rank: error for rank, error in failures.items() if isinstance(error, RayError | RayTrainError)}
+    if failures and not dead:  # the other ranks then fail in a collective; the first rank's error is the cause
+        return next(iter(failures.values()))
+    # A dead rank makes the others fail in their next collective (gloo/nccl "connection closed"): not causes.
+    detail = "; ".join(f"rank {rank}: {str(error).strip().splitlines()[0]}" for rank, error in dead.items())
+    return LearnerWorkerFailed(f"learner worker(s) {', '.join(map(str, dead)) or '?'} died ({detail or exc})")

@@ -343,4 +343,18 @@ def grpo_args(cfg, output_dir: str, reward_weights: list[float]) -> GRPOConfig:
         dataloader_num_workers=0,
         log_completions=False,
         disable_tqdm=True,
+        **sharding_args(cfg),
     )
+
+
+def sharding_args(cfg) -> dict:
+    """TrainingArguments for learner.strategy: FSDP2 (accelerate) shards the model over the Ray Train
+    workers; 'ddp' (and a single learner process) needs nothing beyond what accelerate does by default."""
+    if cfg.learner.strategy != "fsdp" or cfg.learner.num_workers == 1:
+        return {}
+    # FSDP's own activation checkpointing replaces the trainer's (which would all-gather again in backward).
+    return {
+        "fsdp": True,
+        "fsdp_config": {"version": 2, "activation_checkpointing": True, **cfg.learner.fsdp_config},
+        "gradient_checkpointing": False,
+    }

@@ -8,10 +8,15 @@ were sampled), and the same loss, gradient norm and final adapter up to float re
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
+from rl.checkpoint import MARKER
 from rl.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -36,6 +41,28 @@ def test_config_errors_name_the_fields_and_the_fix():
     assert load_config(REPO / "configs" / "letters.yaml", ["learner.num_workers=2"]).learner.num_workers == 2
 
 
+def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
+    text = _problems(["learner.strategy=fsdp"])
+    assert "learner.strategy='fsdp' shards the model over learner workers; set learner.num_workers >= 2" in text
+    assert "learner.strategy='fsdp' needs GPUs" in text and "set learner.device=auto" in text
+    assert "learner.fsdp_config is set but learner.strategy is 'ddp'" in _problems(['learner.fsdp_config={"a": 1}'])
+
+    from rl.driver import _learner_gpus, resource_request
+    from rl.learner.grpo import grpo_args
+    from rl.placement import check_fits
+
+    fsdp = ["learner.num_workers=2", "learner.strategy=fsdp", "learner.device=auto"]
+    cfg = load_config(REPO / "configs" / "letters.yaml", [*fsdp, 'learner.fsdp_config={"cpu_offload": true}'])
+    args = grpo_args(cfg, "unused", [1.0])  # transformers turns these into accelerate's FSDP plugin arguments
+    assert args.fsdp_plugin_args["fsdp_version"] == 2 and args.fsdp_plugin_args["cpu_offload"] is True
+    assert args.fsdp_plugin_args["activation_checkpointing"] is True and args.gradient_checkpointing is False
+    ddp = load_config(REPO / "configs" / "letters.yaml", ["learner.num_workers=2"])
+    assert grpo_args(ddp, "unused", [1.0]).fsdp_plugin_args is None
+    # Every FSDP worker asks for a GPU, so a CPU-only cluster is refused before anything starts.
+    problems = check_fits(resource_request(cfg, [], _learner_gpus(cfg, 0.0)), [{"CPU": 8.0}])
+    assert "GPU: the request needs 2 (learner 2) but the cluster has 0" in problems[0]
+
+
 def test_resource_request_counts_the_learner_workers():
     from rl.driver import resource_request
     from rl.placement import check_fits
@@ -53,13 +80,11 @@ def test_resource_request_counts_the_learner_workers():
     assert "learner" in problems and "learner.num_workers" in problems
 
 
-def _run(tmp_path: Path, workers: int) -> tuple[list[dict], dict[int, list[dict]], Path]:
-    from rl.driver import train
-    from rl.learner.ddp import AdapterDigest
-
-    overrides = [
+def _overrides(workers: int) -> list[str]:
+    return [
         "learner.max_steps=2",
         f"learner.num_workers={workers}",
+        "checkpoint.every_steps=1",
         # The policy-gradient term is ~0 at ratio 1 when every completion has the same length (the tiny
         # model never stops early); a KL term makes the step-2 loss carry the step-1 update.
         "algorithm.beta=0.05",
@@ -67,15 +92,35 @@ def _run(tmp_path: Path, workers: int) -> tuple[list[dict], dict[int, list[dict]
         "logging.progress_bar=false",
         "logging.tensorboard=false",
     ]
-    cfg = load_config(REPO / "configs" / "letters.yaml", overrides)
-    digests = tmp_path / f"digests{workers}"
-    run_dir = train(cfg, tmp_path / f"run{workers}", callbacks=[AdapterDigest(digests)])
+
+
+def _results(run_dir: Path, digests: Path) -> tuple[list[dict], dict[int, list[dict]], Path]:
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     by_rank = {
         int(p.name.split("rank")[1].split(".")[0]): [json.loads(line) for line in p.read_text().splitlines()]
         for p in sorted(digests.glob("adapter_digest.rank*.jsonl"))
     }
     return metrics, by_rank, run_dir
+
+
+def _run(tmp_path: Path, workers: int) -> tuple[list[dict], dict[int, list[dict]], Path]:
+    from rl.driver import train
+    from rl.learner.ddp import AdapterDigest
+
+    cfg = load_config(REPO / "configs" / "letters.yaml", _overrides(workers))
+    digests = tmp_path / f"digests{workers}"
+    run_dir = train(cfg, tmp_path / f"run{workers}", callbacks=[AdapterDigest(digests)])
+    return _results(run_dir, digests)
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory, ray_cluster):
+    return _run(tmp_path_factory.mktemp("ddp"), 1)
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, ray_cluster):
+    return _run(tmp_path_factory.mktemp("ddp"), 2)
 
 
 def cfg_lr() -> float:
@@ -89,9 +134,9 @@ def _adapter(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_cluster):
-    one, one_digests, one_dir = _run(tmp_path, 1)
-    two, two_digests, two_dir = _run(tmp_path, 2)
+def test_two_workers_match_one_worker_with_the_same_global_batch(one_worker, two_workers):
+    one, one_digests, one_dir = one_worker
+    two, two_digests, two_dir = two_workers
 
     # Both ranks trained, and held bitwise identical adapters after every step.
     assert sorted(two_digests) == [0, 1]
@@ -123,3 +168,75 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
     # near zero, reduction-order noise changes that ratio, so the bound is a small fraction of the lr
     # (5e-3) rather than float epsilon. Measured: ~1e-5.
     assert moved > 1e-3 and diff < 0.02 * cfg_lr()
+
+
+class KillRankOnce(TrainerCallback):
+    """SIGKILLs the learner process of ``rank`` as step ``after_step + 1`` begins (once rank 0 has
+    finalized checkpoint-``after_step``), the first time only: a worker lost mid-run."""
+
+    def __init__(self, rank: int, after_step: int, flag: Path):
+        self.rank, self.after_step, self.flag = rank, after_step, flag
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if int(os.environ.get("RANK", "0")) != self.rank or state.global_step != self.after_step:
+            return
+        if self.flag.exists():
+            return
+        marker = Path(args.output_dir) / f"checkpoint-{self.after_step}" / MARKER
+        deadline = time.monotonic() + 120
+        while not marker.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.flag.write_text("killed\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_run_and_resume_matches_the_uninterrupted_run(tmp_path, two_workers):
+    from rl.cluster import LearnerWorkerFailed
+    from rl.driver import resume, train
+    from rl.learner.ddp import AdapterDigest
+
+    uninterrupted, _, full_dir = two_workers
+    cfg = load_config(REPO / "configs" / "letters.yaml", _overrides(2))
+    run_dir, digests = tmp_path / "run", tmp_path / "digests"
+    with pytest.raises(LearnerWorkerFailed) as info:
+        train(cfg, run_dir, callbacks=[AdapterDigest(digests), KillRankOnce(1, 1, tmp_path / "killed")])
+    message = str(info.value)
+    assert "learner worker(s) 1 died" in message
+    assert f"its latest checkpoint is checkpoint-1; run `relay resume {run_dir}`" in message
+    assert [r["step"] for r in _results(run_dir, digests)[0]] == [1]  # step 2 never finished
+
+    resume(run_dir, callbacks=[AdapterDigest(digests)])
+    resumed, by_rank, _ = _results(run_dir, digests)
+    assert [r["step"] for r in resumed] == [1, 2]
+    assert [r["step"] for r in by_rank[0]] == [r["step"] for r in by_rank[1]] == [1, 2]  # step 2 after resume
+    assert by_rank[0][-1]["sha256"] == by_rank[1][-1]["sha256"]
+    for a, b in zip(uninterrupted, resumed, strict=True):  # optimizer, RNG and data position were restored
+        assert b["reward"] == a["reward"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    final, full = _adapter(run_dir), _adapter(full_dir)
+    assert max((final[k] - full[k]).abs().max().item() for k in full) < 1e-6
+
+
+@pytest.mark.gpu
+def test_fsdp_workers_hold_shards_and_identical_adapters(tmp_path, ray_cluster):
+    """learner.strategy=fsdp end to end: accelerate's FSDP2 over 2 GPU workers (nccl)."""
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 CUDA GPUs (found {torch.cuda.device_count()}); accelerate shards only across GPUs")
+    from rl.driver import train
+    from rl.learner.ddp import AdapterDigest
+
+    # The session cluster detects the machine's GPUs (tests/conftest.py does not set num_gpus).
+    overrides = ["learner.max_steps=2", "learner.num_workers=2", "learner.strategy=fsdp", "learner.device=auto",
+                 "algorithm.beta=0.05", "logging.progress_bar=false", "logging.tensorboard=false"]  # fmt: skip
+    cfg = load_config(REPO / "configs" / "letters.yaml", overrides)
+    run_dir = train(cfg, tmp_path / "run", callbacks=[AdapterDigest(tmp_path / "digests")])
+    ranks = [[json.loads(line) for line in (tmp_path / "digests" / f"adapter_digest.rank{r}.jsonl").read_text()
+              .splitlines()] for r in (0, 1)]  # fmt: skip
+    assert [r["sha256"] for r in ranks[0]] == [r["sha256"] for r in ranks[1]]
+    assert all(r["held_fraction"] < 0.6 for rank in ranks for r in rank)  # sharded, not replicated
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "checkpoints" / "checkpoint-2" / "relay_checkpoint.json").is_file()
