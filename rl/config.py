@@ -152,6 +152,11 @@ class LearnerConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     device: Literal["cpu", "auto"] = Field("cpu", description="'cpu', or 'auto' to use a GPU when present.")
     torch_threads: int | None = Field(None, ge=1, description="torch threads in the learner (default: torch's).")
+    gradient_checkpointing: bool = Field(
+        True,
+        description="Recompute activations in the backward pass instead of keeping them (TRL's default): less "
+        "memory for large models; turn it off for tiny ones, where the recomputation only costs time.",
+    )
     num_workers: int = Field(
         1,
         ge=1,

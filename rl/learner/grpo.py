@@ -348,13 +348,15 @@ def grpo_args(cfg, output_dir: str, reward_weights: list[float]) -> GRPOConfig:
 
 
 def sharding_args(cfg) -> dict:
-    """TrainingArguments for learner.strategy: FSDP2 (accelerate) shards the model over the Ray Train
-    workers; 'ddp' (and a single learner process) needs nothing beyond what accelerate does by default."""
+    """TrainingArguments for learner.strategy and learner.gradient_checkpointing: FSDP2 (accelerate) shards
+    the model over the Ray Train workers; 'ddp' (and a single learner process) needs nothing beyond what
+    accelerate does by default."""
+    checkpointing = cfg.learner.gradient_checkpointing
     if cfg.learner.strategy != "fsdp" or cfg.learner.num_workers == 1:
-        return {}
+        return {"gradient_checkpointing": checkpointing}
     # FSDP's own activation checkpointing replaces the trainer's (which would all-gather again in backward).
     return {
         "fsdp": True,
-        "fsdp_config": {"version": 2, "activation_checkpointing": True, **cfg.learner.fsdp_config},
+        "fsdp_config": {"version": 2, "activation_checkpointing": checkpointing, **cfg.learner.fsdp_config},
         "gradient_checkpointing": False,
     }

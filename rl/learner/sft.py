@@ -69,6 +69,7 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
         max_length=None,
         disable_tqdm=not cfg.logging.progress_bar,
         dataset_num_proc=None,
+        gradient_checkpointing=cfg.learner.gradient_checkpointing,
     )
     trainer = SFTTrainer(
         model=model_path,

@@ -63,6 +63,7 @@ def test_fsdp_sharded_adapter_is_published_whole_on_every_rank(tiny_model_dir, t
     sharding on GPUs; it does not shard on CPU, so the end-to-end run is a gpu test)."""
     import json
     import os
+    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -72,8 +73,15 @@ def test_fsdp_sharded_adapter_is_published_whole_on_every_rank(tiny_model_dir, t
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(script), str(tiny_model_dir), str(tmp_path)]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # a hung rendezvous: stop torchrun and both ranks
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in ranks:
         assert r["held_fraction"] < 0.6  # sharded: each rank holds about half the parameters

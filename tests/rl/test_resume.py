@@ -74,10 +74,10 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after_step", [3, 5])
-def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted, kill_after_step):
+def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
+    # Killed after step 3: resumed from checkpoint-2, so step 3's records are dropped and re-produced.
     run_dir = tmp_path / "run"
-    _run_and_kill_after(run_dir, kill_after_step)
+    _run_and_kill_after(run_dir, 3)
     proc = subprocess.run(_cmd("resume", str(run_dir)), cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
