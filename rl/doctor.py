@@ -65,7 +65,7 @@ def importable(module: str) -> tuple[bool, str]:
 
 def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
-    from rl.driver import resource_request, reward_components
+    from rl.driver import learner_gpus_per_worker, resource_request, reward_components
     from rl.env_api import build_env
     from rl.placement import ResourceRequest, learner_role
 
@@ -73,7 +73,7 @@ def config_request(cfg: Any):
         components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
     except Exception:  # noqa: BLE001 - doctor reports; preflight is where env errors are raised
         components = []
-    learner_gpus = 1.0 if cfg.learner.device == "auto" and gpus() else 0.0
+    learner_gpus = learner_gpus_per_worker(cfg, gpus())  # the driver's rule (FSDP workers always ask for a GPU)
     roles = list(resource_request(cfg, components, learner_gpus).roles)  # counts learner.num_workers > 1
     if learner_gpus and cfg.learner.num_workers == 1:  # in the driver process: only its GPU is a cluster resource
         roles.append(learner_role(gpus=learner_gpus, cpus=0))

@@ -262,7 +262,7 @@ def _placement(cfg: RelayConfig, request) -> tuple[Any, dict[str, list[Any]]]:
     return pg, {role: [bundle_strategy(pg, i) for i in idx] for role, idx in plan.role_bundles.items()}
 
 
-def _learner_gpus(cfg: RelayConfig, cluster_gpus: float | None) -> float:
+def learner_gpus_per_worker(cfg: RelayConfig, cluster_gpus: float | None) -> float:
     """GPUs per Ray Train learner worker: one with learner.device=auto on a cluster that has GPUs; FSDP
     always asks for one (it shards across GPUs only), so a cluster without them is refused before start."""
     if cfg.learner.strategy == "fsdp":
@@ -573,7 +573,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             model_path = warm_start(cfg, plan.env, model_path, sft_dir)
     from rl.placement import CapacityWatch, check_fits, node_resources, plan_placement
 
-    request = resource_request(cfg, plan.rewards, _learner_gpus(cfg, cfg.cluster.num_gpus))
+    request = resource_request(cfg, plan.rewards, learner_gpus_per_worker(cfg, cfg.cluster.num_gpus))
     needed = sum(bundle.get("CPU", 0.0) for bundle in plan_placement(request).bundles)
     num_cpus = cfg.cluster.num_cpus
     if cfg.cluster.address is None and num_cpus is None:
@@ -592,7 +592,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     try:
         learner_gpus = 0.0
         if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
-            learner_gpus = _learner_gpus(cfg, _cluster_gpus())
+            learner_gpus = learner_gpus_per_worker(cfg, _cluster_gpus())
             request = resource_request(cfg, plan.rewards, learner_gpus)
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))

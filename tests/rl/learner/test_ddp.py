@@ -48,7 +48,7 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
     assert "learner.strategy='fsdp' needs GPUs" in text and "set learner.device=auto" in text
     assert "learner.fsdp_config is set but learner.strategy is 'ddp'" in _problems(['learner.fsdp_config={"a": 1}'])
 
-    from rl.driver import _learner_gpus, resource_request
+    from rl.driver import learner_gpus_per_worker, resource_request
     from rl.learner.grpo import grpo_args
     from rl.placement import check_fits
 
@@ -64,8 +64,11 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
     ddp = load_config(REPO / "configs" / "letters.yaml", ["learner.num_workers=2"])
     assert grpo_args(ddp, "unused", [1.0]).fsdp_plugin_args is None
     # Every FSDP worker asks for a GPU, so a CPU-only cluster is refused before anything starts.
-    problems = check_fits(resource_request(cfg, [], _learner_gpus(cfg, 0.0)), [{"CPU": 8.0}])
+    problems = check_fits(resource_request(cfg, [], learner_gpus_per_worker(cfg, 0.0)), [{"CPU": 8.0}])
     assert "GPU: the request needs 2 (learner 2) but the cluster has 0" in problems[0]
+    from rl.doctor import config_request  # `relay doctor` shows the same need on a machine without GPUs
+
+    assert {r.role: r.gpus for r in config_request(cfg).roles}["learner"] == 1.0
 
 
 def test_resource_request_counts_the_learner_workers():
