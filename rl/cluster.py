@@ -127,6 +127,8 @@ class RunStopped(RuntimeError):
     """The run stopped mid-way for a reason outside its code (lost nodes, a dead learner worker); its
     latest checkpoint is intact and ``relay resume`` continues it (the CLI exits with code 3)."""
 
+    remedy = ""  # what the user does before resuming (or restarting), said in the stop message
+
 
 class LearnerWorkerFailed(RunStopped):
     """A data-parallel learner worker (a Ray Train rank) died; the other ranks were stopped with it."""
@@ -135,6 +137,8 @@ class LearnerWorkerFailed(RunStopped):
 class ClusterCapacityLost(RunStopped):
     """Mid-run, nodes left and the remaining ones cannot hold the run's actors (the run stops at its
     latest checkpoint; the CLI exits with code 3)."""
+
+    remedy = "add nodes (or lower the actors' resources), then"
 
     def __init__(self, problems: list[str], waited_s: float = 0.0):
         self.problems = list(problems)

@@ -516,7 +516,8 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
 
 
 def _learner_worker_problems(cfg: RelayConfig) -> list[str]:
-    """learner.num_workers > 1: the global batch must split into whole GRPO groups per worker."""
+    """learner.strategy=fsdp needs GPU workers; with learner.num_workers > 1 the global batch must split
+    into whole GRPO groups per worker, and PPO / async rollouts are single-process only."""
     n = cfg.learner.num_workers
     p: list[str] = []
     if cfg.learner.strategy == "fsdp":

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from rl.atomic import atomic_write_text
-from rl.cluster import CapacityError, ClusterCapacityLost, RunStopped
+from rl.cluster import CapacityError, RunStopped
 from rl.config import ConfigError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
@@ -358,15 +358,11 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
             from rl.checkpoint import latest_valid
 
             ckpt = latest_valid(run_path / "checkpoints")
-            lost = isinstance(exc, ClusterCapacityLost)
-            where = (
-                f"its latest checkpoint is {ckpt.name}; "
-                + ("add nodes (or lower the actors' resources) and run " if lost else "run ")
-                + f"`relay resume {run_path}`"
-                if ckpt
-                else "it has no checkpoint yet; start it again with relay train"
-                + (" once the cluster has capacity" if lost else "")
-            )
+            todo = f"{exc.remedy} " if exc.remedy else ""
+            if ckpt:
+                where = f"its latest checkpoint is {ckpt.name}; {todo}run `relay resume {run_path}`"
+            else:
+                where = f"it has no checkpoint yet; {todo}start it again with relay train"
             exc.args = (f"{exc}\nthe run stopped; {where}",)
             logger.error("%s", exc)
             raise

@@ -126,13 +126,11 @@ def train_data_parallel(
             "env_vars": env_vars,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=cfg.learner.num_workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),  # fmt: skip
+        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),  # fmt: skip
         # No retries: a failed rank fails the run, which `relay resume` continues from its last checkpoint.
-        run_config=RunConfig(
-            name="learner", storage_path=str(run_dir / "ray_train"), failure_config=FailureConfig(max_failures=0)
-        ),  # fmt: skip
+        run_config=RunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
+                             failure_config=FailureConfig(max_failures=0)),  # fmt: skip
     )
     try:
         trainer.fit()
@@ -151,8 +149,8 @@ def _learner_failure(exc: Exception) -> Exception:
 
     failures = dict(sorted((getattr(exc, "worker_failures", None) or {}).items()))
     dead = {rank: error for rank, error in failures.items() if isinstance(error, RayError | RayTrainError)}
-    if failures and not dead:  # the other ranks then fail in a collective; the first rank's error is the cause
-        return next(iter(failures.values()))
+    if not dead:  # a rank's own error (the others then fail in a collective), or Ray Train's controller
+        return next(iter(failures.values()), exc)
     # A dead rank makes the others fail in their next collective (gloo/nccl "connection closed"): not causes.
     detail = "; ".join(f"rank {rank}: {str(error).strip().splitlines()[0]}" for rank, error in dead.items())
-    return LearnerWorkerFailed(f"learner worker(s) {', '.join(map(str, dead)) or '?'} died ({detail or exc})")
+    return LearnerWorkerFailed(f"learner worker(s) {', '.join(map(str, dead))} died ({detail})")
