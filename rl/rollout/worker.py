@@ -23,6 +23,13 @@ class RolloutWorker:
         self.engine_name = engine
         self.engine = ENGINES.resolve(engine)(**engine_kwargs)
 
+    @classmethod
+    def around(cls, engine: Any, name: str = "custom") -> RolloutWorker:
+        """A worker for an engine built elsewhere (tests share one expensive engine this way)."""
+        worker = cls.__new__(cls)
+        worker.engine_name, worker.engine = name, engine
+        return worker
+
     def generate(
         self,
         prompts: list,

@@ -95,7 +95,46 @@ def test_adapter_ids_and_eviction():
     assert glue.adapter_int_id(0) == 1 and glue.adapter_int_id(7) == 8
     with pytest.raises(ValueError):
         glue.adapter_int_id(-1)
-    assert glue.adapters_to_evict({1, 2, 3}, 3) == [1, 2]
+    assert glue.versions_to_keep([1, 2, 3], 1) == [3]
+    assert glue.versions_to_keep([0, 1, 1, 2], 2) == [1, 2]  # async: max_staleness + 1 versions stay loaded
+    assert glue.versions_to_keep([4], 3) == [4]
+    with pytest.raises(ValueError):
+        glue.versions_to_keep([1], 0)
+
+
+def test_max_lora_rank_is_the_smallest_vllm_size_that_fits():
+    assert [glue.max_lora_rank({"r": r}) for r in (1, 8, 9, 16, 33, 512)] == [8, 8, 16, 16, 64, 512]
+    with pytest.raises(ValueError, match="lora.r"):
+        glue.max_lora_rank({"r": 1024})
+
+
+def test_cpu_environment_keeps_what_the_user_set():
+    env = glue.cpu_environment({}, 2, 3)
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "3"}
+    assert glue.cpu_environment({"VLLM_CPU_KVCACHE_SPACE": "8"}, 1, None) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    with pytest.raises(ValueError, match="cpu_kv_cache_gib"):
+        glue.cpu_environment({}, 0, None)
+
+
+def test_cpu_head_size_check(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4}))
+    problem = glue.cpu_head_size_problem(tmp_path)
+    assert "head size is 16" in problem and "model.tiny.num_attention_heads" in problem
+    with pytest.raises(ValueError, match="head size is 16"):
+        glue.check_model_for_build(tmp_path, cpu=True)
+    glue.check_model_for_build(tmp_path, cpu=False)  # GPU kernels take any head size
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 2}))
+    assert glue.cpu_head_size_problem(tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": {"head_dim": 64, "hidden_size": 8}}))
+    assert glue.model_head_size(tmp_path) == 64
+
+
+def test_wake_probe_check():
+    glue.check_wake_probe([-1.0, -2.0], [-1.0, -2.00001], version=3)
+    with pytest.raises(RuntimeError, match="no longer applies the adapter"):
+        glue.check_wake_probe([-1.0, -2.0], [-1.0, -2.5], version=3)
+    with pytest.raises(RuntimeError, match="version 3"):
+        glue.check_wake_probe([-1.0, -2.0], [-1.0], version=3)
 
 
 def test_adapter_dir_loads_back_into_peft(tensors, tiny_model_dir, tmp_path):
@@ -113,8 +152,10 @@ def test_adapter_dir_loads_back_into_peft(tensors, tiny_model_dir, tmp_path):
     loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(d2))
     got = get_peft_model_state_dict(loaded)
     assert set(got) == set(tensors) and all(torch.equal(got[k], tensors[k]) for k in tensors)
-    assert glue.prune_adapter_dirs(tmp_path, keep_version=2) == [d1]
+    assert glue.prune_adapter_dirs(tmp_path, keep_versions=[2]) == [d1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v000002"]
+    glue.remove_adapter_dir(tmp_path, 2)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_merged_weights_equal_peft_merge(peft_model, tensors, tiny_model_dir):
