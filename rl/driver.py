@@ -403,6 +403,9 @@ def _rollout_pool(
             sync=cfg.rollout.vllm_sync,
             seed=cfg.seed,
             sleep_mode=cfg.rollout.colocate,
+            # async: a batch may finish under any of the max_staleness + 1 newest adapters
+            keep_adapters=cfg.rollout.max_staleness + 1 if cfg.rollout.mode == "async" else 1,
+            cpu_kv_cache_gib=cfg.rollout.vllm_cpu_kv_cache_gib,
         )
     return RolloutPool(
         num_workers=cfg.rollout.num_workers,

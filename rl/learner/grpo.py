@@ -33,6 +33,7 @@ class StepStats:
     def __init__(self) -> None:
         self._values: dict[str, list[float]] = defaultdict(list)
         self.samples: list[tuple[str, str]] = []
+        self.versions: list[int] = []  # adapter version of each sample of the latest batch (rollout order)
 
     def add(self, key: str, value: float) -> None:
         self._values[key].append(float(value))
@@ -66,6 +67,11 @@ class RelayGRPOTrainer(GRPOTrainer):
     ``use_vllm``, not for ``rollout_func`` output, so Relay folds the weights into the advantages:
     every TRL loss is linear in the advantage and the weights are >= 0, so ``w * loss(A) ==
     loss(w * A)`` token by token, which is exactly TRL's ``per_token_loss * importance_sampling_ratio``.
+
+    Every generation batch, the first loss forward (the learner's log π_θ before this batch's update)
+    is compared with the logprobs the rollout engine reported for the on-policy samples
+    (``rl.algos.agreement``): ``rollout/logprob_diff_mean``, ``rollout/logprob_diff_max`` and
+    ``rollout/mismatch_kl``. No extra forward pass is needed.
     """
 
     relay_stats: StepStats
@@ -91,31 +97,55 @@ class RelayGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
+        import torch
+
         out = super()._generate_and_score_completions(inputs)
         if self.advantage_estimator is not None:
             self._replace_advantages(out)
+        versions = self.relay_stats.versions  # per sample, as the rollout_func recorded them
+        if out.get("sampling_per_token_logps") is not None and len(versions) == len(out["completion_ids"]):
+            step = self.state.global_step
+            out["rollout_on_policy"] = torch.tensor([v == step for v in versions], device=out["completion_ids"].device)
+            self._agreement_pending = True  # the next loss forward is π_θ before this batch's update
         return out
 
     def _compute_loss(self, model, inputs):
-        if self.is_correction is None:
-            return super()._compute_loss(model, inputs)
-        if inputs.get("sampling_per_token_logps") is None:
+        if self.is_correction is not None and inputs.get("sampling_per_token_logps") is None:
             raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
-        self._is_inputs = inputs  # picked up by the loss's own policy forward, below
+        self._loss_inputs = inputs  # picked up by the loss's own policy forward, below
         try:
             return super()._compute_loss(model, inputs)
         finally:
-            self._is_inputs = None
+            self._loss_inputs = None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
                                                          **kwargs)  # fmt: skip
-        inputs, self._is_inputs = getattr(self, "_is_inputs", None), None
+        inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
         if inputs is not None:
             # TRL's _compute_loss runs the policy forward first and reads inputs["advantages"] after it.
             # With num_iterations=1 those logprobs, detached, are π_θ of this step: no extra forward.
-            self._apply_importance_weights(inputs, out[0].detach())
+            current = out[0].detach()  # [B*G, L]
+            if getattr(self, "_agreement_pending", False):
+                self._agreement_pending = False
+                self._record_agreement(inputs, current)
+            if self.is_correction is not None:
+                self._apply_importance_weights(inputs, current)
         return out
+
+    def _record_agreement(self, inputs, current) -> None:
+        """Rollout engine vs learner logprobs of the on-policy samples (``rl.algos.agreement``)."""
+        from rl.algos.agreement import logprob_agreement
+
+        sampled, on_policy = inputs.get("sampling_per_token_logps"), inputs.get("rollout_on_policy")
+        if sampled is None or on_policy is None:
+            return
+        mask = inputs["completion_mask"].float() * on_policy.float().unsqueeze(1)  # [B*G, L]
+        got = logprob_agreement(sampled, current, mask)
+        if got is not None:
+            self.relay_stats.add("rollout/logprob_diff_mean", got["diff_mean"])
+            self.relay_stats.add("rollout/logprob_diff_max", got["diff_max"])
+            self.relay_stats.add("rollout/mismatch_kl", got["mismatch_kl"])
 
     def _apply_importance_weights(self, inputs, current) -> None:
         """Weight the advantages by truncated IS ratios π_θ / π_rollout (the rollout engine's logprobs)."""
@@ -192,6 +222,7 @@ def record_rollouts(
         (json.dumps(prompts[r.prompt_index])[:2000], _completion_text(tokenizer, r.completion_ids))
         for r in rollouts[:4]
     ]
+    stats.versions = [r.version for r in rollouts]
 
 
 def rollout_output(rollouts: list) -> dict[str, list]:

