@@ -91,3 +91,42 @@ def run_cluster_script(source: str, tmp_path: Path, *args: str, timeout: int = 3
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line, proc.stdout[-4000:] + proc.stderr[-4000:]
     return json.loads(line[len("RESULT ") :])
+
+
+# ---- the real CLI in a subprocess ----------------------------------------------------------------
+
+
+def cli_env() -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1", PYTHONUNBUFFERED="1")
+
+
+def cli_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rl", *args]
+
+
+def read_metrics(run_dir: Path) -> dict[int, dict]:
+    """metrics.jsonl by step."""
+    return {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+def run_and_kill_after(run_dir: Path, kill_after_step: int, overrides: list[str], config: str = "configs/letters.yaml",
+                       timeout: float = 240) -> None:  # fmt: skip
+    """``relay train`` until metrics.jsonl has ``kill_after_step`` rows, then SIGKILL the driver's process
+    group and every process of its private Ray cluster (actors included)."""
+    import pytest
+
+    ray_temp = tempfile.mkdtemp(prefix="relay-kill-", dir="/tmp")
+    args = ["train", config, *overrides, f"cluster.temp_dir={ray_temp}", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(cli_cmd(*args), cwd=REPO, env=cli_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after_step:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", ray_temp], check=False)

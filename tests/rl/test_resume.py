@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from rl.checkpoint import MARKER, checkpoints, finalize, latest_valid, problems
+from tests.helpers import cli_cmd as _cmd
+from tests.helpers import cli_env as _env
+from tests.helpers import read_metrics as _metrics
+from tests.helpers import run_and_kill_after as _run_and_kill_after
 
 REPO = Path(__file__).resolve().parents[2]
 OVERRIDES = [
@@ -27,41 +27,6 @@ OVERRIDES = [
     "logging.tensorboard=false",
 ]
 COMPARED = ("reward", "loss", "kl", "grad_norm", "rollout/token_hash", "rewards/letter_fraction/mean")
-
-
-def _env() -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", TRL_EXPERIMENTAL_SILENCE="1", PYTHONUNBUFFERED="1")
-
-
-def _cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rl", *args]
-
-
-def _kill_tree(proc: subprocess.Popen, ray_temp: str) -> None:
-    """SIGKILL the driver's whole process group, then any Ray process of its private cluster."""
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    subprocess.run(["pkill", "-9", "-f", ray_temp], check=False)
-
-
-def _metrics(run_dir: Path) -> dict[int, dict]:
-    return {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
-
-
-def _run_and_kill_after(run_dir: Path, kill_after_step: int, overrides: list[str] = OVERRIDES) -> None:
-    ray_temp = tempfile.mkdtemp(prefix="relay-kill-", dir="/tmp")
-    args = ["train", "configs/letters.yaml", *overrides, f"cluster.temp_dir={ray_temp}", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(_cmd(*args), cwd=REPO, env=_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after_step:
-            break
-        if proc.poll() is not None:
-            pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.05)
-    _kill_tree(proc, ray_temp)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +42,7 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict]:
 def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
     # Killed after step 3: resumed from checkpoint-2, so step 3's records are dropped and re-produced.
     run_dir = tmp_path / "run"
-    _run_and_kill_after(run_dir, 3)
+    _run_and_kill_after(run_dir, 3, OVERRIDES)
     proc = subprocess.run(_cmd("resume", str(run_dir)), cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
