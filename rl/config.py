@@ -28,6 +28,11 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} config problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class DataError(ConfigError):
+    """A data file an env reads is missing or malformed; ``problems`` name file:line and the fix. Caught
+    wherever ``ConfigError`` is (exit 2, no run directory), whichever env loader or phase raised it."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -21,7 +21,7 @@ import yaml
 
 from rl.atomic import atomic_write_text
 from rl.cluster import CapacityError, RunStopped
-from rl.config import ConfigError, RelayConfig
+from rl.config import ConfigError, DataError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
 
@@ -93,7 +93,7 @@ def preflight(cfg: RelayConfig) -> Plan:
     if problems:
         raise ConfigError(problems)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
-    components = reward_components(cfg, env)
+    components = reward_components(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
         try:
@@ -102,6 +102,9 @@ def preflight(cfg: RelayConfig) -> Plan:
             problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
     try:
         dataset = env.train_dataset()
+    except DataError as exc:  # a malformed data file: its own file:line problems and fix
+        problems += exc.problems
+        dataset = None
     except (OSError, ValueError) as exc:
         problems.append(f"env.args: building the {cfg.env.name!r} dataset failed: {exc}")
         dataset = None
@@ -347,10 +350,24 @@ def resume(
     return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
 
 
+def write_data_report(env: Env, run_path: Path) -> dict | None:
+    """``RUN_DIR/data_report.json``: what the env's loaders skipped (``env.args.data.on_error: skip``)."""
+    report = env.data_report()
+    if report is None:
+        return None
+    atomic_write_text(run_path / "data_report.json", json.dumps(report, indent=2) + "\n")
+    if report.get("skipped_lines"):
+        msg = f"data: skipped {report['skipped_lines']} malformed line(s) {report.get('skipped_per_file', {})}"
+        logger.warning("%s; see %s", msg, run_path / "data_report.json")
+        print(f"relay: {msg}; see {run_path / 'data_report.json'}")
+    return report
+
+
 def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | None) -> Path:
     cfg = plan.cfg
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
+    write_data_report(plan.env, run_path)
     try:
         try:
             _run(plan, run_path, callbacks, resume_from)
