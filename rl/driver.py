@@ -367,6 +367,9 @@ def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | No
     cfg = plan.cfg
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
+    from rl.metrics import run_identity
+
+    logger.info("run id %s", run_identity(run_path, create=True))  # made with the run dir, reused on resume
     write_data_report(plan.env, run_path)
     try:
         try:
@@ -485,7 +488,7 @@ def _train_grpo(
         make_reward_func,
         make_rollout_func,
     )
-    from rl.metrics import MetricsFile, RelayProgress
+    from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
     from rl.rollout.types import SamplingParams
 
     cfg = plan.cfg
@@ -543,6 +546,9 @@ def _train_grpo(
         trainer.add_callback(RelayProgress())
     if main and cfg.logging.tensorboard:
         trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+        trainer.add_callback(RunIdToTensorBoard(tb_dir, run_identity(run_dir)))
+    if main and cfg.logging.wandb:
+        start_wandb(cfg, run_dir)  # W&B id = the run id, resume="allow": a resumed run continues the same W&B run
     for callback in callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()
