@@ -233,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:
+        from rewards.pool import RewardLoadError
         from rl.cluster import CapacityError, RunStopped
 
-        if isinstance(exc, CapacityError):
+        if isinstance(exc, (CapacityError, RewardLoadError)):  # found at startup; nothing ran
             print(f"relay: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if isinstance(exc, RunStopped):

@@ -94,12 +94,20 @@ def preflight(cfg: RelayConfig) -> Plan:
         raise ConfigError(problems)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     components = reward_components(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
+    runtime_envs = {f.name: f.runtime_env for f in cfg.rewards.functions}
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
         try:
             check_reward(comp.source or comp.name, comp.kwargs)
         except (RegistryError, TypeError, ValueError) as exc:
-            problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
+            renv = runtime_envs.get(comp.name)
+            if renv is not None and renv.declares_code() and isinstance(exc.__cause__, ImportError):
+                # Importable only inside the reward's runtime env: its actors check it when the pools start.
+                logger.warning(
+                    "%s (%r): not importable here (%s); it will be checked by its actors inside their "
+                    "runtime_env %s", field, comp.source or comp.name, exc.__cause__, sorted(renv.to_ray()))  # fmt: skip
+            else:
+                problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
     try:
         dataset = env.train_dataset()
     except DataError as exc:  # a malformed data file: its own file:line problems and fix
@@ -285,9 +293,11 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
     _write_yaml(run_path / "config.yaml", cfg.to_dict())
     (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
+    from rewards.pool import RewardLoadError
+
     try:
         return _execute(plan, run_path, callbacks or [], resume_from=None)
-    except CapacityError:
+    except (CapacityError, RewardLoadError):
         shutil.rmtree(run_path, ignore_errors=True)  # nothing ran: leave no run directory behind
         raise
 
@@ -450,11 +460,13 @@ def _reward_pools(
         if (fc := pool_settings.get(comp.name)) is not None:
             spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
             spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
+            spec.runtime_env = fc.runtime_env.to_ray()  # its own Ray runtime env; Relay's env vars merged under
         pool = RewardPool(
             spec,
             on_failure=cfg.rewards.on_failure,
             capacity_watch=capacity_watch,
             scheduling=(scheduling or {}).get(f"reward:{comp.name}"),
+            env_vars=_actor_env() if spec.runtime_env else None,
         )
         started.append(pool)
         out.append((comp.name, comp.weight, pool))

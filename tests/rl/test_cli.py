@@ -43,3 +43,21 @@ def test_resume_and_submit_take_overrides_after_options(tmp_path, capsys, monkey
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments" not in err and "did you mean 'learner.max_steps'" in err
+
+
+def test_reward_only_importable_in_its_runtime_env_is_left_to_its_actors(tmp_path, capsys, caplog, monkeypatch):
+    """Preflight cannot import a module that exists only in the reward's py_modules: with a runtime_env that
+    brings code, --check passes and says the actors will check it; without one it stays a config error."""
+    monkeypatch.chdir(REPO)
+    pkg = tmp_path / "relay_rtenv_check"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("def score(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    reward = "{name: rt, source: 'relay_rtenv_check:score'"
+    with_env = f"rewards.functions=[{reward}, runtime_env: {{py_modules: ['{pkg}']}}}}]"
+    assert main(["train", "configs/letters.yaml", "--check", with_env]) == 0
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "rewards.functions.0 ('relay_rtenv_check:score'): not importable here" in logged
+    assert "checked by its actors inside their runtime_env ['py_modules']" in logged
+    capsys.readouterr()
+    assert main(["train", "configs/letters.yaml", "--check", f"rewards.functions=[{reward}}}]"]) == 2
+    assert "cannot import module 'relay_rtenv_check'" in capsys.readouterr().err
