@@ -24,6 +24,7 @@ Any failure -> ``parse_profiles`` returns None (the reward is DUET's format-fail
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections import Counter
@@ -35,7 +36,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from envs.recdata import ItemInfo, RecData
+from rl.config import DataError
 from rl.env_api import Env, EnvArgs, RewardComponent
+
+logger = logging.getLogger("relay")
 
 Mode = Literal["joint", "user_only"]
 BLOCKS = ("user_profile", "item_profile")
@@ -380,28 +384,73 @@ class DataArgs(BaseModel):
     item_col: str = Field("item", description="table: item column.")
     timestamp_col: str | None = Field("timestamp", description="table: timestamp column (None: file order).")
     rating_col: str | None = Field("rating", description="table: rating column (needed by reward=rating).")
+    on_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="Malformed lines in the data files: 'fail' stops before the run starts, listing each as "
+        "file:line; 'skip' drops them, logs how many per file and writes the count to RUN_DIR/data_report.json.",
+    )
 
     def load(self) -> RecData:
-        from envs.recdata import load_lcrec, load_p5, load_table
+        """The data, or a ``DataError`` (a config error: exit 2, no run directory) naming file:line and the fix."""
+        from envs.recdata import RecDataError, load_lcrec, load_p5, load_table
 
         path = resolve_path(self.path)
         if not path.is_file():
-            raise FileNotFoundError(f"env.args.data.path ({self.path!r}): no such file ({path})")
+            raise DataError([f"env.args.data.path ({self.path!r}): no such file ({path}); give an existing file"])
         item_path = resolve_path(self.item_path) if self.item_path else None
         if item_path is not None and not item_path.is_file():
-            raise FileNotFoundError(f"env.args.data.item_path ({self.item_path!r}): no such file ({item_path})")
-        if self.format == "lcrec":
-            return load_lcrec(path, item_path)
-        if self.format == "p5":
-            return load_p5(path, item_path)
-        return load_table(
-            path,
-            item_text_path=item_path,
-            user_col=self.user_col,
-            item_col=self.item_col,
-            timestamp_col=self.timestamp_col,
-            rating_col=self.rating_col,
-        )
+            raise DataError(
+                [f"env.args.data.item_path ({self.item_path!r}): no such file ({item_path}); give an existing file"]
+            )
+        on_error = "skip" if self.on_error == "skip" else "raise"
+        try:
+            if self.format == "lcrec":
+                data = load_lcrec(path, item_path, on_error=on_error)
+            elif self.format == "p5":
+                data = load_p5(path, item_path, on_error=on_error)
+            else:
+                data = load_table(
+                    path,
+                    item_text_path=item_path,
+                    user_col=self.user_col,
+                    item_col=self.item_col,
+                    timestamp_col=self.timestamp_col,
+                    rating_col=self.rating_col,
+                    on_error=on_error,
+                )
+        except RecDataError as exc:
+            shown = [str(b) for b in exc.report.bad[:20]]
+            more = [f"... and {len(exc.report.bad) - 20} more"] if len(exc.report.bad) > 20 else []
+            fix = (
+                "fix the lines, or set env.args.data.on_error=skip to drop them"
+                if on_error == "raise"
+                else "the file is unreadable as a whole; fix it"
+            )
+            raise DataError([*shown, *more, f"env.args.data ({self.format}): {fix}"]) from None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # a file the format's reader cannot parse at all
+            raise DataError(
+                [f"env.args.data.path ({self.path!r}): cannot be read as format {self.format!r} "
+                 f"({type(exc).__name__}: {exc}); check env.args.data.format and the file"]
+            ) from None  # fmt: skip
+        if data.report:
+            for file, n in skipped_per_file(data).items():
+                logger.warning("env.args.data.on_error=skip: skipped %d malformed line(s) in %s", n, file)
+        return data
+
+
+def skipped_per_file(data: RecData) -> dict[str, int]:
+    """Lines a loader skipped (``on_error: skip``), counted per file."""
+    return dict(Counter(b.file for b in data.report.bad))
+
+
+def data_report(data: RecData, args: DataArgs) -> dict[str, Any]:
+    """What ``RUN_DIR/data_report.json`` records: the policy, skipped lines per file, the first few of them."""
+    return {
+        "on_error": args.on_error,
+        "skipped_lines": len(data.report.bad),
+        "skipped_per_file": skipped_per_file(data),
+        "first_skipped": [str(b) for b in data.report.bad[:20]],
+    }
 
 
 _DATA_CACHE: dict[str, RecData] = {}
@@ -492,6 +541,9 @@ class DuetEnv(Env):
     @property
     def data(self) -> RecData:
         return load_data(self.args.data)
+
+    def data_report(self) -> dict[str, Any] | None:
+        return data_report(self.data, self.args.data) if self.args.data.on_error == "skip" else None
 
     def _split(self):
         from envs.recdata import leave_one_out, timestamp_split

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from envs.duet import DataArgs, load_data, resolve_path
+from envs.duet import DataArgs, data_report, load_data, resolve_path
 from envs.recdata import Example, RecData, Split, leave_one_out
 from rl.atomic import atomic_path
 from rl.env_api import Env, EnvArgs, RewardComponent
@@ -152,6 +152,9 @@ class GenRecEnv(Env):
     def data(self) -> RecData:
         return load_data(self.args.data)
 
+    def data_report(self) -> dict[str, Any] | None:
+        return data_report(self.data, self.args.data) if self.args.data.on_error == "skip" else None
+
     @cached_property
     def split(self) -> Split:
         return leave_one_out(self.data)
@@ -160,6 +163,7 @@ class GenRecEnv(Env):
         return Path(self.args.cache_dir or Path(tempfile.gettempdir()) / "relay-genrec").expanduser()
 
     def _data_key(self) -> str:
+        self.data  # noqa: B018  a missing or malformed data file: a DataError (file:line, fix) before any stat
         d = self.args.data
         parts = [d.format, _file_key(resolve_path(d.path))]
         if d.item_path:

@@ -34,6 +34,11 @@ class RewardError(RuntimeError):
     """A reward function failed and the pool was told to fail fast (or could not start at all)."""
 
 
+class RewardLoadError(RewardError):
+    """A reward's actors could not load it (import error inside its runtime env, a raising ``__init__``):
+    a user error found at startup; the message names the reward, its source and the runtime env."""
+
+
 class RewardOutputError(RewardError, ValueError):
     """A reward function returned something other than one float-or-None per completion."""
 
@@ -55,6 +60,8 @@ class RewardSpec:
     batch_size: int | None = None  # samples per actor call; None splits each batch evenly over the workers
     # A hung sync function cannot be interrupted inside its thread; restarting the actor frees it.
     restart_on_timeout: bool = True
+    # The actors' Ray runtime env (env_vars, pip, working_dir, py_modules); {}: the job's own.
+    runtime_env: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         """Every invalid field at once, each naming the field, its value and the fix."""
@@ -189,10 +196,12 @@ class RewardPool:
         capacity_watch: Any = None,
         poll_s: float = 2.0,
         scheduling: list[Any] | None = None,
+        env_vars: dict[str, str] | None = None,
     ):
+        """``env_vars``: set in the actors (under ``spec.runtime_env``'s own env_vars, which win)."""
         import ray
 
-        from rl.actors import spawn
+        from rl.actors import spawn, upload_runtime_env
 
         problems = spec.problems()
         if on_failure not in ("none", "fail_fast"):
@@ -202,6 +211,9 @@ class RewardPool:
         if problems:
             raise ValueError("; ".join(problems))
         self.spec = replace(spec, source=_absolute_source(spec.source))
+        user_runtime_env = dict(spec.runtime_env)  # as given (local paths), for messages
+        self.spec.runtime_env = upload_runtime_env(spec.runtime_env)  # local py_modules/working_dir -> gcs://
+        self._runtime_env_keys = sorted(user_runtime_env)
         self.name = spec.name
         self.on_failure = on_failure
         self.last_result: ScoreResult | None = None
@@ -220,6 +232,8 @@ class RewardPool:
                 max_task_retries=0,  # the pool retries, so it can count retries and never double-score
                 resources=spec.resources,
                 scheduling_strategy=scheduling[i] if scheduling else None,  # a placement-group bundle
+                env_vars=env_vars,
+                runtime_env=self.spec.runtime_env or None,
             )
             for i in range(spec.num_workers)
         ]
@@ -239,8 +253,10 @@ class RewardPool:
             try:
                 ray.get(ready)
             except ray.exceptions.RayError as exc:
-                raise RewardError(
-                    f"reward {self.name!r} ({self.spec.source}) failed to load in its worker: {_cause(exc)}"
+                where = f" (runtime_env {sorted(self._runtime_env_keys)})" if self._runtime_env_keys else ""
+                raise RewardLoadError(
+                    f"reward {self.name!r} ({self.spec.source}) failed to load in its worker{where}: {_cause(exc)}; "
+                    "check the reward's source and its runtime_env"
                 ) from exc
         except RewardError:
             self.close()

@@ -81,7 +81,14 @@ def summarize(result: ScoreResult) -> dict[str, Any]:
         "timeouts": result.n_timeout,
         "invalid": result.n_invalid,
         "seconds": round(result.seconds, 3),
+        "errors": list(result.errors[:5]),  # the pool's first messages naming the function and the samples
     }
+
+
+def failed_samples(summary: dict[str, Any]) -> int:
+    """Samples without a score because the reward raised, timed out or returned invalid values (a None the
+    function returned on purpose is not a failure)."""
+    return summary["failures"] + summary["timeouts"] + summary["invalid"]
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -176,6 +183,13 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failure instead of scoring it None")
     parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="samples that may fail, time out or be invalid (NaN/inf, wrong count) before relay score exits 1 "
+        "(default 0: any failure exits 1; the summary and --output are written either way)",
+    )
+    parser.add_argument(
         "--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else start a local one)"
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -197,7 +211,9 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """Run ``relay score``: 0 on success, 1 when scoring failed (``--fail-fast``), 2 for bad input."""
+    """Run ``relay score``. Exit codes: 0 when every sample scored (or returned None on purpose);
+    1 when more than ``--max-failures`` samples failed, timed out or were invalid (the summary is printed
+    and ``--output`` written first), or ``--fail-fast`` stopped at a failure; 2 for bad input."""
     import sys
 
     from rl.cluster import shutdown, start_or_join
@@ -213,6 +229,8 @@ def run_score(args: argparse.Namespace) -> int:
             num_cpus=args.num_cpus,
             batch_size=args.batch_size,
         ).problems()
+        if getattr(args, "max_failures", 0) < 0:
+            problems.append(f"--max-failures ({args.max_failures}) must be >= 0")
         if problems:
             raise ScoreInputError("; ".join(problems))
     except ScoreInputError as exc:
@@ -245,4 +263,13 @@ def run_score(args: argparse.Namespace) -> int:
     print(json.dumps(summary) if getattr(args, "json", False) else format_summary(summary))
     if args.output:
         print(f"wrote {args.output}")
+    allowed = getattr(args, "max_failures", 0)
+    if (bad := failed_samples(summary)) > allowed:
+        shown = "".join(f"\n  {e}" for e in summary["errors"][:3])
+        print(
+            f"error: {bad} of {summary['count']} samples failed, timed out or were invalid (--max-failures "
+            f"{allowed}); fix the reward, or pass --max-failures {bad} to accept them{shown}",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+EXIT_FAILURES = 1  # relay score: scored, but more samples failed than --max-failures allows
 EXIT_CONFIG = 2
 EXIT_STOPPED = 3  # stopped mid-run at a checkpoint (lost capacity, a dead learner worker); resumable
 
@@ -19,6 +20,24 @@ examples:
   relay train configs/quickstart.yaml learner.max_steps=10 rollout.num_workers=2
   relay train my.yaml model.name=Qwen/Qwen2.5-0.5B-Instruct cluster.address=auto --run-dir runs/exp1
 """
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that accepts positionals (dotted overrides) before, between and after options:
+    ``relay train CONFIG --run-dir DIR learner.max_steps=3``. The subparsers action calls
+    ``parse_known_args``; it is routed through argparse's ``parse_known_intermixed_args``, which calls
+    ``parse_known_args`` again itself (hence the re-entry guard)."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _add_train(sub) -> None:
@@ -175,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand takes its options and positionals (config, overrides) in any order.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_IntermixedParser)
     _add_train(sub)
     _add_resume(sub)
     _add_eval(sub)
@@ -213,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"relay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as exc:
+        from rewards.pool import RewardLoadError
         from rl.cluster import CapacityError, RunStopped
 
-        if isinstance(exc, CapacityError):
+        if isinstance(exc, (CapacityError, RewardLoadError)):  # found at startup; nothing ran
             print(f"relay: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if isinstance(exc, RunStopped):

@@ -28,6 +28,11 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} config problem(s){where}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class DataError(ConfigError):
+    """A data file an env reads is missing or malformed; ``problems`` name file:line and the fix. Caught
+    wherever ``ConfigError`` is (exit 2, no run directory), whichever env loader or phase raised it."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -230,6 +235,51 @@ class RolloutConfig(_Section):
     )
 
 
+class RewardRuntimeEnv(_Section):
+    """A Ray runtime environment for one reward's actors (``rewards.functions[*].runtime_env``), so a heavy
+    scorer need not share the learner's packages. Relay's own actor env vars (offline hubs, PYTHONPATH, quiet
+    tokenizers) are merged underneath ``env_vars``. With ``working_dir`` the actors run in that directory
+    instead of the job's: Relay itself must then be installed on the nodes (or reachable via PYTHONPATH)."""
+
+    env_vars: dict[str, str] = Field(default_factory=dict, description="Environment variables of the actors.")
+    pip: list[str] = Field(
+        default_factory=list, description="pip requirements Ray installs into the actors' own virtualenv."
+    )
+    working_dir: str | None = Field(
+        None, description="Local directory (or remote zip URI) uploaded and used as the actors' working dir."
+    )
+    py_modules: list[str] = Field(
+        default_factory=list,
+        description="Local package directories, .whl files or remote URIs importable in the actors (and only "
+        "there): the reward's `source` may name a module that exists only inside them.",
+    )
+
+    def declares_code(self) -> bool:
+        """True when the actors can import code the driver cannot (so preflight defers the import check)."""
+        return bool(self.pip or self.working_dir or self.py_modules)
+
+    def to_ray(self) -> dict[str, Any]:
+        """The set keys as Ray's ``runtime_env`` dict, local paths made absolute."""
+        out: dict[str, Any] = {}
+        if self.env_vars:
+            out["env_vars"] = dict(self.env_vars)
+        if self.pip:
+            out["pip"] = list(self.pip)
+        if self.working_dir:
+            out["working_dir"] = _local_or_uri(self.working_dir)
+        if self.py_modules:
+            out["py_modules"] = [_local_or_uri(m) for m in self.py_modules]
+        return out
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _local_or_uri(path: str) -> str:
+    return path if _is_uri(path) else str(Path(path).expanduser().resolve())
+
+
 class RewardFunctionConfig(_Section):
     name: str = Field(description="Component name in metrics; also the function to load when `source` is unset.")
     source: str | None = Field(
@@ -244,6 +294,10 @@ class RewardFunctionConfig(_Section):
     num_gpus: float = Field(0.0, ge=0, description="Ray GPUs per actor (fractions allowed).")
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources per actor (pins the actors to nodes that have them)."
+    )
+    runtime_env: RewardRuntimeEnv = Field(
+        default_factory=RewardRuntimeEnv,
+        description="Ray runtime env of this reward's actors: env_vars, pip, working_dir, py_modules.",
     )
 
     @property
@@ -471,6 +525,15 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
     looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1
     if name != "tiny" and looks_local and not Path(name).expanduser().is_dir():
         p.append(f"model.name ({name!r}): no such directory; give an existing model directory, a hub id, or 'tiny'")
+    for i, f in enumerate(cfg.rewards.functions):
+        paths = [("working_dir", f.runtime_env.working_dir)] if f.runtime_env.working_dir else []
+        paths += [(f"py_modules.{j}", m) for j, m in enumerate(f.runtime_env.py_modules)]
+        for key, path in paths:
+            if not _is_uri(path) and not Path(path).expanduser().exists():
+                p.append(
+                    f"rewards.functions.{i}.runtime_env.{key} ({path!r}): no such file or directory; give an "
+                    "existing local path or a remote URI (s3://, gs://, https://....zip)"
+                )
     names = [f.name for f in cfg.rewards.functions]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         p.append(f"rewards.functions: name {dup!r} is used twice; give each component a distinct name")

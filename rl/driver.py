@@ -21,7 +21,7 @@ import yaml
 
 from rl.atomic import atomic_write_text
 from rl.cluster import CapacityError, RunStopped
-from rl.config import ConfigError, RelayConfig
+from rl.config import ConfigError, DataError, RelayConfig
 from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
 from rl.registry import RegistryError
 
@@ -93,15 +93,26 @@ def preflight(cfg: RelayConfig) -> Plan:
     if problems:
         raise ConfigError(problems)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
-    components = reward_components(cfg, env)
+    components = reward_components(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
+    runtime_envs = {f.name: f.runtime_env for f in cfg.rewards.functions}
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
         try:
             check_reward(comp.source or comp.name, comp.kwargs)
         except (RegistryError, TypeError, ValueError) as exc:
-            problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
+            renv = runtime_envs.get(comp.name)
+            if renv is not None and renv.declares_code() and isinstance(exc.__cause__, ImportError):
+                # Importable only inside the reward's runtime env: its actors check it when the pools start.
+                logger.warning(
+                    "%s (%r): not importable here (%s); it will be checked by its actors inside their "
+                    "runtime_env %s", field, comp.source or comp.name, exc.__cause__, sorted(renv.to_ray()))  # fmt: skip
+            else:
+                problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
     try:
         dataset = env.train_dataset()
+    except DataError as exc:  # a malformed data file: its own file:line problems and fix
+        problems += exc.problems
+        dataset = None
     except (OSError, ValueError) as exc:
         problems.append(f"env.args: building the {cfg.env.name!r} dataset failed: {exc}")
         dataset = None
@@ -282,9 +293,11 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
     _write_yaml(run_path / "config.yaml", cfg.to_dict())
     (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
+    from rewards.pool import RewardLoadError
+
     try:
         return _execute(plan, run_path, callbacks or [], resume_from=None)
-    except CapacityError:
+    except (CapacityError, RewardLoadError):
         shutil.rmtree(run_path, ignore_errors=True)  # nothing ran: leave no run directory behind
         raise
 
@@ -347,10 +360,27 @@ def resume(
     return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
 
 
+def write_data_report(env: Env, run_path: Path) -> dict | None:
+    """``RUN_DIR/data_report.json``: what the env's loaders skipped (``env.args.data.on_error: skip``)."""
+    report = env.data_report()
+    if report is None:
+        return None
+    atomic_write_text(run_path / "data_report.json", json.dumps(report, indent=2) + "\n")
+    if report.get("skipped_lines"):
+        msg = f"data: skipped {report['skipped_lines']} malformed line(s) {report.get('skipped_per_file', {})}"
+        logger.warning("%s; see %s", msg, run_path / "data_report.json")
+        print(f"relay: {msg}; see {run_path / 'data_report.json'}")
+    return report
+
+
 def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | None) -> Path:
     cfg = plan.cfg
     handler = _setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
+    from rl.metrics import run_identity
+
+    logger.info("run id %s", run_identity(run_path, create=True))  # made with the run dir, reused on resume
+    write_data_report(plan.env, run_path)
     try:
         try:
             _run(plan, run_path, callbacks, resume_from)
@@ -433,11 +463,13 @@ def _reward_pools(
         if (fc := pool_settings.get(comp.name)) is not None:
             spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
             spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
+            spec.runtime_env = fc.runtime_env.to_ray()  # its own Ray runtime env; Relay's env vars merged under
         pool = RewardPool(
             spec,
             on_failure=cfg.rewards.on_failure,
             capacity_watch=capacity_watch,
             scheduling=(scheduling or {}).get(f"reward:{comp.name}"),
+            env_vars=_actor_env() if spec.runtime_env else None,
         )
         started.append(pool)
         out.append((comp.name, comp.weight, pool))
@@ -471,7 +503,7 @@ def _train_grpo(
         make_reward_func,
         make_rollout_func,
     )
-    from rl.metrics import MetricsFile, RelayProgress
+    from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
     from rl.rollout.types import SamplingParams
 
     cfg = plan.cfg
@@ -529,6 +561,9 @@ def _train_grpo(
         trainer.add_callback(RelayProgress())
     if main and cfg.logging.tensorboard:
         trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+        trainer.add_callback(RunIdToTensorBoard(tb_dir, run_identity(run_dir)))
+    if main and cfg.logging.wandb:
+        start_wandb(cfg, run_dir)  # W&B id = the run id, resume="allow": a resumed run continues the same W&B run
     for callback in callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()

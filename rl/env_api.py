@@ -54,6 +54,11 @@ class Env:
         """Examples for a supervised warm start (``sft.steps > 0``); envs without one raise."""
         raise NotImplementedError(f"env {type(self).__name__} has no SFT data; set sft.steps=0")
 
+    def data_report(self) -> dict[str, Any] | None:
+        """What the env's data loaders skipped (e.g. malformed lines with ``env.args.data.on_error: skip``),
+        written by the driver to ``RUN_DIR/data_report.json``; None: nothing to report."""
+        return None
+
     def prepare_model(self, model_path: str, run_dir: Path) -> str:
         """The model the run starts from, made from ``model_path`` before the SFT warm start.
 

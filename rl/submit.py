@@ -222,7 +222,7 @@ def run_submit(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="relay submit", description=__doc__.splitlines()[0])
     add_submit_arguments(parser)
-    return run_submit(parser.parse_args(argv))
+    return run_submit(parser.parse_intermixed_args(argv))
 
 
 if __name__ == "__main__":

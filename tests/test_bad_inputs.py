@@ -35,6 +35,19 @@ def _no_template_model(tmp_path: Path, tiny_model_dir: Path) -> str:
     return str(target)
 
 
+def _p5_with_bad_item_line(tmp_path: Path) -> list[str]:
+    """genrec on P5 files whose item-text file has an id and no text on line 2 (reached through the env's
+    reward list, which builds the semantic index from the data)."""
+    (tmp_path / "user_sequence.txt").write_text("u1 i1 i2 i3\nu2 i2 i3 i1\n")
+    (tmp_path / "items.txt").write_text("i1 a red pen\ni2\ni3 a blue cup\n")
+    return [
+        "configs/genrec.yaml",
+        "env.args.data.format=p5",
+        f"env.args.data.path={tmp_path / 'user_sequence.txt'}",
+        f"env.args.data.item_path={tmp_path / 'items.txt'}",
+    ]
+
+
 # (id, argv builder (tmp_path, tiny_model_dir) -> list[str], substrings of the message)
 CASES = [
     ("yaml-syntax", lambda t, m: ["train", _write(t, "a.yaml", "learner:\n  max_steps: [3\n")],
@@ -72,6 +85,10 @@ CASES = [
      ["name 'letter_fraction' is used twice"]),
     ("reward-timeout", lambda t, m: ["train", "rewards.functions=[{name: letter_fraction, timeout_s: -1}]"],
      ["rewards.functions.0.timeout_s (-1)", "greater than 0"]),
+    ("reward-runtime-env-key", lambda t, m: ["train", "rewards.functions=[{name: letter_fraction, runtime_env: {pipp: [x]}}]"],
+     ["rewards.functions.0.runtime_env.pipp: unknown key", "did you mean 'rewards.functions.0.runtime_env.pip'"]),
+    ("reward-runtime-env-path", lambda t, m: ["train", f"rewards.functions=[{{name: letter_fraction, runtime_env: {{py_modules: ['{t}/nope']}}}}]"],
+     ["rewards.functions.0.runtime_env.py_modules.0", "no such file or directory"]),
     ("sft-without-data", lambda t, m: ["train", "sft.steps=5"], ["sft.steps (5)", "has no SFT data"]),
     ("reprompt-prompts-missing", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={t}/none.jsonl"],
      ["none.jsonl"]),
@@ -79,6 +96,10 @@ CASES = [
      ["env.args.train_prompts", "GenEval-style .jsonl"]),
     ("reprompt-bad-row", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={_write(t, 'g.jsonl', json.dumps({'tag': 'single_object', 'include': [{'class': 'cat', 'count': 1}], 'exclude': [], 'prompt': 'a cat'}) + chr(10) + '{oops' + chr(10))}"],
      ["g.jsonl:2"]),
+    ("rec-data-bad-line", lambda t, m: ["train", *_p5_with_bad_item_line(t)],
+     ["items.txt:2: item 'i2' has no text", "set env.args.data.on_error=skip"]),
+    ("rec-data-missing", lambda t, m: ["train", "configs/genrec.yaml", f"env.args.data.path={t}/none.json"],
+     ["env.args.data.path", "no such file"]),
     ("vllm-missing", lambda t, m: ["train", "rollout.engine=vllm"], ["vLLM is not installed", "rollout.engine=hf"]),
 ]  # fmt: skip
 

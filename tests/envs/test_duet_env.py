@@ -20,6 +20,7 @@ from envs.duet import (
     parse_profiles,
     short_template_completion,
 )
+from rl.config import DataError
 from rl.env_api import ENVS, build_env, env_arg_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,7 +89,7 @@ def test_sft_completions_parse(template, profile):
 
 def test_missing_data_is_a_clear_error(tmp_path):
     e = env(data={"path": str(tmp_path / "nope.inter.json")})
-    with pytest.raises(FileNotFoundError, match="env.args.data.path"):
+    with pytest.raises(DataError, match="env.args.data.path"):
         e.train_dataset()
 
 
@@ -238,3 +239,51 @@ def test_policy_learns_validation_ndcg(tmp_path, ray_cluster):
         f"trained {after:.3f} (parse {res['trained']['parse_rate']:.2f})"
     )
     assert after > before
+
+
+def _p5_files(tmp_path: Path, n_users: int = 30) -> tuple[Path, Path]:
+    """The bundled subset's first users as P5 files, plus one malformed line in each file."""
+    src = json.loads((REPO / "envs/data/scientific300/Scientific300.inter.json").read_text())
+    items = json.loads((REPO / "envs/data/scientific300/Scientific300.item.json").read_text())
+    users = list(src)[:n_users]
+    seq = tmp_path / "user_sequence.txt"
+    seq.write_text("".join(f"{u} {' '.join(map(str, src[u]))}\n" for u in users) + "lonely_user\n")
+    used = sorted({str(i) for u in users for i in src[u]})
+    texts = tmp_path / "items.txt"
+    texts.write_text(f"{used[0]}\n" + "".join(f"{i} {items[i]['title'] or 'item'}\n" for i in used[1:]))
+    return seq, texts
+
+
+def test_data_on_error_fail_or_skip_through_the_cli(tmp_path, capsys, caplog, monkeypatch):
+    """A malformed P5 line: `fail` (default) is a config error naming file:line (exit 2, no run dir);
+    `skip` drops it, logs the count per file, and the run directory gets data_report.json."""
+    from rl.cli import main
+    from rl.config import load_config
+    from rl.driver import preflight, write_data_report
+
+    monkeypatch.chdir(REPO)
+    seq, texts = _p5_files(tmp_path)
+    overrides = [
+        "env.args.data.format=p5",
+        f"env.args.data.path={seq}",
+        f"env.args.data.item_path={texts}",
+        "env.args.num_train_users=8",
+        "env.args.num_eval_users=4",
+    ]
+    run_dir = tmp_path / "run"
+    assert main(["train", "configs/duet/user_only.yaml", "--run-dir", str(run_dir), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not run_dir.exists()
+    assert f"{seq}:31: user 'lonely_user' has no items" in err and f"{texts}:1: item " in err
+    assert "set env.args.data.on_error=skip" in err
+
+    skip = [*overrides, "env.args.data.on_error=skip"]
+    assert main(["train", "configs/duet/user_only.yaml", "--check", *skip]) == 0
+    logged = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert any(f"skipped 1 malformed line(s) in {seq}" in m for m in logged), logged
+    assert any(f"skipped 1 malformed line(s) in {texts}" in m for m in logged), logged
+    # What the driver writes into the run directory once it has one (rl.driver._execute).
+    report = write_data_report(preflight(load_config("configs/duet/user_only.yaml", skip)).env, tmp_path)
+    on_disk = json.loads((tmp_path / "data_report.json").read_text())
+    assert on_disk == report and on_disk["skipped_lines"] == 2 and on_disk["on_error"] == "skip"
+    assert on_disk["skipped_per_file"] == {str(seq): 1, str(texts): 1}

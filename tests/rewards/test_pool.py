@@ -180,3 +180,33 @@ def test_killed_actor_is_restarted_and_chunk_scored_once(ray_cluster, tmp_path, 
         calls = sorted(int(line) for line in (tmp_path / "calls").read_text().split())
         assert calls == list(range(n))  # every sample scored exactly once
         assert pid not in pool.pids()  # the actor was restarted in a new process
+
+
+def test_reward_importable_only_inside_its_runtime_env_scores(ray_cluster, tmp_path):
+    """`rewards.functions[*].runtime_env`: a module that exists only in the actor's py_modules loads and
+    scores there; Relay's propagated env vars sit under the runtime env's own; a module missing from the
+    runtime env fails at pool start naming the reward, its source and the runtime env."""
+    import importlib
+
+    from rewards.pool import RewardLoadError
+
+    pkg = tmp_path / "mods" / "relay_rtenv_reward"  # not on sys.path: reachable only through py_modules
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "import os\n\n\ndef score(prompts, completions, **columns):\n"
+        "    bonus = float(os.environ['RT_BONUS']) + float(os.environ['RT_BASE'])\n"
+        "    return [len(c) + bonus for c in completions]\n"
+    )
+    with pytest.raises(ImportError):
+        importlib.import_module("relay_rtenv_reward")
+    runtime_env = {"py_modules": [str(pkg)], "env_vars": {"RT_BONUS": "10"}}
+    rt = RewardSpec(name="rt", source="relay_rtenv_reward:score", num_cpus=0.5, runtime_env=runtime_env)
+    with RewardPool(rt, env_vars={"RT_BONUS": "0", "RT_BASE": "1"}) as pool:  # the runtime env's RT_BONUS wins
+        assert pool.score(["p", "p"], ["ab", "abcd"]).values == [13.0, 15.0]
+    missing = RewardSpec(name="rt2", source="relay_rtenv_nothere:score", num_cpus=0.5, runtime_env=runtime_env)
+    with pytest.raises(RewardLoadError) as info:
+        RewardPool(missing)
+    message = str(info.value)
+    assert "reward 'rt2' (relay_rtenv_nothere:score) failed to load in its worker" in message
+    assert "(runtime_env ['env_vars', 'py_modules'])" in message
+    assert "cannot import module 'relay_rtenv_nothere'" in message

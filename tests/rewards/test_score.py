@@ -100,3 +100,38 @@ def test_run_score_fail_fast_exits_1(ray_cluster, tmp_path, capsys):
     path.write_text('{"prompt": "p", "completion": "bad"}\n')
     assert run_score(parse("--reward", reward, "--input", str(path), "--fail-fast", "--num-cpus", "0.5")) == 1
     assert "reward 'raises_on_bad' raised" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "reward,completions,n_bad,kind",
+    [
+        ("raises_on_bad", ["ok", "bad", "ok", "ok"], 4, "failed"),  # one chunk: the raise fails all four
+        ("non_finite", ["nan", "ok", "str", "ok"], 2, "invalid"),  # NaN and a string
+        ("one_short", ["a", "b", "c", "d"], 4, "invalid"),  # the wrong number of values
+    ],
+)
+def test_run_score_exits_1_on_failed_samples_but_writes_everything(
+    reward, completions, n_bad, kind, ray_cluster, tmp_path, capsys
+):
+    """`relay score ... && train` must not pass on a broken reward: exit 1 past --max-failures (default 0),
+    with the summary printed and the output written (atomically) all the same."""
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "p", "completion": c}) + "\n" for c in completions))
+    out = tmp_path / "scores.jsonl"
+    argv = ["--reward", f"{FIXTURES / 'sample_rewards.py'}:{reward}", "--input", str(path), "--num-cpus", "0.5"]
+    assert run_score(parse(*argv, "--output", str(out))) == 1
+    captured = capsys.readouterr()
+    assert f"scored {4 - n_bad}/4 samples" in captured.out and f"{n_bad} {kind}" in captured.out
+    assert f"error: {n_bad} of 4 samples failed, timed out or were invalid (--max-failures 0)" in captured.err
+    assert f"reward {reward!r}" in captured.err  # the pool's message names the function
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and sum(r["score"] is None for r in rows) == n_bad
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scores.jsonl"]  # no temp file left
+    if kind == "failed":  # deliberate tolerance (one case is enough): n_bad allowed -> 0; one fewer -> 1
+        assert run_score(parse(*argv, "--max-failures", str(n_bad))) == 0
+        assert run_score(parse(*argv, "--max-failures", str(n_bad - 1))) == 1
+
+
+def test_run_score_negative_max_failures_is_bad_input(capsys):
+    assert run_score(parse("--reward", "exact_match", "--input", str(SAMPLES), "--max-failures", "-1")) == 2
+    assert "--max-failures (-1) must be >= 0" in capsys.readouterr().err

@@ -42,11 +42,18 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict]:
 def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
     # Killed after step 3: resumed from checkpoint-2, so step 3's records are dropped and re-produced.
     run_dir = tmp_path / "run"
-    _run_and_kill_after(run_dir, 3, OVERRIDES)
+    _run_and_kill_after(run_dir, 3, [*OVERRIDES, "logging.tensorboard=true"])  # logging.* may differ on resume
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     proc = subprocess.run(_cmd("resume", str(run_dir)), cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming" in proc.stdout
+    # One run identity across the resume: the same id in run.json, in relay.log and in TensorBoard.
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == run_id
+    assert (run_dir / "relay.log").read_text().count(f"run id {run_id}") == 2  # the first start and the resume
+    assert any(run_id.encode() in f.read_bytes() for f in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # every row carries its global step explicitly
     resumed = _metrics(run_dir)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]  # every step exactly once
     for step in range(1, 7):
