@@ -55,7 +55,8 @@ class ModelConfig(_Section):
     cache_dir: str | None = Field(
         None,
         description="Where packaged models are converted to and reused from (one checksummed directory per model "
-        "and source file). Default: $RELAY_CACHE/models, else ~/.cache/relay/models.",
+        "and source file). Default: $RELAY_CACHE/models, else ~/.cache/relay/models. Rollout workers load the "
+        "model from it, so on a multi-node cluster it must be a shared path.",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
 

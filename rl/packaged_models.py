@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ SOURCE_LOGITS = "relay_source_logits.safetensors"
 # Bump when the converter's output changes: the cache key includes it, so old copies are not reused.
 CONVERTER_VERSION = 1
 # The fixed input whose logits tie the saved directory to the source model.
+logger = logging.getLogger(__name__)
 PROBE_MESSAGES = [
     {"role": "system", "content": "You rewrite image prompts."},
     {"role": "user", "content": "a photo of a red bench left of a cat"},
@@ -300,6 +302,7 @@ def materialise(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     if missing:
         raise PackagedModelError(missing)
     target.parent.mkdir(parents=True, exist_ok=True)
+    logger.warning("%s: converting %s into %s (once; 1-3 minutes on 2 CPU cores)", name, source, target)
     try:
         with atomic_path(target) as tmp:
             tmp.mkdir()
