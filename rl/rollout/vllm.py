@@ -205,7 +205,10 @@ class VLLMEngine:
         if self._base_weights is None:  # the checkpoint's originals (HF names), so merges never accumulate
             self._base_weights = glue.read_base_weights(self.model_path, names)
         merged = glue.merged_weights(self._base_weights, tensors, self.lora)
-        self.llm.collective_rpc(_load_weights, args=(list(merged.items()),))
+        # vLLM's in-place reload: loads checkpoint-format (HF-named) weights and re-runs each layer's weight
+        # processing (the CPU build repacks linear weights at load, so a plain load_weights no longer fits).
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(merged.items()),
+                                                          "is_checkpoint_format": True})  # fmt: skip
         self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
 
     def adapter_tensors(self) -> dict[str, Any]:
@@ -291,13 +294,6 @@ def is_cpu_build() -> bool:
     from vllm.platforms import current_platform
 
     return bool(current_platform.is_cpu())
-
-
-# Runs inside vLLM's worker processes through LLM.collective_rpc (``self`` is the worker). The model's
-# load_weights takes Hugging Face names and maps them onto vLLM's fused layers (qkv_proj, gate_up_proj).
-def _load_weights(self: Any, weights: list[tuple[str, Any]]) -> None:
-    self.model_runner.model.load_weights(weights=weights)
-
 
 
 # Relay's extra logits processors inside vLLM (V1 model runner): one engine-level class that vLLM loads in

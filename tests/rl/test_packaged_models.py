@@ -112,11 +112,20 @@ def test_cli_refuses_a_tampered_cache_and_a_missing_package_with_exit_2(smollm2_
     assert "Traceback" not in err and not run_dir.exists()
 
 
-def test_hf_engine_answers_coherently_with_logprobs_the_learner_reproduces(smollm2_dir):
-    from rl.rollout.hf import HFEngine
-    from rl.rollout.types import SamplingParams
+@pytest.mark.parametrize("engine_name", ["hf", "vllm"])
+def test_engines_answer_coherently_with_logprobs_the_learner_reproduces(smollm2_dir, engine_name):
+    """Both rollout engines on the real model (vLLM: its CPU build, float32); the learner's forward (plain
+    transformers) reproduces the logprobs each engine reported."""
+    from transformers import AutoModelForCausalLM
 
-    engine = HFEngine(str(smollm2_dir), LORA, torch_threads=1)
+    from rl.rollout.types import SamplingParams
+    from rl.rollout.worker import ENGINES
+
+    kwargs = {"torch_threads": 1}
+    if engine_name == "vllm":
+        kwargs.update(dtype="float32", max_model_len=512, enforce_eager=True, cpu_kv_cache_gib=1)
+    engine = ENGINES.resolve(engine_name)(str(smollm2_dir), LORA, **kwargs)
+    learner_model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     assert engine.eos_ids == [2]
     question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
     (greedy,) = engine.generate([question], 1, SamplingParams(max_new_tokens=16, temperature=0), seeds=[0])
@@ -130,9 +139,10 @@ def test_hf_engine_answers_coherently_with_logprobs_the_learner_reproduces(smoll
         # What the learner recomputes (log_softmax(logits / T) at the sampled ids) is what was reported.
         ids = torch.tensor([r.prompt_ids + r.completion_ids])  # [1, P+C]
         with torch.no_grad():
-            logits = engine.model(ids).logits[0, len(r.prompt_ids) - 1 : -1] / sampling.temperature  # [C, V]
+            logits = learner_model(ids).logits[0, len(r.prompt_ids) - 1 : -1] / sampling.temperature  # [C, V]
         learner = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(r.completion_ids)[:, None])[:, 0]
         torch.testing.assert_close(learner, torch.tensor(r.logprobs), atol=2e-4, rtol=1e-4)
+    getattr(engine, "close", lambda: None)()
 
 
 @pytest.mark.slow
