@@ -60,7 +60,7 @@ def _cmd_train(args) -> int:
     if args.check:
         import yaml
 
-        from rl.driver import preflight
+        from rl.preflight import preflight
 
         preflight(cfg)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")

@@ -65,9 +65,10 @@ def importable(module: str) -> tuple[bool, str]:
 
 def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
-    from rl.driver import learner_gpus_per_worker, resource_request, reward_components
     from rl.env_api import build_env
     from rl.placement import ResourceRequest, learner_role
+    from rl.preflight import reward_components
+    from rl.wiring import learner_gpus_per_worker, resource_request
 
     try:
         components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))

@@ -48,9 +48,9 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
     assert "learner.strategy='fsdp' needs GPUs" in text and "set learner.device=auto" in text
     assert "learner.fsdp_config is set but learner.strategy is 'ddp'" in _problems(['learner.fsdp_config={"a": 1}'])
 
-    from rl.driver import learner_gpus_per_worker, resource_request
     from rl.learner.grpo import grpo_args
     from rl.placement import check_fits
+    from rl.wiring import learner_gpus_per_worker, resource_request
 
     fsdp = ["learner.num_workers=2", "learner.strategy=fsdp", "learner.device=auto"]
     cfg = load_config(REPO / "configs" / "letters.yaml", [*fsdp, 'learner.fsdp_config={"cpu_offload": true}'])
@@ -72,8 +72,8 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
 
 
 def test_resource_request_counts_the_learner_workers():
-    from rl.driver import resource_request
     from rl.placement import check_fits
+    from rl.wiring import resource_request
 
     cfg = load_config(REPO / "configs" / "letters.yaml", ["learner.num_workers=2"])
     roles = {r.role: r for r in resource_request(cfg, []).roles}
