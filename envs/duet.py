@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.recdata import ItemInfo, RecData
+from rewards.rec.data import ItemInfo, RecData
 from rl.env_api import Env, EnvArgs, RewardComponent
 
 Mode = Literal["joint", "user_only"]
@@ -382,7 +382,7 @@ class DataArgs(BaseModel):
     rating_col: str | None = Field("rating", description="table: rating column (needed by reward=rating).")
 
     def load(self) -> RecData:
-        from envs.recdata import load_lcrec, load_p5, load_table
+        from rewards.rec.data import load_lcrec, load_p5, load_table
 
         path = resolve_path(self.path)
         if not path.is_file():
@@ -494,7 +494,7 @@ class DuetEnv(Env):
         return load_data(self.args.data)
 
     def _split(self):
-        from envs.recdata import leave_one_out, timestamp_split
+        from rewards.rec.data import leave_one_out, timestamp_split
 
         return leave_one_out(self.data) if self.args.split == "leave_one_out" else timestamp_split(self.data)
 
@@ -502,7 +502,8 @@ class DuetEnv(Env):
         """'train' (each train user's last train event, predicted from the earlier ones), 'valid' or 'test'."""
         if which in self._examples:
             return self._examples[which]
-        from envs.recdata import Example, user_window
+        from envs.recdata import user_window
+        from rewards.rec.data import Example
         from rewards.rec.negatives import NegativeSampler
 
         split = self._split()

@@ -91,12 +91,12 @@ def cluster_nodes(address: str | None) -> tuple[list[dict[str, float]] | None, s
         return None, "no cluster (pass --address or set RAY_ADDRESS); checked against this machine instead"
     import ray
 
-    from rl.cluster import _refresh_ray_auth_cache
+    from rl.cluster import refresh_ray_auth_cache
     from rl.placement import node_resources
 
     started = not ray.is_initialized()
     if started:
-        _refresh_ray_auth_cache()
+        refresh_ray_auth_cache()
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         return node_resources(), f"cluster at {address}"
