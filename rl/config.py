@@ -118,24 +118,40 @@ class PPOConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
+    """The learning algorithm. Each field applies to the algorithms its description names; a non-default
+    value on a field the chosen ``name`` does not read is a config error (``_algorithm_field_problems``)."""
+
     name: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = Field(
         "grpo",
         description="'grpo' (group mean/std), 'dr_grpo' (group mean, no std), 'rloo' (leave-one-out baseline), "
         "'reinforce_pp' (batch-whitened, KL in the reward): TRL's GRPOTrainer with that advantage estimator; "
         "'ppo': Relay's PPO learner with a value head.",
     )
-    kl_coef: float = Field(0.0, ge=0, description="KL-in-reward coefficient (reinforce_pp, ppo).")
+    kl_coef: float = Field(
+        0.0,
+        ge=0,
+        description="KL-in-reward coefficient (reinforce_pp only; PPO's is algorithm.ppo.kl_coef).",
+    )
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field(
-        "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type)."
+        "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type). Not PPO."
     )
-    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group size).")
-    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (the base model, adapter off).")
-    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range.")
+    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group size). All.")
+    beta: float = Field(
+        0.0,
+        ge=0,
+        description="KL coefficient to the reference (the base model, adapter off) in the loss. Not PPO "
+        "(its KL penalty is algorithm.ppo.kl_coef).",
+    )
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range. All.")
     scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group", description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO)."
+        "group",
+        description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO). grpo only "
+        "(the other estimators compute their own advantages).",
     )
-    num_iterations: int = Field(1, ge=1, description="Optimisation passes per generated batch.")
-    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo).")
+    num_iterations: int = Field(
+        1, ge=1, description="Optimisation passes per generated batch. Not PPO (its passes: algorithm.ppo.ppo_epochs)."
+    )
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo only).")
 
 
 class LearnerConfig(_Section):
@@ -506,12 +522,47 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
             "rollout.colocate is implemented for the group-based learners (grpo, dr_grpo, rloo, reinforce_pp), "
             "not algorithm.name='ppo'; set rollout.colocate=false or pick a group-based algorithm"
         )
+    p += _algorithm_field_problems(cfg.algorithm)
     p += _learner_worker_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(
             f"checkpoint.every_steps ({cfg.checkpoint.every_steps}) exceeds learner.max_steps "
             f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
         )
+    return p
+
+
+# algorithm.* fields an algorithm does not read, each with the fix (checked against the field's default).
+_NOT_READ_BY_PPO = {
+    "beta": "use algorithm.ppo.kl_coef or remove it",
+    "kl_coef": "use algorithm.ppo.kl_coef or remove it",
+    "loss_type": "PPO's loss is its own clipped token mean; remove it",
+    "scale_rewards": "use algorithm.ppo.whiten_advantages or remove it",
+    "num_iterations": "use algorithm.ppo.ppo_epochs or remove it",
+}
+
+
+def _algorithm_field_problems(a: AlgorithmConfig) -> list[str]:
+    """Fields set (to a non-default value) that the chosen algorithm would silently ignore."""
+    defaults = AlgorithmConfig()
+    if a.name == "ppo":
+        unused = dict(_NOT_READ_BY_PPO)
+    else:
+        unused = {f"ppo.{f}": "set algorithm.name=ppo or remove it" for f in PPOConfig.model_fields}
+        if a.name != "reinforce_pp":
+            unused["kl_coef"] = (
+                "only algorithm.name=reinforce_pp folds a KL into the reward; use algorithm.beta for a KL term "
+                "in the loss, or remove it"
+            )
+        if a.name != "grpo":
+            unused["scale_rewards"] = f"{a.name} computes its own advantages; remove it or set algorithm.name=grpo"
+    p = []
+    for dotted, fix in unused.items():
+        value, default = a, defaults
+        for part in dotted.split("."):
+            value, default = getattr(value, part), getattr(default, part)
+        if value != default:
+            p.append(f"algorithm.{dotted} ({value!r}) does not apply to algorithm.name={a.name}; {fix}")
     return p
 
 
