@@ -118,6 +118,24 @@ def _cmd_resume(args) -> int:
     return 0
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser(
+        "config",
+        help="list every config field with its type, default and description",
+        description="Print every config field (dotted name, type, default, bounds, description), or only "
+        "those of SECTION (e.g. rollout, algorithm.ppo). Override any of them as section.field=value.",
+    )
+    p.add_argument("section", nargs="?", default=None, help="one section, e.g. rollout (default: all)")
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(args) -> int:
+    from rl.config import describe_config
+
+    print(describe_config(args.section), end="")
+    return 0
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
@@ -195,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and whether the given config's actors fit.",
     )  # fmt: skip
     _add_export(sub)
+    _add_config(sub)
     _add_tiny_model(sub)
     return parser
 

@@ -135,14 +135,16 @@ class AlgorithmConfig(_Section):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field(
         "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type). Not PPO."
     )
-    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group size). All.")
+    num_generations: int = Field(
+        4, ge=2, description="Completions per prompt (the GRPO group size; PPO samples as many)."
+    )
     beta: float = Field(
         0.0,
         ge=0,
         description="KL coefficient to the reference (the base model, adapter off) in the loss. Not PPO "
         "(its KL penalty is algorithm.ppo.kl_coef).",
     )
-    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range. All.")
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range (every algorithm, PPO included).")
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group",
         description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO). grpo only "
@@ -343,6 +345,103 @@ class RelayConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing the fields (``relay config [SECTION]``)
+
+
+def _type_name(annotation: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    if annotation is Any:
+        return "Any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(field: Any) -> str:
+    """' (>= 1)' and the like from the field's ge/gt/le/lt constraints."""
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{signs[k]} {getattr(m, k)}" for m in field.metadata for k in signs if getattr(m, k, None) is not None]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field typed ``list[Section]``, if any."""
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
+def _describe_model(model: type[BaseModel], prefix: str, out: list[str]) -> None:
+    import textwrap
+
+    from pydantic_core import PydanticUndefined
+
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _describe_model(annotation, f"{dotted}.", out)
+            continue
+        if field.default is not PydanticUndefined:
+            default = repr(field.default)
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())
+        else:
+            default = "required"
+        out.append(f"{dotted}: {_type_name(annotation)} = {default}{_bounds(field)}")
+        desc = field.description or "(undocumented)"
+        out += textwrap.wrap(desc, width=100, initial_indent="    ", subsequent_indent="    ")
+        if (item := _item_model(annotation)) is not None:
+            _describe_model(item, f"{dotted}.<i>.", out)
+
+
+def config_sections() -> list[str]:
+    """The config's sections (``model``, ``rollout``, ``algorithm.ppo``, ...), in declaration order."""
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                out.append(f"{prefix}{name}")
+                walk(field.annotation, f"{prefix}{name}.")
+
+    walk(RelayConfig, "")
+    return out
+
+
+def describe_config(section: str | None = None) -> str:
+    """Every field (of ``section``, e.g. 'rollout' or 'algorithm.ppo'; default all) with its dotted name,
+    type, default, bounds and description. An unknown section is a ``ConfigError`` listing the known ones."""
+    model: type[BaseModel] = RelayConfig
+    prefix = ""
+    if section:
+        if section not in config_sections():
+            close = difflib.get_close_matches(section, config_sections(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                [f"relay config {section!r}: no such section; {hint}known sections: {', '.join(config_sections())}"]
+            )
+        for part in section.split("."):
+            model = model.model_fields[part].annotation  # type: ignore[assignment]
+        prefix = f"{section}."
+    out: list[str] = []
+    _describe_model(model, prefix, out)
+    return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
