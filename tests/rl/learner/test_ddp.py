@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from rl.checkpoint import MARKER
 from rl.config import ConfigError, load_config
+from tests.helpers import requires_cuda
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -200,13 +201,9 @@ def test_two_workers_one_killed_and_resumed_match_one_worker(tmp_path, ray_clust
     assert moved > 1e-3 and diff < 0.02 * cfg_lr()
 
 
-@pytest.mark.gpu
+@requires_cuda("accelerate shards only across GPUs", min_gpus=2)
 def test_fsdp_workers_hold_shards_and_identical_adapters(tmp_path, ray_cluster):
     """learner.strategy=fsdp end to end: accelerate's FSDP2 over 2 GPU workers (nccl)."""
-    import torch
-
-    if torch.cuda.device_count() < 2:
-        pytest.skip(f"needs 2 CUDA GPUs (found {torch.cuda.device_count()}); accelerate shards only across GPUs")
     from rl.driver import train
     from rl.learner.ddp import AdapterDigest
 
