@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     opts = parser.parse_args()
 
-    from rl.driver import _quiet_libraries
+    from rl.process_setup import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     base = [
         f"learner.max_steps={opts.steps}",
         f"learner.batch_size={opts.batch_size}",

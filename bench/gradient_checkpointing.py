@@ -43,8 +43,8 @@ def grpo_run(steps: int, checkpointing: bool, run_dir: Path) -> tuple[float, lis
 
 def sft_run(steps: int, checkpointing: bool, out: Path) -> float:
     """Seconds of the genrec recipe's SFT warm start (full fine-tuning of the tiny model + code tokens)."""
+    from rl.base_model import resolve_model
     from rl.config import load_config
-    from rl.driver import resolve_model
     from rl.env_api import build_env
     from rl.learner.sft import warm_start
 

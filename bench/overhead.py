@@ -78,10 +78,10 @@ def main() -> None:
     opts = parser.parse_args()
 
     from rl.config import load_config
-    from rl.driver import _quiet_libraries
+    from rl.process_setup import quiet_libraries
     from rl.tiny_model import build_tiny_model
 
-    _quiet_libraries()
+    quiet_libraries()
     load_before = os.getloadavg()[0]
     overrides = [
         f"learner.max_steps={opts.steps}",

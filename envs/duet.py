@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from envs.recdata import ItemInfo, RecData
+from rewards.rec.data import ItemInfo, RecData
 from rl.config import DataError
 from rl.env_api import Env, EnvArgs, RewardComponent
 
@@ -392,7 +392,7 @@ class DataArgs(BaseModel):
 
     def load(self) -> RecData:
         """The data, or a ``DataError`` (a config error: exit 2, no run directory) naming file:line and the fix."""
-        from envs.recdata import RecDataError, load_lcrec, load_p5, load_table
+        from rewards.rec.data import RecDataError, load_lcrec, load_p5, load_table
 
         path = resolve_path(self.path)
         if not path.is_file():
@@ -546,7 +546,7 @@ class DuetEnv(Env):
         return data_report(self.data, self.args.data) if self.args.data.on_error == "skip" else None
 
     def _split(self):
-        from envs.recdata import leave_one_out, timestamp_split
+        from rewards.rec.data import leave_one_out, timestamp_split
 
         return leave_one_out(self.data) if self.args.split == "leave_one_out" else timestamp_split(self.data)
 
@@ -554,7 +554,8 @@ class DuetEnv(Env):
         """'train' (each train user's last train event, predicted from the earlier ones), 'valid' or 'test'."""
         if which in self._examples:
             return self._examples[which]
-        from envs.recdata import Example, user_window
+        from envs.recdata import user_window
+        from rewards.rec.data import Example
         from rewards.rec.negatives import NegativeSampler
 
         split = self._split()

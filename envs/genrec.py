@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from envs.duet import DataArgs, data_report, load_data, resolve_path
-from envs.recdata import Example, RecData, Split, leave_one_out
+from rewards.rec.data import Example, RecData, Split, leave_one_out
 from rl.atomic import atomic_path
 from rl.env_api import Env, EnvArgs, RewardComponent
 

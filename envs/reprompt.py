@@ -187,9 +187,9 @@ def with_prefill(messages: list[dict]) -> list[dict]:
 
 def _weak_rewrite(raw: str) -> str:
     """A well-formed but unhelpful rewrite: the raw prompt restated inside the frame (no layout, no digits)."""
-    from rewards.t2i.geneval import _FRAME_CLOSE, _FRAME_OPEN
+    from rewards.t2i.geneval import FRAME_CLOSE, FRAME_OPEN
 
-    return f"{_FRAME_OPEN}: {raw.strip()}. {_FRAME_CLOSE}"
+    return f"{FRAME_OPEN}: {raw.strip()}. {FRAME_CLOSE}"
 
 
 def _think(meta: dict) -> str:

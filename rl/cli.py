@@ -79,7 +79,7 @@ def _cmd_train(args) -> int:
     if args.check:
         import yaml
 
-        from rl.driver import preflight
+        from rl.preflight import preflight
 
         preflight(cfg)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
@@ -134,6 +134,24 @@ def _cmd_resume(args) -> int:
     from rl.driver import resume
 
     print(f"run directory: {resume(args.run_dir, args.overrides, force=args.force)}")
+    return 0
+
+
+def _add_config(sub) -> None:
+    p = sub.add_parser(
+        "config",
+        help="list every config field with its type, default and description",
+        description="Print every config field (dotted name, type, default, bounds, description), or only "
+        "those of SECTION (e.g. rollout, algorithm.ppo). Override any of them as section.field=value.",
+    )
+    p.add_argument("section", nargs="?", default=None, help="one section, e.g. rollout (default: all)")
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(args) -> int:
+    from rl.config import describe_config
+
+    print(describe_config(args.section), end="")
     return 0
 
 
@@ -215,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and whether the given config's actors fit.",
     )  # fmt: skip
     _add_export(sub)
+    _add_config(sub)
     _add_tiny_model(sub)
     return parser
 

@@ -30,17 +30,17 @@ def _private_token(temp_dir: Path) -> None:
         return  # the user opted out explicitly; respect it
     os.environ["RAY_AUTH_MODE"] = "token"
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        _refresh_ray_auth_cache()
+        refresh_ray_auth_cache()
         return
     token_path = temp_dir / "auth_token"
     fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
-    _refresh_ray_auth_cache()
+    refresh_ray_auth_cache()
 
 
-def _refresh_ray_auth_cache() -> None:
+def refresh_ray_auth_cache() -> None:
     """Ray caches the auth mode and token per process; re-read them after changing the environment."""
     try:
         from ray._raylet import AuthenticationTokenLoader, Config

@@ -131,24 +131,42 @@ class PPOConfig(_Section):
 
 
 class AlgorithmConfig(_Section):
+    """The learning algorithm. Each field applies to the algorithms its description names; a non-default
+    value on a field the chosen ``name`` does not read is a config error (``_algorithm_field_problems``)."""
+
     name: Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "ppo"] = Field(
         "grpo",
         description="'grpo' (group mean/std), 'dr_grpo' (group mean, no std), 'rloo' (leave-one-out baseline), "
         "'reinforce_pp' (batch-whitened, KL in the reward): TRL's GRPOTrainer with that advantage estimator; "
         "'ppo': Relay's PPO learner with a value head.",
     )
-    kl_coef: float = Field(0.0, ge=0, description="KL-in-reward coefficient (reinforce_pp, ppo).")
+    kl_coef: float = Field(
+        0.0,
+        ge=0,
+        description="KL-in-reward coefficient (reinforce_pp only; PPO's is algorithm.ppo.kl_coef).",
+    )
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = Field(
-        "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type)."
+        "dapo", description="TRL loss aggregation (see TRL's GRPOConfig.loss_type). Not PPO."
     )
-    num_generations: int = Field(4, ge=2, description="Completions per prompt (the GRPO group size).")
-    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (the base model, adapter off).")
-    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range.")
+    num_generations: int = Field(
+        4, ge=2, description="Completions per prompt (the GRPO group size; PPO samples as many)."
+    )
+    beta: float = Field(
+        0.0,
+        ge=0,
+        description="KL coefficient to the reference (the base model, adapter off) in the loss. Not PPO "
+        "(its KL penalty is algorithm.ppo.kl_coef).",
+    )
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping range (every algorithm, PPO included).")
     scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group", description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO)."
+        "group",
+        description="Advantage scaling: by the group's std, the batch's std, or none (Dr. GRPO). grpo only "
+        "(the other estimators compute their own advantages).",
     )
-    num_iterations: int = Field(1, ge=1, description="Optimisation passes per generated batch.")
-    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo).")
+    num_iterations: int = Field(
+        1, ge=1, description="Optimisation passes per generated batch. Not PPO (its passes: algorithm.ppo.ppo_epochs)."
+    )
+    ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo only).")
 
 
 class LearnerConfig(_Section):
@@ -399,6 +417,103 @@ class RelayConfig(_Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# Describing the fields (``relay config [SECTION]``)
+
+
+def _type_name(annotation: Any) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    if annotation is Any:
+        return "Any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(field: Any) -> str:
+    """' (>= 1)' and the like from the field's ge/gt/le/lt constraints."""
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{signs[k]} {getattr(m, k)}" for m in field.metadata for k in signs if getattr(m, k, None) is not None]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The section model of a field typed ``list[Section]``, if any."""
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
+def _describe_model(model: type[BaseModel], prefix: str, out: list[str]) -> None:
+    import textwrap
+
+    from pydantic_core import PydanticUndefined
+
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _describe_model(annotation, f"{dotted}.", out)
+            continue
+        if field.default is not PydanticUndefined:
+            default = repr(field.default)
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())
+        else:
+            default = "required"
+        out.append(f"{dotted}: {_type_name(annotation)} = {default}{_bounds(field)}")
+        desc = field.description or "(undocumented)"
+        out += textwrap.wrap(desc, width=100, initial_indent="    ", subsequent_indent="    ")
+        if (item := _item_model(annotation)) is not None:
+            _describe_model(item, f"{dotted}.<i>.", out)
+
+
+def config_sections() -> list[str]:
+    """The config's sections (``model``, ``rollout``, ``algorithm.ppo``, ...), in declaration order."""
+    out: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                out.append(f"{prefix}{name}")
+                walk(field.annotation, f"{prefix}{name}.")
+
+    walk(RelayConfig, "")
+    return out
+
+
+def describe_config(section: str | None = None) -> str:
+    """Every field (of ``section``, e.g. 'rollout' or 'algorithm.ppo'; default all) with its dotted name,
+    type, default, bounds and description. An unknown section is a ``ConfigError`` listing the known ones."""
+    model: type[BaseModel] = RelayConfig
+    prefix = ""
+    if section:
+        if section not in config_sections():
+            close = difflib.get_close_matches(section, config_sections(), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                [f"relay config {section!r}: no such section; {hint}known sections: {', '.join(config_sections())}"]
+            )
+        for part in section.split("."):
+            model = model.model_fields[part].annotation  # type: ignore[assignment]
+        prefix = f"{section}."
+    out: list[str] = []
+    _describe_model(model, prefix, out)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading and overrides
 
 
@@ -582,6 +697,7 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
             "rollout.colocate is implemented for the group-based learners (grpo, dr_grpo, rloo, reinforce_pp), "
             "not algorithm.name='ppo'; set rollout.colocate=false or pick a group-based algorithm"
         )
+    p += _algorithm_field_problems(cfg.algorithm)
     p += _learner_worker_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(
@@ -609,6 +725,40 @@ def _vllm_problems(cfg: RelayConfig) -> list[str]:
     else:
         problem = vllm_glue.cpu_head_size_problem(Path(cfg.model.name).expanduser())
     return [f"rollout.engine ('vllm'): {problem}"] if problem else []
+
+
+# algorithm.* fields an algorithm does not read, each with the fix (checked against the field's default).
+_NOT_READ_BY_PPO = {
+    "beta": "use algorithm.ppo.kl_coef or remove it",
+    "kl_coef": "use algorithm.ppo.kl_coef or remove it",
+    "loss_type": "PPO's loss is its own clipped token mean; remove it",
+    "scale_rewards": "use algorithm.ppo.whiten_advantages or remove it",
+    "num_iterations": "use algorithm.ppo.ppo_epochs or remove it",
+}
+
+
+def _algorithm_field_problems(a: AlgorithmConfig) -> list[str]:
+    """Fields set (to a non-default value) that the chosen algorithm would silently ignore."""
+    defaults = AlgorithmConfig()
+    if a.name == "ppo":
+        unused = dict(_NOT_READ_BY_PPO)
+    else:
+        unused = {f"ppo.{f}": "set algorithm.name=ppo or remove it" for f in PPOConfig.model_fields}
+        if a.name != "reinforce_pp":
+            unused["kl_coef"] = (
+                "only algorithm.name=reinforce_pp folds a KL into the reward; use algorithm.beta for a KL term "
+                "in the loss, or remove it"
+            )
+        if a.name != "grpo":
+            unused["scale_rewards"] = f"{a.name} computes its own advantages; remove it or set algorithm.name=grpo"
+    p = []
+    for dotted, fix in unused.items():
+        value, default = a, defaults
+        for part in dotted.split("."):
+            value, default = getattr(value, part), getattr(default, part)
+        if value != default:
+            p.append(f"algorithm.{dotted} ({value!r}) does not apply to algorithm.name={a.name}; {fix}")
+    return p
 
 
 def _learner_worker_problems(cfg: RelayConfig) -> list[str]:

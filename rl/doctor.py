@@ -65,9 +65,10 @@ def importable(module: str) -> tuple[bool, str]:
 
 def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
-    from rl.driver import learner_gpus_per_worker, resource_request, reward_components
     from rl.env_api import build_env
     from rl.placement import ResourceRequest, learner_role
+    from rl.preflight import reward_components
+    from rl.wiring import learner_gpus_per_worker, resource_request
 
     try:
         components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
@@ -90,12 +91,12 @@ def cluster_nodes(address: str | None) -> tuple[list[dict[str, float]] | None, s
         return None, "no cluster (pass --address or set RAY_ADDRESS); checked against this machine instead"
     import ray
 
-    from rl.cluster import _refresh_ray_auth_cache
+    from rl.cluster import refresh_ray_auth_cache
     from rl.placement import node_resources
 
     started = not ray.is_initialized()
     if started:
-        _refresh_ray_auth_cache()
+        refresh_ray_auth_cache()
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         return node_resources(), f"cluster at {address}"

@@ -55,7 +55,7 @@ def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, b
 
 
 def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict[str, Generate], Path]:
-    from rl.driver import run_base_model
+    from rl.base_model import run_base_model
 
     if target.is_dir():
         config_path = target / "config.yaml"
@@ -94,10 +94,10 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 def run_eval(target: str | Path, overrides: list[str] | None = None, max_prompts: int | None = None) -> dict:
     """Evaluate and write ``eval.json`` into the run directory (or a temp dir for a bare config)."""
-    from rl.driver import _quiet_libraries
     from rl.env_api import build_env
+    from rl.process_setup import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     cfg, policies, out_dir = _policies_for(Path(target), list(overrides or []))
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     results = env.evaluate(policies, out_dir, max_prompts=max_prompts or cfg.eval.max_prompts)

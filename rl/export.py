@@ -35,8 +35,8 @@ def export(run_dir: str | Path, out_dir: str | Path, step: int | None = None, me
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rl.base_model import run_base_model
     from rl.config import validate
-    from rl.driver import run_base_model
 
     base = run_base_model(validate(yaml.safe_load((run / "config.yaml").read_text())), run)
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(ckpt))

@@ -13,11 +13,30 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
+
+
+def requires_cuda(reason: str, *, min_gpus: int = 1, modules: tuple[str, ...] = ()):
+    """The one GPU skip: marks a test ``gpu`` (``pytest -m gpu`` selects them) and skips it, with one message
+    naming what is missing, where fewer than ``min_gpus`` CUDA devices or one of ``modules`` are present."""
+    import importlib.util
+
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    lacking = []
+    if found < min_gpus:
+        lacking.append(f"{min_gpus} CUDA GPU{'s' if min_gpus > 1 else ''} (found {found})")
+    lacking += [f"the {m} package" for m in modules if importlib.util.find_spec(m) is None]
+    skip = pytest.mark.skipif(bool(lacking), reason=f"needs {' and '.join(lacking)}: {reason}")
+
+    def mark(test):
+        return pytest.mark.gpu(skip(test))
+
+    return mark
 
 
 def learner_model(model_dir, seed: int = 0, scale: float = 0.3):

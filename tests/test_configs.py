@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rl.config import load_config
-from rl.driver import preflight
+from rl.preflight import preflight
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from envs.recdata import Example, Interaction
+from rewards.rec.data import Example, Interaction
 from rewards.rec.metrics import Ties, batch_rank_of_target, hit_at_k, ndcg_at_k
 
 HISTORY_CAP = 20  # most recent items a model sees (LC-Rec / MiniOneRec use 20 / 10)
@@ -206,7 +206,7 @@ class SASRecBaseline:
 
 def run_baselines(data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10)) -> dict[str, dict[str, float]]:
     """Popularity and SASRec on ``leave_one_out(data)``: test metrics (SASRec early-stopped on valid)."""
-    from envs.recdata import leave_one_out
+    from rewards.rec.data import leave_one_out
 
     split = leave_one_out(data)
     catalog = data.item_ids
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import json
 
-    from envs.recdata import load_lcrec
+    from rewards.rec.data import load_lcrec
 
     ap = argparse.ArgumentParser(description="Popularity and SASRec baselines, leave-one-out, full catalogue")
     ap.add_argument("inter", help="LC-Rec X.inter.json")

@@ -1,7 +1,7 @@
 """Full-catalogue leave-one-out evaluation of a generative recommender by constrained beam search.
 
 Protocol (also in docs/genrec.md):
-- Split: ``envs.recdata.leave_one_out``: each user's last item is the test target, the one before
+- Split: ``rewards.rec.data.leave_one_out``: each user's last item is the test target, the one before
   the validation target; the history is everything before the target, cut to the most recent
   ``history_cap`` = 20 items (oldest first in the prompt).
 - Candidates: the whole catalogue. Beam search runs over the prefix trie of every item's semantic ID
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from envs.recdata import Example
+from rewards.rec.data import Example
 from rewards.rec.metrics import hit_at_k, ndcg_at_k
 from rewards.rec.semantic_ids import SemanticIndex
 from rewards.rec.trie import CodeTrie, TrieLogitsProcessor

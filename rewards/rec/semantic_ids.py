@@ -1,6 +1,6 @@
 """Semantic IDs for generative recommenders (TIGER, LC-Rec, MiniOneRec): item text -> codes -> tokens.
 
-Pipeline: item text (``envs.recdata.item_text``: title, brand, categories, description) -> sentence
+Pipeline: item text (``rewards.rec.data.item_text``: title, brand, categories, description) -> sentence
 embedding (MiniLM by default, L2-normalised) -> ``levels`` codes of ``codebook_size`` entries each by
 residual quantisation -> an extra *disambiguation level* when two items share all codes -> tokens
 ``<a_12><b_7><c_201>`` (level letters a, b, c, ...; the extra level takes the next letter).
@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """``python -m rewards.rec.semantic_ids X.inter.json --out index.json``: build, save, print stats."""
     import argparse
 
-    from envs.recdata import load_lcrec
+    from rewards.rec.data import load_lcrec
 
     ap = argparse.ArgumentParser(description="Build a semantic-ID index for an LC-Rec dataset and print its stats")
     ap.add_argument("inter", help="LC-Rec X.inter.json (X.item.json next to it gives the texts)")

@@ -302,8 +302,8 @@ def geneval_partial_reward(
 
 # ---------------------------------------------------------------- ideal rewrites
 
-_FRAME_OPEN = "A clear, well-lit picture on a plain light background, showing exactly"
-_FRAME_CLOSE = "Nothing else is in the scene, and every object is fully visible."
+FRAME_OPEN = "A clear, well-lit picture on a plain light background, showing exactly"
+FRAME_CLOSE = "Nothing else is in the scene, and every object is fully visible."
 # Where each side of a relation goes: (subject's placement, target's placement).
 _PLACEMENTS = {
     "left of": ("on the left side", "on the right side"),
@@ -343,4 +343,4 @@ def ideal_rewrite(metadata: dict) -> str:
         if k in places:
             words.append(places[k])
         parts.append(" ".join(words))
-    return f"{_FRAME_OPEN}: {', '.join(parts)}. {_FRAME_CLOSE}"
+    return f"{FRAME_OPEN}: {', '.join(parts)}. {FRAME_CLOSE}"

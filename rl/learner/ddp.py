@@ -4,7 +4,7 @@ The driver creates the rollout and reward pools as for one learner and hands the
 Ray actor handles, pickled into every worker) to a ``ray.train.torch.TorchTrainer``. Ray Train starts
 the workers and initialises torch.distributed (gloo on CPU, nccl on GPUs) and sets RANK/WORLD_SIZE/
 LOCAL_RANK, so transformers/accelerate see an ordinary multi-process launch; each worker then runs
-``rl.driver._train_grpo`` unchanged except for the per-device batch (learner.batch_size / N):
+``rl.learner.grpo_train.train_grpo`` unchanged except for the per-device batch (learner.batch_size / N):
 
 - TRL's RepeatSampler draws the same global batch on every rank (same seed) and accelerate gives
   rank r the r-th contiguous slice, so rank r holds global prompts ``r * B/(N*G)`` onwards; the
@@ -79,10 +79,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     os.environ.update(config["env_vars"])
     import ray.train
 
-    from rl.driver import _train_grpo, setup_learner_process
+    from rl.learner.grpo_train import train_grpo
+    from rl.process_setup import setup_learner_process
 
     setup_learner_process(config["plan"].cfg)
-    _train_grpo(
+    train_grpo(
         config["plan"],
         Path(config["run_dir"]),
         config["model_path"],

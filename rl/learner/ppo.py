@@ -499,12 +499,12 @@ def run_ppo(cfg, plan, run_dir: Path, rollout_pool, reward_pools: list[tuple[str
             resume_from: Path | None = None, *, model_path: str | None = None, args: PPOArgs | None = None) -> None:  # fmt: skip
     """Train ``cfg`` with PPO: the rollout pool generates, ``reward_pools`` (name, weight, pool) score.
 
-    ``model_path``: the base model every process loads (default: ``rl.driver.resolve_model``, i.e.
+    ``model_path``: the base model every process loads (default: ``rl.base_model.resolve_model``, i.e.
     RUN_DIR/base_model for ``model.name: tiny``); it must be the one the rollout pool was built with.
     Writes metrics.jsonl, TensorBoard, checkpoints/checkpoint-N, adapter/ and summary.json.
     """
     if model_path is None:
-        from rl.driver import resolve_model
+        from rl.base_model import resolve_model
 
         model_path = resolve_model(cfg, Path(run_dir))
     recipe = PPORecipe(cfg, plan, Path(run_dir), rollout_pool, reward_pools, args)

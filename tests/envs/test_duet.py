@@ -1,7 +1,7 @@
 import pytest
 
 from envs.duet import ParsedProfiles, build_messages, check_profiles, parse_profiles, template_completion
-from envs.recdata import ItemInfo
+from rewards.rec.data import ItemInfo
 
 
 def blk(name, cue="c", prompt="p", profile="the profile"):

@@ -62,7 +62,7 @@ def test_train_and_eval_examples_do_not_leak():
         text = row["prompt"][-1]["content"]
         # the target is never shown to a ranked profile; the train target is not a validation target
         assert e._prompt_text(row["target_item"]) not in text or row["target_item"] in row["history"]
-    from envs.recdata import leave_one_out
+    from rewards.rec.data import leave_one_out
 
     split = leave_one_out(data)
     for ex in train:  # a training target is the user's last *train* event: validation/test stay unseen

@@ -238,7 +238,6 @@ def test_p5_format(tmp_path):
 # ------------------------------------------------------------------------------ end to end (real driver)
 
 
-@pytest.mark.slow
 # vLLM's CPU kernels need head size >= 32: hidden 64 with 2 heads (the hf run keeps the recipe's 4 heads).
 ENGINE_OVERRIDES = {
     "hf": [],
@@ -246,6 +245,7 @@ ENGINE_OVERRIDES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["hf", "vllm"])
 def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
     """The recipe's constrained rollouts (the semantic-ID trie as a logits processor in the rollout actors)

@@ -39,6 +39,16 @@ BAD_CONFIGS = [
      ["rollout.max_staleness (5) must be below learner.max_steps (5)", "at most 4"]),
     ({"rollout": {"mode": "async", "colocate": True}}, ["rollout.colocate", "set rollout.mode=sync or rollout.colocate=false"]),
     ({"rollout": {"colocate": True}, "algorithm": {"name": "ppo"}}, ["rollout.colocate", "not algorithm.name='ppo'"]),
+    ({"algorithm": {"name": "ppo", "beta": 0.04}},
+     ["algorithm.beta (0.04) does not apply to algorithm.name=ppo; use algorithm.ppo.kl_coef or remove it"]),
+    ({"algorithm": {"name": "ppo", "kl_coef": 0.05}},
+     ["algorithm.kl_coef (0.05) does not apply to algorithm.name=ppo; use algorithm.ppo.kl_coef"]),
+    ({"algorithm": {"name": "grpo", "kl_coef": 0.05}},
+     ["algorithm.kl_coef (0.05) does not apply to algorithm.name=grpo", "use algorithm.beta"]),
+    ({"algorithm": {"name": "rloo", "scale_rewards": "batch"}},
+     ["algorithm.scale_rewards ('batch') does not apply to algorithm.name=rloo", "set algorithm.name=grpo"]),
+    ({"algorithm": {"name": "grpo", "ppo": {"vf_coef": 0.5}}},
+     ["algorithm.ppo.vf_coef (0.5) does not apply to algorithm.name=grpo; set algorithm.name=ppo or remove it"]),
 ]  # fmt: skip
 
 
@@ -60,6 +70,21 @@ def test_all_problems_reported_at_once():
     with pytest.raises(ConfigError) as info:
         validate({"learner": {"max_step": 3, "learning_rate": "x"}, "rollout": {"num_workers": 0}})
     assert len(info.value.problems) == 3
+
+
+def test_fields_the_algorithm_does_not_read_are_all_reported():
+    with pytest.raises(ConfigError) as info:
+        validate({"algorithm": {"name": "ppo", "beta": 0.1, "loss_type": "grpo", "scale_rewards": "none",
+                                "num_iterations": 2, "kl_coef": 0.1}})  # fmt: skip
+    assert [p.split(" (")[0] for p in info.value.problems] == [
+        "algorithm.beta", "algorithm.kl_coef", "algorithm.loss_type", "algorithm.scale_rewards", "algorithm.num_iterations"
+    ]  # fmt: skip
+    # What a field reads is what it applies to: each is accepted where it is read, and a value equal to the
+    # default (as the shipped configs spell out, or a run's config.yaml) is accepted everywhere.
+    assert validate({"algorithm": {"name": "reinforce_pp", "kl_coef": 0.1}}).algorithm.kl_coef == 0.1
+    assert validate({"algorithm": {"name": "ppo", "ppo": {"kl_coef": 0.1}, "epsilon": 0.3}}).algorithm.epsilon == 0.3
+    assert validate({"algorithm": {"name": "ppo", "beta": 0.0, "loss_type": "dapo"}}).algorithm.name == "ppo"
+    assert validate(validate({"algorithm": {"name": "ppo"}}).to_dict()).algorithm.name == "ppo"
 
 
 def test_overrides_parse_yaml_values_and_list_indices():

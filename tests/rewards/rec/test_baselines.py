@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.recdata import Example, Interaction, RecData, leave_one_out
 from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, SASRecConfig, evaluate_scores
+from rewards.rec.data import Example, Interaction, RecData, leave_one_out
 
 
 def _ex(user, hist, target):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.recdata import Example, Interaction
+from rewards.rec.data import Example, Interaction
 from rewards.rec.genrec_eval import (
     _render,
     build_trie,

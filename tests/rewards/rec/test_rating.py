@@ -1,6 +1,7 @@
 import pytest
 
 from rewards.rec.rating import RatingPredictor, RatingReward, parse_rating, rating_score
+from tests.helpers import requires_cuda
 
 
 @pytest.mark.parametrize(
@@ -104,12 +105,8 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.mark.gpu
+@requires_cuda("vLLM rating predictor (the vllm extra; vLLM has no CPU build)", modules=("vllm",))
 def test_vllm_predictor_matches_transformers(tiny_model_dir):
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None or not torch_cuda():
-        pytest.skip("vLLM rating predictor: needs the vllm extra and a CUDA GPU (vLLM has no CPU build)")
     hf = RatingPredictor(tiny_model_dir, engine="hf", max_new_tokens=6, device="cuda")
     vl = RatingPredictor(tiny_model_dir, engine="vllm", max_new_tokens=6, vllm_kwargs={"enforce_eager": True})
     prompts = [hf.build_prompt(u, "a blue pen", "Blue Pen") for u in ["likes pens", "hates ink", "a b c"]]

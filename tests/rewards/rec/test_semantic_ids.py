@@ -26,7 +26,7 @@ N_ITEMS = 120
 
 @pytest.fixture(scope="module")
 def items_and_emb(shared_data):
-    from envs.recdata import load_lcrec
+    from rewards.rec.data import load_lcrec
 
     data = load_lcrec(shared_data / "rec" / "amazon2018_scientific" / "Scientific.inter.json")
     items = data.item_ids[:N_ITEMS]

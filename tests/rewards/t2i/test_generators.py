@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from rewards.t2i.generators import (
     DiffusersGenerator,
@@ -15,6 +14,7 @@ from rewards.t2i.generators import (
     build_tiny_sd_pipeline,
 )
 from rewards.t2i.shapeworld import render
+from tests.helpers import requires_cuda
 
 
 def _px(image) -> np.ndarray:
@@ -67,8 +67,7 @@ def test_seed_determinism(sd_generator):
     assert np.abs(_px(a[0]) - _px(c[0])).max() <= 2
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: real-size SD 1.5 architecture")
+@requires_cuda("real-size SD 1.5 architecture")
 def test_real_size_sd15_architecture_on_cuda(tmp_path):
     """SD 1.5's UNet/VAE/text-encoder shapes with random weights, fp16 on CUDA, 512x512."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel

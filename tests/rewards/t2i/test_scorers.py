@@ -29,6 +29,7 @@ from rewards.t2i.scorers import (
     score_to_reward,
 )
 from rewards.t2i.shapeworld import render
+from tests.helpers import requires_cuda
 
 
 @pytest.fixture(scope="module")
@@ -287,8 +288,7 @@ def test_nearest_color_and_checker_options():
 # ---------------------------------------------------------------- real sizes on a GPU
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: real-size CLIP-L and OWLv2-B architectures")
+@requires_cuda("real-size CLIP-L and OWLv2-B architectures")
 def test_real_size_clip_and_owlv2_on_cuda(tmp_path, items):
     from transformers import (
         CLIPConfig,

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from rl.checkpoint import MARKER
 from rl.config import ConfigError, load_config
+from tests.helpers import requires_cuda
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -48,9 +49,9 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
     assert "learner.strategy='fsdp' needs GPUs" in text and "set learner.device=auto" in text
     assert "learner.fsdp_config is set but learner.strategy is 'ddp'" in _problems(['learner.fsdp_config={"a": 1}'])
 
-    from rl.driver import learner_gpus_per_worker, resource_request
     from rl.learner.grpo import grpo_args
     from rl.placement import check_fits
+    from rl.wiring import learner_gpus_per_worker, resource_request
 
     fsdp = ["learner.num_workers=2", "learner.strategy=fsdp", "learner.device=auto"]
     cfg = load_config(REPO / "configs" / "letters.yaml", [*fsdp, 'learner.fsdp_config={"cpu_offload": true}'])
@@ -72,8 +73,8 @@ def test_fsdp_needs_workers_and_gpus_and_maps_onto_accelerates_fsdp2():
 
 
 def test_resource_request_counts_the_learner_workers():
-    from rl.driver import resource_request
     from rl.placement import check_fits
+    from rl.wiring import resource_request
 
     cfg = load_config(REPO / "configs" / "letters.yaml", ["learner.num_workers=2"])
     roles = {r.role: r for r in resource_request(cfg, []).roles}
@@ -200,13 +201,9 @@ def test_two_workers_one_killed_and_resumed_match_one_worker(tmp_path, ray_clust
     assert moved > 1e-3 and diff < 0.02 * cfg_lr()
 
 
-@pytest.mark.gpu
+@requires_cuda("accelerate shards only across GPUs", min_gpus=2)
 def test_fsdp_workers_hold_shards_and_identical_adapters(tmp_path, ray_cluster):
     """learner.strategy=fsdp end to end: accelerate's FSDP2 over 2 GPU workers (nccl)."""
-    import torch
-
-    if torch.cuda.device_count() < 2:
-        pytest.skip(f"needs 2 CUDA GPUs (found {torch.cuda.device_count()}); accelerate shards only across GPUs")
     from rl.driver import train
     from rl.learner.ddp import AdapterDigest
 

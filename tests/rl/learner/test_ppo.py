@@ -30,7 +30,9 @@ def _cfg(*overrides: str):
 
 def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, args: PPOArgs | None = None) -> None:
     """Build the pools with the driver's own helpers, run PPO, close the pools."""
-    from rl.driver import Plan, _reward_pools, _rollout_pool, create_run_dir, preflight
+    from rl.driver import create_run_dir
+    from rl.preflight import Plan, preflight
+    from rl.wiring import build_reward_pools, build_rollout_pool
 
     plan: Plan = preflight(cfg)
     if resume_from is None:
@@ -39,9 +41,9 @@ def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, a
     torch.set_num_threads(cfg.learner.torch_threads or 1)
     pools = []
     try:
-        rollout_pool = _rollout_pool(cfg, str(model_dir))
+        rollout_pool = build_rollout_pool(cfg, str(model_dir))
         pools.append(rollout_pool)
-        reward_pools = _reward_pools(cfg, plan, pools)
+        reward_pools = build_reward_pools(cfg, plan, pools)
         run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=str(model_dir), args=args)
     finally:
         for pool in pools:

@@ -1,0 +1,120 @@
+"""The GRPO-family learner: TRL's GRPOTrainer assembled on the run's rollout and reward pools, trained,
+its adapter and summary written. Also one rank of the data-parallel learner (``rl.learner.ddp``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from rl.preflight import Plan
+
+logger = logging.getLogger("relay")
+
+
+def train_grpo(
+    plan: Plan,
+    run_dir: Path,
+    model_path: str,
+    rollout_pool,
+    reward_pools: list,
+    callbacks: list,
+    resume_from: Path | None,
+    world_size: int = 1,
+) -> None:
+    """TRL's GRPOTrainer with generation and rewards delegated to the pools.
+
+    ``world_size`` > 1: this is one rank of a data-parallel learner (``rl.learner.ddp``; torch.distributed
+    already initialised): each rank trains on learner.batch_size / world_size completions, TRL gathers the
+    rewards so advantages are computed over the global batch, and files are written by rank 0 only."""
+    from peft import LoraConfig as PeftLoraConfig
+    from transformers import AutoTokenizer, PrinterCallback
+
+    from rl.checkpoint import FinalizeCheckpoints
+    from rl.learner.grpo import (
+        RelayGRPOTrainer,
+        SamplesToTensorBoard,
+        StepStats,
+        grpo_args,
+        make_reward_func,
+        make_rollout_func,
+    )
+    from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
+    from rl.rollout.types import SamplingParams
+
+    cfg = plan.cfg
+    stats = StepStats()
+    tb_dir = str(run_dir / "tensorboard")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
+    args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[w for _, w, _ in reward_pools])
+    args.model_init_kwargs = {"dtype": cfg.model.dtype}
+    if world_size > 1:
+        args.per_device_train_batch_size = cfg.learner.batch_size // world_size  # the global batch is unchanged
+        args.ddp_find_unused_parameters = False  # every LoRA parameter takes part in every step
+    sampling = SamplingParams(
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+    )
+    g = cfg.algorithm.num_generations
+    prompts_per_step = cfg.learner.batch_size // g
+    async_rollouts = None
+    if cfg.rollout.mode == "async":  # prefetch up to max_staleness batches with earlier adapters
+        from rl.algos.off_policy import StepSampler
+        from rl.learner.async_rollout import AsyncRollouts
+
+        async_rollouts = AsyncRollouts(rollout_pool, sampling, g, cfg.seed, stats, cfg.rollout.max_staleness,
+                                       plan.train_dataset, prompts_per_step, cfg.learner.max_steps - 1)  # fmt: skip
+        rollout_func = async_rollouts
+    else:
+        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats, colocate=cfg.rollout.colocate)
+    trainer = RelayGRPOTrainer(
+        model=model_path,
+        reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],
+        args=args,
+        train_dataset=plan.train_dataset,
+        processing_class=AutoTokenizer.from_pretrained(model_path),
+        peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
+        rollout_func=rollout_func,
+    )
+    trainer.relay_stats = stats
+    if async_rollouts is not None:
+        async_rollouts.dataset = trainer.train_dataset  # the rows TRL draws its batches from
+        n_rows = len(trainer.train_dataset)
+        trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
+        if cfg.rollout.is_correction != "none":
+            trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
+    if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
+        trainer.advantage_estimator = cfg.algorithm.name
+        trainer.kl_coef = cfg.algorithm.kl_coef
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))  # waits for all ranks; rank 0 writes
+    main = trainer.is_world_process_zero()
+    if main:
+        trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s
+    if main and cfg.logging.progress_bar:
+        trainer.add_callback(RelayProgress())
+    if main and cfg.logging.tensorboard:
+        trainer.add_callback(SamplesToTensorBoard(tb_dir, stats))
+        trainer.add_callback(RunIdToTensorBoard(tb_dir, run_identity(run_dir)))
+    if main and cfg.logging.wandb:
+        start_wandb(cfg, run_dir)  # W&B id = the run id, resume="allow": a resumed run continues the same W&B run
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if async_rollouts is not None:
+            async_rollouts.close()
+    trainer.save_model(str(run_dir / "adapter"))  # every rank calls it; transformers writes on rank 0
+    if not main:
+        return
+    summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
+    if world_size > 1:
+        summary["learner_workers"] = world_size
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("finished: %s", summary)
