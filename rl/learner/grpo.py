@@ -54,6 +54,19 @@ class StepStats:
         return out
 
 
+# TRL GRPOTrainer methods RelayGRPOTrainer overrides, with the leading parameters the overrides rely on
+# (checked against the installed TRL by tests/rl/learner/test_trl_seam.py: an upgrade that renames or
+# reorders one fails there, in one obvious place). Everything else is TRL's own behaviour.
+TRL_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "_get_train_sampler": ("self", "dataset"),  # async mode: the step-indexed prompt order
+    "log": ("self", "logs", "start_time"),  # Relay's rollout/reward stats merged into each record
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # keep [B*G, F]
+    "_generate_and_score_completions": ("self", "inputs"),  # other estimators; the on-policy mask
+    "_compute_loss": ("self", "model", "inputs"),  # hands the batch to the loss's policy forward
+    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep"),
+}
+
+
 class RelayGRPOTrainer(GRPOTrainer):
     """GRPOTrainer that merges Relay's rollout/reward stats into each log record and can swap in
     another group-based advantage estimator (``rl.algos.advantages``: dr_grpo, rloo, reinforce_pp).
