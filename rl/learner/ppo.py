@@ -44,6 +44,7 @@ import torch
 from pydantic import BaseModel
 
 from rl.adapter import lora_state_dict, tensors_nbytes
+from rl.algos.agreement import logprob_agreement
 from rl.algos.ppo import (
     approx_kl,
     clipped_policy_loss,
@@ -340,7 +341,11 @@ class PPORecipe:
         if a.whiten_advantages:
             advantages = whiten(advantages, mask)
         # Same tokens, same adapter: the learner should reproduce the engine's logprobs closely.
-        stats["rollout/logprob_diff"] = float(masked_mean((old_logp.cpu() - batch.rollout_logprobs).abs(), mask.cpu()))
+        agreement = logprob_agreement(batch.rollout_logprobs, old_logp.cpu(), mask.cpu())  # as GRPO logs it
+        if agreement is not None:
+            stats["rollout/logprob_diff_mean"] = agreement["diff_mean"]
+            stats["rollout/logprob_diff_max"] = agreement["diff_max"]
+            stats["rollout/mismatch_kl"] = agreement["mismatch_kl"]
         stats["kl"] = float(approx_kl(old_logp, ref_logp, mask, "k3"))  # k3 as GRPO's "kl", comparable
         stats["kl_penalty"] = float(masked_mean(a.kl_coef * kl, mask))
         stats["values/mean"] = float(masked_mean(old_values, mask))
