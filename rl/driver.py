@@ -39,6 +39,7 @@ class Plan:
     env: Env
     train_dataset: Any
     rewards: list[RewardComponent]
+    eval_dataset: Any = None  # the held-out split eval.every_steps generates on (None: off)
 
 
 def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
@@ -129,9 +130,13 @@ def preflight(cfg: RelayConfig) -> Plan:
             env.sft_dataset(2)
         except NotImplementedError as exc:
             problems.append(f"sft.steps ({cfg.sft.steps}): {exc}")
+    from rl.learner.periodic_eval import eval_problems
+
+    eval_issues, eval_dataset = eval_problems(cfg, env)  # eval.every_steps needs a held-out split
+    problems += eval_issues
     if problems:
         raise ConfigError(problems)
-    return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components)
+    return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components, eval_dataset=eval_dataset)
 
 
 def default_run_dir(cfg: RelayConfig) -> Path:
@@ -355,6 +360,7 @@ def resume(
     plan = preflight(cfg)
     step = int(ckpt.name.split("-")[-1])
     truncate_metrics(run_path / "metrics.jsonl", step)
+    truncate_metrics(run_path / "eval_history.jsonl", step)  # evals past the checkpoint run again
     _write_yaml(config_path, cfg.to_dict())
     print(f"relay: resuming {run_path} from {ckpt.name} (step {step})")
     return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
@@ -553,7 +559,13 @@ def _train_grpo(
         trainer.advantage_estimator = cfg.algorithm.name
         trainer.kl_coef = cfg.algorithm.kl_coef
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
-    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))  # waits for all ranks; rank 0 writes
+    keep_best = (cfg.checkpoint.keep_best, cfg.checkpoint.keep_best_mode) if cfg.checkpoint.keep_best else None
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep, keep_best))  # all ranks; rank 0 writes
+    if plan.eval_dataset is not None:  # eval.every_steps: held-out reward on the rollout actors
+        from rl.learner.periodic_eval import periodic_eval_callback
+
+        trainer.add_callback(periodic_eval_callback(cfg, plan.eval_dataset, run_dir, rollout_pool, reward_pools,
+                                                    stats, trainer.processing_class, async_rollouts))  # fmt: skip
     main = trainer.is_world_process_zero()
     if main:
         trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s

@@ -113,6 +113,12 @@ class AsyncRollouts:
         self.stats.add("rollout/prompt_hash", zlib.crc32(json.dumps(done.prompts, sort_keys=True).encode()))
         self.stats.add("rollout/wait_seconds", wait_seconds)  # learner idle time waiting for this batch
 
+    def run_on_pool(self, job):
+        """Run ``job()`` (e.g. a periodic eval) on the prefetch thread, after every batch already queued, so
+        its pool calls never interleave with theirs; it must leave ``_pool_version`` alone (the next batch
+        then re-syncs its adapter, exactly as without the job)."""
+        return self._executor.submit(job).result()
+
     def close(self) -> None:
         """Drop prefetched batches nobody will train on (end of run, or a checkpoint-and-exit)."""
         for future in self._futures.values():
