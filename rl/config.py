@@ -337,6 +337,14 @@ class ClusterConfig(_Section):
         description="After nodes leave mid-run, how long to wait for the cluster to hold the run's actors again "
         "before stopping at the latest checkpoint.",
     )
+    stall_timeout_s: float = Field(
+        1800.0,
+        ge=0,
+        description="Stop the run (exit code 3, resumable from its latest checkpoint) when no remote call (generation, "
+        "adapter load, reward call) finished and no step ended for this long, after dumping the Python stacks of "
+        "the driver and every actor into RUN_DIR/stall-step<N>/; with learner.num_workers > 1 it is the learner "
+        "collectives' timeout. 0 = off.",
+    )
 
 
 class LoggingConfig(_Section):

@@ -635,6 +635,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     )
     pools: list[Any] = []
     placement_group = None
+    watchdog = None
     try:
         learner_gpus = 0.0
         if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
@@ -643,6 +644,13 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
         watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
+        if cfg.cluster.stall_timeout_s and cfg.learner.num_workers == 1:  # DDP: TorchConfig's collective timeout
+            from rl.watchdog import Watchdog, watchdog_callback
+
+            watch = watchdog = Watchdog(run_dir, cfg.cluster.stall_timeout_s, capacity=watch)  # pools poll it
+            callbacks = [*callbacks, watchdog_callback(watchdog)]
+            if cfg.algorithm.name == "ppo":  # no TrainerCallback there: watch from now on
+                watchdog.start()
         placement_group, scheduling = _placement(cfg, request)
         rollout_pool = _rollout_pool(
             cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir)
@@ -660,7 +668,13 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                                 use_gpu=learner_gpus > 0, env_vars=_actor_env())  # fmt: skip
         else:
             _train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
+    except KeyboardInterrupt:
+        if watchdog is not None and watchdog.interrupted:  # stuck outside a polled call: the watchdog's stop
+            raise watchdog.stalled from None
+        raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         for pool in pools:
             try:
                 pool.close()
