@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 
 from rl.adapter import lora_state_dict
 from rl.checkpoint import EVAL_HISTORY
-from rl.rollout.sampling import _hash_seed
+from rl.rollout.sampling import eval_seed
 from rl.rollout.types import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -70,11 +70,6 @@ def eval_sampling(cfg) -> SamplingParams:
         top_p=cfg.rollout.top_p if s.temperature > 0 else 1.0,
         top_k=cfg.rollout.top_k if s.temperature > 0 else 0,
     )
-
-
-def eval_seed(base_seed: int, step: int, prompt_index: int, sample_index: int) -> int:
-    """Sampling seeds of eval generations: a stream of their own, never a training sample's seed."""
-    return _hash_seed("relay-eval", base_seed, step, prompt_index, sample_index)
 
 
 def periodic_eval_callback(cfg, dataset, run_dir: Path, rollout_pool, reward_pools, stats, tokenizer,
