@@ -287,6 +287,19 @@ class GenRecEnv(Env):
                 completions.append(short_title(self.data, item))
         return Dataset.from_dict({"prompt": prompts, "completion": completions})
 
+    def eval_dataset(self):
+        """The held-out users (``eval_split``), with the training rows' columns (eval.every_steps)."""
+        from datasets import Dataset
+
+        examples = self.eval_examples()
+        return Dataset.from_dict(
+            {
+                "prompt": [self.prompt(ex) for ex in examples],
+                "target_item": [ex.target.item for ex in examples],
+                "user": [ex.user for ex in examples],
+            }
+        )
+
     def eval_examples(self) -> list[Example]:
         ex = self.split.valid if self.args.eval_split == "valid" else self.split.test
         ex = [e for e in ex if e.target.item in self.index]

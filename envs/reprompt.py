@@ -276,6 +276,16 @@ class RePromptEnv(Env):
             }
         )
 
+    def eval_dataset(self):
+        """The GenEval evaluation prompts (``eval_metadata``) as training-style rows (eval.every_steps); the
+        generated training prompts never equal them."""
+        from datasets import Dataset
+
+        rows = build_rows(self.eval_items(), base_seed=self.seed)
+        for row in rows:
+            row["prompt"] = with_prefill(row["prompt"])
+        return Dataset.from_list(rows)
+
     def eval_items(self, max_prompts: int | None = None) -> list[dict]:
         path = Path(self.args.eval_metadata) if self.args.eval_metadata else BUNDLED_GENEVAL
         return _spread(load_geneval_prompts(path), max_prompts)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from rewards.contract import TRAINER_ONLY_KWARGS, RewardOutput
 from rewards.registry import load_reward
+from rl.watchdog import tracked
 
 logger = logging.getLogger(__name__)
 
@@ -391,8 +392,10 @@ class RewardPool:
                 await self._await_restart(actor_index)
             actor = self._actors[actor_index]
             ref = actor.score.remote(prompts, completions, completion_ids, columns)
+            what = f"reward {self.name!r} score (samples {start}-{end - 1}, actor {actor_index})"
             try:
-                raw = await self._result(ref, timeout)
+                with tracked(self.capacity_watch, what):  # the stall watchdog's view (rl.watchdog)
+                    raw = await self._result(ref, timeout)
             except asyncio.TimeoutError:
                 _cancel(ray, ref)
                 if self.spec.restart_on_timeout:

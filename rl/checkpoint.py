@@ -94,19 +94,67 @@ def latest_valid(root: Path, quarantine: Path | None = None) -> Path | None:
     return None
 
 
-def rotate(root: Path, keep: int) -> None:
-    """Keep the ``keep`` newest valid checkpoints; never touch one that is not yet finalized."""
+def rotate(root: Path, keep: int, protect: Path | None = None) -> None:
+    """Keep the ``keep`` newest valid checkpoints (and ``protect``, the best one); never touch one that is
+    not yet finalized."""
     valid = [p for _, p in checkpoints(root) if (p / MARKER).is_file()]
     for old in valid[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+        if protect is None or old.resolve() != protect.resolve():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+BEST_FILE = "best_checkpoint.json"
+EVAL_HISTORY = "eval_history.jsonl"  # one row per periodic eval (rl.learner.periodic_eval)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a .jsonl file (none if it is missing); a line cut by a crash is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def best_checkpoint(root: Path, history: list[dict], metric: str, mode: str = "max") -> tuple[Path, int, float] | None:
+    """(checkpoint, step, value): the finalized checkpoint whose step's eval row (``history``, rows of
+    eval_history.jsonl) has the best ``metric``; ties go to the earlier step. None: no evaluated checkpoint."""
+    by_step = {int(r["step"]): r[metric] for r in history if isinstance(r.get(metric), (int, float))}
+    best = None
+    for step, ckpt in sorted(checkpoints(root)):
+        if step in by_step and (ckpt / MARKER).is_file():
+            value = float(by_step[step])
+            if best is None or (value > best[2] if mode == "max" else value < best[2]):
+                best = (ckpt, step, value)
+    return best
 
 
 class FinalizeCheckpoints(TrainerCallback):
-    """After the trainer writes ``checkpoint-N``: add config/versions, write the marker, rotate."""
+    """After the trainer writes ``checkpoint-N``: add config/versions, write the marker, rotate.
 
-    def __init__(self, run_dir: Path, keep: int):
+    ``keep_best`` (metric, mode): the checkpoint best by that eval metric (RUN_DIR/eval_history.jsonl) is
+    kept out of rotation and recorded in RUN_DIR/best_checkpoint.json."""
+
+    def __init__(self, run_dir: Path, keep: int, keep_best: tuple[str, str] | None = None):
         self.run_dir = run_dir
         self.keep = keep
+        self.keep_best = keep_best
+
+    def _best(self, root: Path) -> Path | None:
+        if self.keep_best is None:
+            return None
+        metric, mode = self.keep_best
+        best = best_checkpoint(root, read_jsonl(self.run_dir / EVAL_HISTORY), metric, mode)
+        if best is None:
+            return None
+        ckpt, step, value = best
+        record = {"metric": metric, "mode": mode, "step": step, "value": value, "checkpoint": str(ckpt)}
+        atomic_write_text(self.run_dir / BEST_FILE, json.dumps(record, indent=2) + "\n")
+        return ckpt
 
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
@@ -119,7 +167,7 @@ class FinalizeCheckpoints(TrainerCallback):
         if ckpt.is_dir():
             extra = {"relay_config.yaml": self.run_dir / "config.yaml", "versions.json": self.run_dir / "versions.json"}
             finalize(ckpt, state.global_step, extra)
-            rotate(Path(args.output_dir), self.keep)
+            rotate(Path(args.output_dir), self.keep, protect=self._best(Path(args.output_dir)))
             logger.info("checkpoint %s saved", ckpt)
 
 

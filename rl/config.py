@@ -363,6 +363,14 @@ class ClusterConfig(_Section):
         description="After nodes leave mid-run, how long to wait for the cluster to hold the run's actors again "
         "before stopping at the latest checkpoint.",
     )
+    stall_timeout_s: float = Field(
+        1800.0,
+        ge=0,
+        description="Stop the run (exit code 3, resumable from its latest checkpoint) when no remote call (generation, "
+        "adapter load, reward call) finished and no step ended for this long, after dumping the Python stacks of "
+        "the driver and every actor into RUN_DIR/stall-step<N>/; with learner.num_workers > 1 it is the learner "
+        "collectives' timeout. 0 = off.",
+    )
 
 
 class LoggingConfig(_Section):
@@ -384,15 +392,42 @@ class SFTConfig(_Section):
     )
 
 
+class EvalSamplingConfig(_Section):
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature of eval.every_steps (0 = greedy).")
+    n: int = Field(1, ge=1, description="Completions per held-out prompt during eval.every_steps.")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Completion length limit during eval.every_steps (default: rollout.max_new_tokens)."
+    )
+
+
 class EvalConfig(_Section):
     after_train: bool = Field(False, description="Run `relay eval` on the run directory when training ends.")
     max_prompts: int | None = Field(None, ge=1, description="Evaluate on at most this many prompts (default: all).")
     batch_size: int = Field(64, ge=1, description="Prompts per generation batch during evaluation.")
+    every_steps: int = Field(
+        0,
+        ge=0,
+        description="Every N training steps, generate on the env's held-out split with the current adapter on the "
+        "rollout actors and score it with the run's rewards: eval/<metric> in metrics.jsonl and TensorBoard, "
+        "RUN_DIR/eval_history.jsonl (0 = off). Training metrics are unchanged by it.",
+    )
+    sampling: EvalSamplingConfig = Field(
+        default_factory=EvalSamplingConfig,
+        description="Sampling of the eval.every_steps generations (greedy by default).",
+    )
 
 
 class CheckpointConfig(_Section):
     every_steps: int = Field(0, ge=0, description="Save a checkpoint every N steps (0 = only at the end).")
     keep: int = Field(2, ge=1, description="Checkpoints kept.")
+    keep_best: str | None = Field(
+        None,
+        description="An eval.every_steps metric (e.g. 'eval/reward'): the checkpoint with its best value is kept "
+        "beyond checkpoint.keep and named in RUN_DIR/best_checkpoint.json.",
+    )
+    keep_best_mode: Literal["max", "min"] = Field(
+        "max", description="Whether checkpoint.keep_best is best high or low."
+    )
 
 
 class RelayConfig(_Section):
@@ -699,11 +734,46 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
         )
     p += _algorithm_field_problems(cfg.algorithm)
     p += _learner_worker_problems(cfg)
+    p += _periodic_eval_problems(cfg)
     if cfg.checkpoint.every_steps > cfg.learner.max_steps:
         p.append(
             f"checkpoint.every_steps ({cfg.checkpoint.every_steps}) exceeds learner.max_steps "
             f"({cfg.learner.max_steps}); set it to at most {cfg.learner.max_steps} (or 0 for only the final one)"
         )
+    return p
+
+
+def _periodic_eval_problems(cfg: RelayConfig) -> list[str]:
+    """eval.every_steps lands on logged steps; checkpoint.keep_best ranks checkpoints that were evaluated."""
+    p: list[str] = []
+    every, ck = cfg.eval.every_steps, cfg.checkpoint
+    if every:
+        if cfg.algorithm.name == "ppo":
+            p.append(
+                f"eval.every_steps ({every}) is implemented for the group-based learners (grpo, dr_grpo, rloo, "
+                "reinforce_pp), not algorithm.name='ppo'; set eval.every_steps=0 or pick a group-based algorithm"
+            )
+        if every % cfg.logging.log_every:
+            p.append(
+                f"eval.every_steps ({every}) must be a multiple of logging.log_every ({cfg.logging.log_every}) so "
+                "each eval lands in a metrics record; change either"
+            )
+    if ck.keep_best is not None:
+        if not every:
+            p.append(
+                f"checkpoint.keep_best ({ck.keep_best!r}) ranks checkpoints by periodic eval; set eval.every_steps "
+                "(e.g. eval.every_steps=10) or drop checkpoint.keep_best"
+            )
+        elif not ck.keep_best.startswith("eval/"):
+            p.append(
+                f"checkpoint.keep_best ({ck.keep_best!r}) must name an eval metric such as 'eval/reward' or "
+                "'eval/rewards/<component>'"
+            )
+        elif ck.every_steps and ck.every_steps % every:
+            p.append(
+                f"checkpoint.every_steps ({ck.every_steps}) must be a multiple of eval.every_steps ({every}) so "
+                "every checkpoint checkpoint.keep_best ranks has an eval; change either"
+            )
     return p
 
 

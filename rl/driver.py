@@ -155,6 +155,7 @@ def resume(
     plan = preflight(cfg)
     step = int(ckpt.name.split("-")[-1])
     truncate_metrics(run_path / "metrics.jsonl", step)
+    truncate_metrics(run_path / "eval_history.jsonl", step)  # evals past the checkpoint run again
     _write_yaml(config_path, cfg.to_dict())
     print(f"relay: resuming {run_path} from {ckpt.name} (step {step})")
     return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
@@ -238,6 +239,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
     )
     pools: list[Any] = []
     placement_group = None
+    watchdog = None
     try:
         learner_gpus = 0.0
         if cfg.learner.num_workers > 1:  # the cluster is known now: do its nodes have GPUs for the workers?
@@ -246,6 +248,13 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         if problems := check_fits(request, node_resources()):
             raise CapacityError("the cluster cannot hold the run's actors:\n" + "\n".join(f"  - {p}" for p in problems))
         watch = CapacityWatch(request, cfg.cluster.node_loss_wait_s)
+        if cfg.cluster.stall_timeout_s and cfg.learner.num_workers == 1:  # DDP: TorchConfig's collective timeout
+            from rl.watchdog import Watchdog, watchdog_callback
+
+            watch = watchdog = Watchdog(run_dir, cfg.cluster.stall_timeout_s, capacity=watch)  # pools poll it
+            callbacks = [*callbacks, watchdog_callback(watchdog)]
+            if cfg.algorithm.name == "ppo":  # no TrainerCallback there: watch from now on
+                watchdog.start()
         placement_group, scheduling = create_placement(cfg, request)
         rollout_pool = build_rollout_pool(
             cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir)
@@ -263,7 +272,13 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                                 use_gpu=learner_gpus > 0, env_vars=actor_env())  # fmt: skip
         else:
             train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
+    except KeyboardInterrupt:
+        if watchdog is not None and watchdog.interrupted:  # stuck outside a polled call: the watchdog's stop
+            raise watchdog.stalled from None
+        raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         for pool in pools:
             try:
                 pool.close()

@@ -22,6 +22,7 @@ class Plan:
     env: Env
     train_dataset: Any
     rewards: list[RewardComponent]
+    eval_dataset: Any = None  # the held-out split eval.every_steps generates on (None: off)
 
 
 def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
@@ -116,6 +117,10 @@ def preflight(cfg: RelayConfig) -> Plan:
             env.sft_dataset(2)
         except NotImplementedError as exc:
             problems.append(f"sft.steps ({cfg.sft.steps}): {exc}")
+    from rl.learner.periodic_eval import eval_problems
+
+    eval_issues, eval_dataset = eval_problems(cfg, env)  # eval.every_steps needs a held-out split
+    problems += eval_issues
     if problems:
         raise ConfigError(problems)
-    return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components)
+    return Plan(cfg=cfg, env=env, train_dataset=dataset, rewards=components, eval_dataset=eval_dataset)

@@ -11,8 +11,12 @@ in sync mode, so results do not depend on how the pool shards.
 
 All pool calls run on the single background thread, in submission order: a sync never overlaps a
 generate and every generate names the adapter version it expects (workers refuse any other).
-Batches prefetched past a checkpoint die with the process; on resume the window restarts at the
-checkpoint's step and regenerates them with the restored adapter (see docs/algorithms.md).
+
+Exact resume: each checkpoint also holds the batches in flight at that moment (``async_rollouts.json``:
+batch -> the adapter version that generates it) and those versions' LoRA tensors
+(``async_adapters.safetensors``, small). ``restore`` re-submits exactly those batches with exactly those
+adapters, so a resumed run trains on the batches the uninterrupted run would have (same tokens, same
+staleness, same metrics); see docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -61,18 +65,33 @@ class AsyncRollouts:
         self._futures: dict[int, Future] = {}
         self._submitted_upto = -1
         self._pool_version: int | None = None  # touched only on the background thread
+        # batch -> (version, tensors, synced) for every batch submitted and not yet trained on: what a
+        # checkpoint must hold to regenerate them exactly (``save``/``restore``)
+        self._inflight: dict[int, tuple[int, dict, bool]] = {}
+        self._last_version: int | None = None  # version of the latest submitted batch
 
     def prompts_of(self, batch: int) -> list[Any]:
         indices = step_prompt_indices(self.base_seed, batch, len(self.dataset), self.per_step)
         return [self.dataset[i]["prompt"] for i in indices]
 
-    def _generate(self, batch: int, version: int, tensors) -> Prefetched:
+    def _submit(self, batch: int, version: int, tensors, synced: bool | None = None) -> None:
+        """Queue ``batch`` for ``version``; ``synced``: whether the uninterrupted run synced the adapter right
+        before it (a restored batch reports the same, whatever this fresh pool needs)."""
+        if synced is None:
+            synced = version != self._last_version
+        self._inflight[batch] = (version, tensors, synced)
+        self._last_version = version
+        self._futures[batch] = self._executor.submit(self._generate, batch, version, tensors, synced)
+
+    def _generate(self, batch: int, version: int, tensors, synced: bool = True) -> Prefetched:
         sync_seconds, sync_bytes = None, 0
         if self._pool_version != version:
             t0 = time.perf_counter()
             self.pool.sync_adapter(version, tensors)
             sync_seconds, sync_bytes = time.perf_counter() - t0, tensors_nbytes(tensors)
             self._pool_version = version
+        if not synced:  # restored batch whose adapter the uninterrupted run already held: report no sync
+            sync_seconds, sync_bytes = None, 0
         prompts = self.prompts_of(batch)
         seeds = [sample_seed(self.base_seed, batch, i, j) for i in range(len(prompts)) for j in range(self.g)]
         t0 = time.perf_counter()
@@ -90,12 +109,13 @@ class AsyncRollouts:
         if targets:
             tensors = lora_state_dict(trainer.model)  # a copy: the optimizer may change the weights meanwhile
             for batch in targets:
-                self._futures[batch] = self._executor.submit(self._generate, batch, step, tensors)
+                self._submit(batch, step, tensors)
             self._submitted_upto = targets[-1]
         if step not in self._futures:
             raise RuntimeError(f"async rollouts: no batch was prefetched for step {step} (last step {self.last_step})")
         t0 = time.perf_counter()
         done: Prefetched = self._futures.pop(step).result()
+        self._inflight.pop(step, None)
         wait_seconds = time.perf_counter() - t0
         if done.prompts != list(prompts[::g]):
             raise RuntimeError(
@@ -113,9 +133,71 @@ class AsyncRollouts:
         self.stats.add("rollout/prompt_hash", zlib.crc32(json.dumps(done.prompts, sort_keys=True).encode()))
         self.stats.add("rollout/wait_seconds", wait_seconds)  # learner idle time waiting for this batch
 
+    # ---- exact resume ----------------------------------------------------------------------------
+    STATE, ADAPTERS = "async_rollouts.json", "async_adapters.safetensors"
+
+    def save(self, ckpt_dir) -> None:
+        """Write the in-flight batches and their adapters into ``ckpt_dir`` (before its marker is written)."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        ckpt_dir = Path(ckpt_dir)
+        batches = {str(b): {"version": v, "synced": synced} for b, (v, _, synced) in sorted(self._inflight.items())}
+        tensors = {}
+        for _, (v, ts, _) in sorted(self._inflight.items()):
+            tensors.update({f"v{v}/{name}": t for name, t in ts.items()})
+        save_file(tensors, str(ckpt_dir / self.ADAPTERS))
+        state = {"submitted_upto": self._submitted_upto, "last_version": self._last_version, "batches": batches}
+        (ckpt_dir / self.STATE).write_text(json.dumps(state, indent=1) + "\n")
+
+    def restore(self, ckpt_dir) -> bool:
+        """Re-submit the batches in flight when ``ckpt_dir`` was saved, with their own adapters; False when the
+        checkpoint holds no such state (then the window restarts at its step with the restored adapter)."""
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        ckpt_dir = Path(ckpt_dir)
+        if not (ckpt_dir / self.STATE).is_file():
+            return False
+        state = json.loads((ckpt_dir / self.STATE).read_text())
+        flat = load_file(str(ckpt_dir / self.ADAPTERS))
+        by_version: dict[int, dict] = {}
+        for key, t in flat.items():
+            v, _, name = key.partition("/")
+            by_version.setdefault(int(v[1:]), {})[name] = t
+        for b, meta in sorted(((int(b), m) for b, m in state["batches"].items())):
+            self._submit(b, meta["version"], by_version[meta["version"]], synced=meta["synced"])
+        self._submitted_upto, self._last_version = state["submitted_upto"], state["last_version"]
+        logger.info("async rollouts: restored %d in-flight batch(es) from %s", len(state["batches"]), ckpt_dir)
+        return True
+
+    def run_on_pool(self, job):
+        """Run ``job()`` (e.g. a periodic eval) on the prefetch thread, after every batch already queued, so
+        its pool calls never interleave with theirs; it must leave ``_pool_version`` alone (the next batch
+        then re-syncs its adapter, exactly as without the job)."""
+        return self._executor.submit(job).result()
+
     def close(self) -> None:
         """Drop prefetched batches nobody will train on (end of run, or a checkpoint-and-exit)."""
         for future in self._futures.values():
             future.cancel()
         self._futures.clear()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def async_checkpoint_callback(async_rollouts: AsyncRollouts):
+    """Saves ``async_rollouts``' in-flight batches and adapters into each checkpoint (``AsyncRollouts.save``);
+    add it before ``FinalizeCheckpoints``, whose marker must cover these files."""
+    from pathlib import Path
+
+    from transformers import TrainerCallback
+
+    class SaveAsyncRollouts(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and ckpt.is_dir():
+                async_rollouts.save(ckpt)
+
+    return SaveAsyncRollouts()

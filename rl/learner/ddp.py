@@ -126,7 +126,8 @@ def train_data_parallel(
             "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
             "env_vars": env_vars,
         },
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # cluster.stall_timeout_s bounds every collective too: a hung rank fails the run (resumable)
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.cluster.stall_timeout_s or 1800)),  # fmt: skip
         scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),  # fmt: skip
         # No retries: a failed rank fails the run, which `relay resume` continues from its last checkpoint.

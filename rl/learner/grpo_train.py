@@ -87,11 +87,23 @@ def train_grpo(
         trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
         if cfg.rollout.is_correction != "none":
             trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
+        if resume_from is not None:  # the batches in flight at the checkpoint, with their own adapters
+            async_rollouts.restore(resume_from)
     if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
         trainer.advantage_estimator = cfg.algorithm.name
         trainer.kl_coef = cfg.algorithm.kl_coef
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
-    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep))  # waits for all ranks; rank 0 writes
+    if async_rollouts is not None:  # in-flight batches + adapters into each checkpoint, before its marker
+        from rl.learner.async_rollout import async_checkpoint_callback
+
+        trainer.add_callback(async_checkpoint_callback(async_rollouts))
+    keep_best = (cfg.checkpoint.keep_best, cfg.checkpoint.keep_best_mode) if cfg.checkpoint.keep_best else None
+    trainer.add_callback(FinalizeCheckpoints(run_dir, cfg.checkpoint.keep, keep_best))  # all ranks; rank 0 writes
+    if plan.eval_dataset is not None:  # eval.every_steps: held-out reward on the rollout actors
+        from rl.learner.periodic_eval import periodic_eval_callback
+
+        trainer.add_callback(periodic_eval_callback(cfg, plan.eval_dataset, run_dir, rollout_pool, reward_pools,
+                                                    stats, trainer.processing_class, async_rollouts))  # fmt: skip
     main = trainer.is_world_process_zero()
     if main:
         trainer.add_callback(MetricsFile(run_dir / "metrics.jsonl"))  # before RelayProgress: it adds tokens/s

@@ -20,6 +20,7 @@ import torch
 from rl.actors import spawn
 from rl.rollout.types import Rollout, SamplingParams, StaleAdapterError
 from rl.rollout.worker import RolloutWorker
+from rl.watchdog import tracked
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +114,28 @@ class RolloutPool:
         ref = ray.put(tensors)  # once; each worker fetches the same object
         self._adapter_ref, self._version = ref, version
         pending = {w.load_adapter.remote(version, ref): i for i, w in enumerate(self.workers)}
-        for obj, i in pending.items():
-            try:
-                ray.get(obj)
-            except ray.exceptions.RayActorError:
-                self._recover(i)
+        self._wait_all(pending, lambda i: None, f"rollout load_adapter v{version}")
+
+    def _wait_all(self, pending: dict, redo, what: str) -> None:
+        """Wait for every call in ``pending`` (ref -> worker index), polled so that the capacity watch and the
+        stall watchdog get their say; a worker that died is recovered, then ``redo(i)`` (a ref or None)."""
+        import ray
+
+        pending = dict(pending)
+        with tracked(self.capacity_watch, f"{what}: waiting on workers {sorted(pending.values())}") as call:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+                if not ready:
+                    self._check_capacity()
+                    continue
+                i = pending.pop(ready[0])
+                try:
+                    ray.get(ready[0])
+                except ray.exceptions.RayActorError:
+                    self._recover(i)
+                    if (again := redo(i)) is not None:
+                        pending[again] = i
+                call.update(f"{what}: waiting on workers {sorted(pending.values())}")
 
     def adopt_adapter(self, version: int, tensors: dict[str, torch.Tensor]) -> None:
         """Record that the workers already hold ``version`` (another copy of this pool, e.g. learner rank 0,
@@ -175,15 +193,9 @@ class RolloutPool:
         self._broadcast("wake_up")
 
     def _broadcast(self, method: str) -> None:
-        import ray
 
         pending = {getattr(w, method).remote(): i for i, w in enumerate(self.workers)}
-        for obj, i in pending.items():
-            try:
-                ray.get(obj)
-            except ray.exceptions.RayActorError:
-                self._recover(i)
-                ray.get(getattr(self.workers[i], method).remote())
+        self._wait_all(pending, lambda i: getattr(self.workers[i], method).remote(), f"rollout {method}")
 
     def worker_asleep(self) -> list[bool]:
         import ray
@@ -224,23 +236,32 @@ class RolloutPool:
 
         pending = {submit(k): (k, 0) for k in range(len(shards))}
         results: dict[int, list[Rollout]] = {}
-        while pending:
-            # Polled: a worker whose node left may wait for capacity forever without failing its call.
-            ready_refs, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
-            if not ready_refs:
-                self._check_capacity()
-                continue
-            ready = ready_refs[0]
-            k, attempt = pending.pop(ready)
-            try:
-                results[k] = ray.get(ready)
-            except (ray.exceptions.RayActorError, StaleAdapterError) as exc:
-                if attempt >= self.max_shard_retries:
-                    raise RuntimeError(f"shard {k} failed {attempt + 1} times; last error: {exc!r}") from exc
-                logger.warning("rollout worker %d failed (%s); re-syncing adapter and regenerating its shard", k, exc)
-                self.stats.shard_retries += 1
-                self._recover(k)
-                pending[submit(k)] = (k, attempt + 1)
+
+        def waiting_on() -> str:
+            return (f"rollout generate ({len(prompts)} prompts x {n}, adapter v{self._version}): waiting on "
+                    f"workers {sorted(k for k, _ in pending.values())}")  # fmt: skip
+
+        with tracked(self.capacity_watch, waiting_on()) as call:
+            while pending:
+                # Polled: a worker whose node left may wait for capacity forever without failing its call.
+                ready_refs, _ = ray.wait(list(pending), num_returns=1, timeout=self.poll_s)
+                if not ready_refs:
+                    self._check_capacity()
+                    continue
+                ready = ready_refs[0]
+                k, attempt = pending.pop(ready)
+                try:
+                    results[k] = ray.get(ready)
+                except (ray.exceptions.RayActorError, StaleAdapterError) as exc:
+                    if attempt >= self.max_shard_retries:
+                        raise RuntimeError(f"shard {k} failed {attempt + 1} times; last error: {exc!r}") from exc
+                    logger.warning(
+                        "rollout worker %d failed (%s); re-syncing adapter and regenerating its shard", k, exc
+                    )
+                    self.stats.shard_retries += 1
+                    self._recover(k)
+                    pending[submit(k)] = (k, attempt + 1)
+                call.update(waiting_on())
         rollouts = []
         for k, (s, _) in enumerate(shards):
             for r in results[k]:

@@ -36,6 +36,11 @@ def sample_seed(base_seed: int, step: int, prompt_key: str | int, sample_index: 
     return _hash_seed("relay-sample", base_seed, step, prompt_key, sample_index)
 
 
+def eval_seed(base_seed: int, step: int, prompt_index: int, sample_index: int) -> int:
+    """The seed of a held-out eval sample (``eval.every_steps``): a stream of its own, never a training seed."""
+    return _hash_seed("relay-eval", base_seed, step, prompt_index, sample_index)
+
+
 def gumbel_noise(seeds: list[int], position: int, vocab_size: int) -> torch.Tensor:
     """Standard Gumbel noise, one independent stream per seed; row i depends on (seeds[i], position) only."""
     u = torch.empty(len(seeds), vocab_size, dtype=torch.float32)  # [B, V] uniforms in [0, 1)
