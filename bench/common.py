@@ -56,7 +56,9 @@ def mean_after_warmup(records: list[dict], key: str, skip: int = 2) -> float:
 def write_section(title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the ``## title`` section of docs/benchmarks.md, keeping the others."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the bench script it names.\n"
+    text = (
+        path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the bench script it names.\n"
+    )
     section = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section

@@ -92,8 +92,10 @@ def main() -> None:
         f"--repeats {opts.repeats}` on {os.cpu_count()} CPU cores, load average before {load_before:.2f}; "
         f"median of {opts.repeats} alternating runs each.\n\n"
         "| workload | checkpointing on (TRL default) | off | on / off | each run (on / off) |\n|---|---|---|---|---|\n"
-        + row(f"letters GRPO step (tiny Qwen2, 16 completions), s/step, {opts.steps} steps", grpo, "s") + "\n"
-        + row(f"genrec SFT warm start, {opts.sft_steps} steps x 16 (full fine-tuning)", sft, "s") + "\n\n"
+        + row(f"letters GRPO step (tiny Qwen2, 16 completions), s/step, {opts.steps} steps", grpo, "s")
+        + "\n"
+        + row(f"genrec SFT warm start, {opts.sft_steps} steps x 16 (full fine-tuning)", sft, "s")
+        + "\n\n"
         + f"GRPO losses and gradient norms identical at every step with and without: **{same}**. "
         "The shipped tiny-model configs set `learner.gradient_checkpointing: false`; keep TRL's default "
         "(on) for models whose activations do not fit.\n"

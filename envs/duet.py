@@ -699,7 +699,11 @@ class DuetEnv(Env):
         if max_prompts:
             examples = examples[:max_prompts]
         ranker = build_ranker(self.args.data, self.args.item_fields, self.args.ranker_model)
-        predictor = build_rating_predictor(self.args.rating_model, engine=self.args.rating_engine) if self.args.reward == "rating" else None
+        predictor = (
+            build_rating_predictor(self.args.rating_model, engine=self.args.rating_engine)
+            if self.args.reward == "rating"
+            else None
+        )
         data = self.data
         raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
         raw_item = [self._prompt_text(e.target) for e in examples]

@@ -218,12 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_resume(sub)
     _add_eval(sub)
     _add_hooked(
-        sub, "score", "rewards.score", help="score a JSONL of samples with a reward function",
+        sub,
+        "score",
+        "rewards.score",
+        help="score a JSONL of samples with a reward function",
         description="Score {prompt, completion, ...columns} JSONL lines with any reward function through "
         "Relay's reward pool; prints a summary and writes per-sample scores.",
     )
     _add_hooked(
-        sub, "submit", "rl.submit", help="submit `relay train` to a running Ray cluster (Ray Jobs API)",
+        sub,
+        "submit",
+        "rl.submit",
+        help="submit `relay train` to a running Ray cluster (Ray Jobs API)",
         description="Submit a training job to a running Ray cluster (--address, else RAY_ADDRESS); streams its "
         "logs and returns the job's exit status.",
     )

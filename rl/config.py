@@ -383,12 +383,15 @@ class LoggingConfig(_Section):
 
 
 class SFTConfig(_Section):
-    steps: int = Field(0, ge=0, description="Supervised warm-start steps before RL (0 = none); needs an env with SFT data.")
+    steps: int = Field(
+        0, ge=0, description="Supervised warm-start steps before RL (0 = none); needs an env with SFT data."
+    )
     num_examples: int = Field(512, ge=1, description="SFT examples drawn from the env.")
     batch_size: int = Field(16, ge=1, description="SFT batch size.")
     learning_rate: float = Field(2e-3, gt=0, description="SFT learning rate.")
     lora: bool = Field(
-        False, description="Train a LoRA adapter (merged afterwards) instead of all weights; full tuning suits tiny models."
+        False,
+        description="Train a LoRA adapter (merged afterwards) instead of all weights; full tuning suits tiny models.",
     )
 
 

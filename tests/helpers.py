@@ -102,7 +102,12 @@ def run_cluster_script(source: str, tmp_path: Path, *args: str, timeout: int = 3
     script.write_text(source)
     try:
         proc = subprocess.run(
-            [sys.executable, str(script), temp, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+            [sys.executable, str(script), temp, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
         )
     finally:
         stop_processes_of(temp)

@@ -88,7 +88,15 @@ class PopularityBaseline:
 class SASRec(nn.Module):
     """Item + position embeddings -> causal pre-norm Transformer -> dot product with item embeddings."""
 
-    def __init__(self, num_items: int, max_len: int = HISTORY_CAP, dim: int = 64, layers: int = 2, heads: int = 2, dropout: float = 0.2):
+    def __init__(
+        self,
+        num_items: int,
+        max_len: int = HISTORY_CAP,
+        dim: int = 64,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+    ):
         super().__init__()
         self.max_len, self.heads = max_len, heads
         self.item = nn.Embedding(num_items + 1, dim, padding_idx=0)  # 0 = padding; item i -> i + 1
@@ -204,7 +212,9 @@ class SASRecBaseline:
         return self.model.logits(h).numpy()
 
 
-def run_baselines(data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10)) -> dict[str, dict[str, float]]:
+def run_baselines(
+    data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10)
+) -> dict[str, dict[str, float]]:
     """Popularity and SASRec on ``leave_one_out(data)``: test metrics (SASRec early-stopped on valid)."""
     from rewards.rec.data import leave_one_out
 

@@ -45,7 +45,9 @@ def genrec_prompt(history: Sequence[str], index: SemanticIndex, history_cap: int
 def build_trie(index: SemanticIndex, tokenizer: Any) -> tuple[CodeTrie, dict[tuple[int, ...], str]]:
     """The trie of all item IDs (ending in the tokenizer's EOS) and token-sequence -> item."""
     seqs = index.token_sequences(tokenizer)
-    return CodeTrie(seqs, eos_token_id=tokenizer.eos_token_id), {tuple(s): i for s, i in zip(seqs, index.items, strict=True)}
+    return CodeTrie(seqs, eos_token_id=tokenizer.eos_token_id), {
+        tuple(s): i for s, i in zip(seqs, index.items, strict=True)
+    }
 
 
 def _render(tokenizer: Any, prompt: Prompt) -> list[int]:

@@ -42,7 +42,9 @@ class _GenRecReward:
     def _code(self, completion: Any) -> tuple[int, ...] | None:
         return parse_code(message_text(completion))
 
-    def _targets(self, n: int, target_item: Sequence[Any] | None, target_code: Sequence[str] | None) -> list[tuple[int, ...] | None]:
+    def _targets(
+        self, n: int, target_item: Sequence[Any] | None, target_code: Sequence[str] | None
+    ) -> list[tuple[int, ...] | None]:
         if target_code is not None:
             return [parse_code(str(t)) for t in target_code]
         if target_item is None:
@@ -66,7 +68,13 @@ class GenRecRuleReward(_GenRecReward):
 class GenRecRankingReward(_GenRecReward):
     """MiniOneRec's rank-aware penalty of wrong beams (see the module docstring)."""
 
-    def __init__(self, num_generations: int | None = None, index_path: str | Path | None = None, index: SemanticIndex | None = None, name: str = ""):
+    def __init__(
+        self,
+        num_generations: int | None = None,
+        index_path: str | Path | None = None,
+        index: SemanticIndex | None = None,
+        name: str = "",
+    ):
         super().__init__(index_path, index, name)
         if num_generations is not None and num_generations < 1:
             raise ValueError(f"num_generations ({num_generations}) must be >= 1, or None to group by prompt")
@@ -92,7 +100,9 @@ class GenRecRankingReward(_GenRecReward):
             groups[-1].append(i)
         return groups
 
-    def __call__(self, prompts, completions, completion_ids=None, *, target_item=None, target_code=None, beam_rank=None, **_: Any):
+    def __call__(
+        self, prompts, completions, completion_ids=None, *, target_item=None, target_code=None, beam_rank=None, **_: Any
+    ):
         hits = self._hits(completions, target_item, target_code)
         keys = list(target_code if target_code is not None else target_item)
         out = [0.0] * len(completions)
@@ -109,14 +119,24 @@ class GenRecRankingReward(_GenRecReward):
 class GenRecValidityReward(_GenRecReward):
     """``valid`` if the completion is a catalogue item's semantic ID, else ``invalid``."""
 
-    def __init__(self, index_path: str | Path | None = None, index: SemanticIndex | None = None, valid: float = 1.0, invalid: float = 0.0, name: str = ""):
+    def __init__(
+        self,
+        index_path: str | Path | None = None,
+        index: SemanticIndex | None = None,
+        valid: float = 1.0,
+        invalid: float = 0.0,
+        name: str = "",
+    ):
         super().__init__(index_path, index, name)
         if self.index is None:
             raise ValueError("GenRecValidityReward needs the semantic index; pass index_path=")
         self.valid, self.invalid = valid, invalid
 
     def __call__(self, prompts, completions, completion_ids=None, **_: Any):
-        return [self.valid if (c := self._code(x)) is not None and self.index.item_of(c) is not None else self.invalid for x in completions]
+        return [
+            self.valid if (c := self._code(x)) is not None and self.index.item_of(c) is not None else self.invalid
+            for x in completions
+        ]
 
 
 def prefix_match(code: tuple[int, ...] | None, target: tuple[int, ...] | None) -> float:

@@ -343,7 +343,9 @@ class SemanticIndex:
         for lvl, k in enumerate(self.codebook_sizes):
             ids = tokenizer.convert_tokens_to_ids([code_token(lvl, c) for c in range(k)])
             if any(i is None or i == unk for i in ids):
-                raise ValueError(f"the tokenizer lacks level-{lvl} code tokens; call add_code_tokens(tokenizer, model, index)")
+                raise ValueError(
+                    f"the tokenizer lacks level-{lvl} code tokens; call add_code_tokens(tokenizer, model, index)"
+                )
             table.append([int(i) for i in ids])
         return table
 
@@ -374,9 +376,13 @@ class SemanticIndex:
     def load(cls, path: str | Path) -> SemanticIndex:
         raw = json.loads(Path(path).read_text())
         if raw.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path}: not a Relay semantic index (format {raw.get('format')!r}, want {INDEX_FORMAT!r})")
+            raise ValueError(
+                f"{path}: not a Relay semantic index (format {raw.get('format')!r}, want {INDEX_FORMAT!r})"
+            )
         items = list(raw["items"])
-        return cls(items, np.asarray([raw["items"][i] for i in items], dtype=np.int64), raw["codebook_sizes"], raw["meta"])
+        return cls(
+            items, np.asarray([raw["items"][i] for i in items], dtype=np.int64), raw["codebook_sizes"], raw["meta"]
+        )
 
 
 def build_semantic_index(
@@ -436,7 +442,9 @@ def format_stats(stats: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------- model/tokenizer
 
 
-def add_code_tokens(tokenizer: Any, model: Any, index: SemanticIndex, seed: int = 0, init_std: float | None = None) -> list[int]:
+def add_code_tokens(
+    tokenizer: Any, model: Any, index: SemanticIndex, seed: int = 0, init_std: float | None = None
+) -> list[int]:
     """Add every code token to ``tokenizer`` (as normal added tokens, so decoding keeps them) and give
     ``model`` embedding rows for them; returns the ids of the code tokens, level-major.
 

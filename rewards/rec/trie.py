@@ -29,7 +29,11 @@ class CodeTrie:
 
     def __init__(self, sequences: Iterable[Sequence[int]], eos_token_id: int | Sequence[int] | None = None):
         self.eos_ids: tuple[int, ...] = (
-            () if eos_token_id is None else (int(eos_token_id),) if isinstance(eos_token_id, int) else tuple(map(int, eos_token_id))
+            ()
+            if eos_token_id is None
+            else (int(eos_token_id),)
+            if isinstance(eos_token_id, int)
+            else tuple(map(int, eos_token_id))
         )
         children: dict[tuple[int, ...], dict[int, None]] = defaultdict(dict)  # dict keeps insertion order
         self.complete: set[tuple[int, ...]] = set()

@@ -127,12 +127,16 @@ def train_data_parallel(
             "env_vars": env_vars,
         },
         # cluster.stall_timeout_s bounds every collective too: a hung rank fails the run (resumable)
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.cluster.stall_timeout_s or 1800)),  # fmt: skip
-        scaling_config=ScalingConfig(num_workers=cfg.learner.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),  # fmt: skip
+        torch_config=TorchConfig(
+            backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.cluster.stall_timeout_s or 1800)
+        ),  # fmt: skip
+        scaling_config=ScalingConfig(
+            num_workers=cfg.learner.num_workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),  # fmt: skip
         # No retries: a failed rank fails the run, which `relay resume` continues from its last checkpoint.
-        run_config=RunConfig(name="learner", storage_path=str(run_dir / "ray_train"),
-                             failure_config=FailureConfig(max_failures=0)),  # fmt: skip
+        run_config=RunConfig(
+            name="learner", storage_path=str(run_dir / "ray_train"), failure_config=FailureConfig(max_failures=0)
+        ),  # fmt: skip
     )
     try:
         trainer.fit()

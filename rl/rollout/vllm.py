@@ -150,7 +150,9 @@ class VLLMEngine:
     def _probe_logprobs(self) -> list[float]:
         """Greedy logprobs of a fixed prompt under the loaded adapter (the wake-up check)."""
         self._probe_version = self._version
-        out = self._generate_raw([self.render(glue.PROBE_PROMPT)], 1, SamplingParams(max_new_tokens=4, temperature=0), [0])
+        out = self._generate_raw(
+            [self.render(glue.PROBE_PROMPT)], 1, SamplingParams(max_new_tokens=4, temperature=0), [0]
+        )
         return list(out[0].logprobs)
 
     # ---- adapter ---------------------------------------------------------------------------------
@@ -186,7 +188,9 @@ class VLLMEngine:
                 errors.append("add_lora returned False")
             except Exception as exc:  # vLLM raises several types (ValueError, RuntimeError, its own)
                 errors.append(f"{type(exc).__name__}: {exc}")
-            logger.warning("vLLM worker pid %d: loading adapter version %d failed (%s)", os.getpid(), version, errors[-1])
+            logger.warning(
+                "vLLM worker pid %d: loading adapter version %d failed (%s)", os.getpid(), version, errors[-1]
+            )
         else:
             glue.remove_adapter_dir(self.adapter_root, version)
             raise RuntimeError(

@@ -210,7 +210,9 @@ def write_adapter_dir(root: str | os.PathLike, version: int, tensors: dict[str, 
     Path(root).mkdir(parents=True, exist_ok=True)
     with atomic_path(final) as tmp:
         tmp.mkdir()
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors")
+        )
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return final
 

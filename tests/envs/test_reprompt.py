@@ -21,7 +21,9 @@ from envs.reprompt import (
 )
 from rewards.t2i.geneval import TAGS, validate_metadata
 
-EVAL_FILE = Path(__file__).resolve().parents[2] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"  # bundled copy
+EVAL_FILE = (
+    Path(__file__).resolve().parents[2] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"
+)  # bundled copy
 
 
 def test_messages_and_prefill():

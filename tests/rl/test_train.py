@@ -61,12 +61,25 @@ def test_cli_config_error_exits_2_without_traceback_or_run_dir(tmp_path):
 def test_cli_unknown_env_and_reward_are_reported_before_anything_starts(tmp_path):
     run_dir = tmp_path / "never"
     proc = _relay(
-        "train", "configs/letters.yaml", "env.name=leters", "rewards.functions=[{name: nope_reward}]", "--run-dir", str(run_dir), timeout=60
+        "train",
+        "configs/letters.yaml",
+        "env.name=leters",
+        "rewards.functions=[{name: nope_reward}]",
+        "--run-dir",
+        str(run_dir),
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     assert "did you mean 'letters'" in proc.stderr
     assert not run_dir.exists()
-    proc = _relay("train", "configs/letters.yaml", "rewards.functions=[{name: nope_reward}]", "--run-dir", str(run_dir), timeout=60)
+    proc = _relay(
+        "train",
+        "configs/letters.yaml",
+        "rewards.functions=[{name: nope_reward}]",
+        "--run-dir",
+        str(run_dir),
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "rewards.functions.0" in proc.stderr and "nope_reward" in proc.stderr
     assert not run_dir.exists()
@@ -92,7 +105,10 @@ def test_policy_learns_the_builtin_env(tmp_path, ray_cluster):
     from rl.config import load_config
     from rl.driver import train
 
-    cfg = load_config(REPO / "configs" / "letters.yaml", ["learner.max_steps=60", "logging.progress_bar=false", "logging.tensorboard=false"])
+    cfg = load_config(
+        REPO / "configs" / "letters.yaml",
+        ["learner.max_steps=60", "logging.progress_bar=false", "logging.tensorboard=false"],
+    )
     run_dir = train(cfg, tmp_path / "learn")
     rewards = [r["reward"] for r in _metrics(run_dir)]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10

@@ -28,7 +28,9 @@ def test_rule_reward(index):
     comps = ["<a_0><b_1><c_2>", " <a_0><b_1><c_3> ", "<a_0><b_1>", "garbage <a_0><b_1><c_2>"]
     assert rule(["p"] * 4, comps, target_item=["x", "y", "x", "x"]) == [1.0, 1.0, 0.0, 0.0]
     # chat-format completions and the target given as a code string (no index needed)
-    assert GenRecRuleReward()(["p"], [[{"role": "assistant", "content": "<a_4><b_0><c_0>"}]], target_code=["<a_4><b_0><c_0>"]) == [1.0]
+    assert GenRecRuleReward()(
+        ["p"], [[{"role": "assistant", "content": "<a_4><b_0><c_0>"}]], target_code=["<a_4><b_0><c_0>"]
+    ) == [1.0]
 
 
 def test_ranking_penalties_hand_computed():

@@ -88,7 +88,13 @@ def test_engine_resolution_and_vllm_request():
         resolve_engine("tgi")
     # Greedy, one answer, stopped at (and keeping) the closing tag, so parse_rating sees a closed tag.
     kw = vllm_sampling_kwargs(8)
-    assert kw == {"n": 1, "temperature": 0.0, "max_tokens": 8, "stop": ["</rating>"], "include_stop_str_in_output": True}
+    assert kw == {
+        "n": 1,
+        "temperature": 0.0,
+        "max_tokens": 8,
+        "stop": ["</rating>"],
+        "include_stop_str_in_output": True,
+    }
     assert parse_rating("<rating>" + "4.25</rating>") == 4.25
 
 

@@ -49,7 +49,9 @@ def test_disambiguate_hand_case():
     assert disambiguate(unique).tolist() == unique.tolist()  # auto: no collisions, no level
     assert disambiguate(unique, "always").tolist() == [[0, 1, 0], [1, 1, 0]]
     s = code_stats(codes, [5, 5])
-    assert s["collision_rate"] == pytest.approx(5 / 6) and s["max_group"] == 3 and s["unique_rate"] == pytest.approx(0.5)
+    assert (
+        s["collision_rate"] == pytest.approx(5 / 6) and s["max_group"] == 3 and s["unique_rate"] == pytest.approx(0.5)
+    )
     assert s["usage"] == pytest.approx([3 / 5, 3 / 5])
 
 

@@ -95,7 +95,9 @@ def test_generate_with_processor_only_emits_catalogue_ids(coded, mode):
     enc = _prompts(tok)
     width = enc["input_ids"].shape[1]
     torch.manual_seed(0)
-    kwargs = dict(do_sample=True, num_return_sequences=8) if mode == "sample" else dict(num_beams=8, num_return_sequences=8)
+    kwargs = (
+        dict(do_sample=True, num_return_sequences=8) if mode == "sample" else dict(num_beams=8, num_return_sequences=8)
+    )
     out = model.generate(
         **enc,
         max_new_tokens=trie.max_depth + 1,

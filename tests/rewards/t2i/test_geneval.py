@@ -20,7 +20,9 @@ from rewards.t2i.geneval import (
     score_table,
 )
 
-EVAL_FILE = Path(__file__).resolve().parents[3] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"  # bundled copy
+EVAL_FILE = (
+    Path(__file__).resolve().parents[3] / "envs" / "data" / "geneval" / "evaluation_metadata.jsonl"
+)  # bundled copy
 
 
 def det(cls, x, y, color="red", side=10):

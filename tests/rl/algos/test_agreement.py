@@ -12,7 +12,11 @@ from rl.algos.agreement import logprob_agreement
 
 def test_identical_logprobs_agree_exactly():
     lp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]])
-    assert logprob_agreement(lp, lp.clone(), torch.ones(2, 2)) == {"diff_mean": 0.0, "diff_max": 0.0, "mismatch_kl": 0.0}
+    assert logprob_agreement(lp, lp.clone(), torch.ones(2, 2)) == {
+        "diff_mean": 0.0,
+        "diff_max": 0.0,
+        "mismatch_kl": 0.0,
+    }
 
 
 def test_hand_computed_diffs_and_k3():

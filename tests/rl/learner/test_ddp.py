@@ -153,8 +153,11 @@ def test_two_workers_one_killed_and_resumed_match_one_worker(tmp_path, ray_clust
     from rl.learner.ddp import AdapterDigest
 
     one, _, one_dir = _results(
-        train(load_config(REPO / "configs" / "letters.yaml", _overrides(1)), tmp_path / "run1",
-              callbacks=[AdapterDigest(tmp_path / "digests1")]),  # fmt: skip
+        train(
+            load_config(REPO / "configs" / "letters.yaml", _overrides(1)),
+            tmp_path / "run1",
+            callbacks=[AdapterDigest(tmp_path / "digests1")],
+        ),  # fmt: skip
         tmp_path / "digests1",
     )
     cfg = load_config(REPO / "configs" / "letters.yaml", _overrides(2))
