@@ -22,22 +22,25 @@ class ClusterHandle:
 
     started_local: bool
     temp_dir: str | None
+    own_token: bool = False  # RAY_AUTH_TOKEN_PATH points at a token Relay wrote in temp_dir
 
 
-def _private_token(temp_dir: Path) -> None:
-    """Token auth for a local cluster without touching ~/.ray: a fresh token in Ray's temp dir."""
+def _private_token(temp_dir: Path) -> bool:
+    """Token auth for a local cluster without touching ~/.ray: a fresh token in Ray's temp dir.
+    True when it wrote one (``shutdown`` then forgets it again)."""
     if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
-        return  # the user opted out explicitly; respect it
+        return False  # the user opted out explicitly; respect it
     os.environ["RAY_AUTH_MODE"] = "token"
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         refresh_ray_auth_cache()
-        return
+        return False
     token_path = temp_dir / "auth_token"
     fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token_path)
     refresh_ray_auth_cache()
+    return True
 
 
 def refresh_ray_auth_cache() -> None:
@@ -91,7 +94,7 @@ def start_or_join(
         return ClusterHandle(started_local=False, temp_dir=None)
     tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="relay-ray-", dir="/tmp"))
     tmp.mkdir(parents=True, exist_ok=True)
-    _private_token(tmp)
+    own_token = _private_token(tmp)
     # Ray starts workers at nice 15 so that its own daemons stay responsive. In a Relay run the rollout
     # and reward actors *are* the workload, on the same cores as the learner (the driver, nice 0): at
     # nice 15 they starve whenever anything else runs. Equal priority unless the user chose otherwise.
@@ -108,7 +111,7 @@ def start_or_join(
             configure_logging=True,
             log_to_driver=True,
         )
-    return ClusterHandle(started_local=True, temp_dir=str(tmp))
+    return ClusterHandle(started_local=True, temp_dir=str(tmp), own_token=own_token)
 
 
 def shutdown(handle: ClusterHandle | None) -> None:
@@ -117,6 +120,9 @@ def shutdown(handle: ClusterHandle | None) -> None:
     # Only a cluster we started is ours to stop; a joined one keeps running.
     if handle is not None and handle.started_local and ray.is_initialized():
         ray.shutdown()
+    if handle is not None and handle.own_token:  # a later local cluster in this process writes its own
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        refresh_ray_auth_cache()
 
 
 class CapacityError(RuntimeError):

@@ -42,3 +42,29 @@ def test_local_cluster_listens_on_loopback_only(ray_cluster):
     assert not exposed, f"listening beyond loopback: {exposed}"
     assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
     assert os.environ.get("RAY_AUTH_MODE") == "token"
+
+
+def test_a_second_local_cluster_in_the_same_process_gets_its_own_token(tmp_path):
+    """Two local clusters one after the other in one process (a bench, a notebook): the first one's token
+    (in its deleted temp dir) must not be reused by the second."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import os, shutil, ray\n"
+        "from rl.cluster import start_or_join, shutdown\n"
+        "for i in range(2):\n"
+        "    h = start_or_join(None, num_cpus=1)\n"
+        "    assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42\n"
+        "    shutdown(h)\n"
+        "    shutil.rmtree(h.temp_dir, ignore_errors=True)\n"
+        "    assert 'RAY_AUTH_TOKEN_PATH' not in os.environ\n"
+        "print('ok')\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run([sys.executable, str(script)], cwd=repo, env={**env, "PYTHONPATH": str(repo)},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
