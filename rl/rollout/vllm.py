@@ -102,7 +102,13 @@ class VLLMEngine:
         if sync == "adapter":
             # One slot more than the versions kept, so a new version loads before the oldest is evicted.
             kwargs.update(enable_lora=True, max_loras=keep_adapters + 1, max_lora_rank=glue.max_lora_rank(self.lora))
+        import torch
+
+        set_num_threads = torch.set_num_threads
         self.llm = LLM(**kwargs)
+        # vLLM's CPU worker replaces torch.set_num_threads process-wide with a no-op (it pins threads to cores;
+        # Relay runs it unpinned, nobind), which would silently break every later thread setting in this process.
+        torch.set_num_threads = set_num_threads
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = self._eos_ids()
         self._version = -1

@@ -142,3 +142,15 @@ def test_only_the_kept_adapter_versions_stay_loaded(vllm_engine, coded_model):
         vllm_engine.load_adapter(version, tensors)
     assert vllm_engine.llm.llm_engine.list_loras() == {glue.adapter_int_id(4)}  # keep_adapters=1 (sync)
     assert [d.name for d in sorted(vllm_engine.adapter_root.iterdir())] == ["v000004"]
+
+
+def test_the_engine_leaves_torch_thread_settings_working(vllm_engine):
+    """vLLM's CPU worker disables torch.set_num_threads process-wide; the engine puts it back."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
