@@ -10,7 +10,8 @@ The directory is written atomically (``rl.atomic.atomic_path``: built in a temp 
 when complete) and carries ``relay_manifest.json`` with the sha256 and size of every file; it is
 verified on every reuse, and a copy that fails the check is refused with the remedy (delete it).
 Conversion also records the GGUF-loaded model's logits on a fixed chat input
-(``relay_source_logits.safetensors``) and checks that the saved directory reproduces them.
+(``relay/source_logits.safetensors``, a subdirectory: vLLM loads every top-level ``*.safetensors``)
+and checks that the saved directory reproduces them.
 
 Nothing here imports the package holding the model (its own ``__init__`` may need dependencies Relay
 does not install): the file is found with ``importlib.util.find_spec``.
@@ -28,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "relay_manifest.json"
-SOURCE_LOGITS = "relay_source_logits.safetensors"
+SOURCE_LOGITS = "relay/source_logits.safetensors"  # not top level: vLLM would load it as weights
 # Bump when the converter's output changes: the cache key includes it, so old copies are not reused.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: the source logits moved out of the weights vLLM reads
 # The fixed input whose logits tie the saved directory to the source model.
 logger = logging.getLogger(__name__)
 PROBE_MESSAGES = [
@@ -107,6 +108,7 @@ def convert_gguf(source: Path, out: Path) -> None:
     with torch.no_grad():
         logits = gguf_model(input_ids).logits[0].float()  # [L, V]
     del gguf_model
+    (out / SOURCE_LOGITS).parent.mkdir(parents=True, exist_ok=True)
     save_file({"input_ids": input_ids[0].contiguous(), "logits": logits.contiguous()}, str(out / SOURCE_LOGITS))
     saved = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
