@@ -9,7 +9,6 @@ are removed only after a newer one is complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -19,19 +18,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from rl.atomic import atomic_write_text
+from rl.manifest import file_entries, manifest_problems
 
 logger = logging.getLogger(__name__)
 
 MARKER = "relay_checkpoint.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _files(ckpt: Path) -> list[Path]:
@@ -45,7 +37,7 @@ def finalize(ckpt: Path, step: int, extra_files: dict[str, Path] | None = None) 
             shutil.copyfile(src, ckpt / name)
     manifest = {
         "step": step,
-        "files": {str(p.relative_to(ckpt)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(ckpt)},
+        "files": file_entries(ckpt, _files(ckpt)),
     }
     atomic_write_text(ckpt / MARKER, json.dumps(manifest, indent=1))
 
@@ -60,16 +52,7 @@ def problems(ckpt: Path) -> list[str]:
         files = manifest["files"]
     except (json.JSONDecodeError, KeyError, TypeError):
         return [f"{ckpt.name}: {MARKER} is unreadable"]
-    out = []
-    for rel, meta in files.items():
-        p = ckpt / rel
-        if not p.is_file():
-            out.append(f"{ckpt.name}: {rel} is missing")
-        elif p.stat().st_size != meta["size"]:
-            out.append(f"{ckpt.name}: {rel} has {p.stat().st_size} bytes, expected {meta['size']} (truncated?)")
-        elif _sha256(p) != meta["sha256"]:
-            out.append(f"{ckpt.name}: {rel} does not match its checksum (corrupt)")
-    return out
+    return [f"{ckpt.name}: {p}" for p in manifest_problems(ckpt, files)]
 
 
 def checkpoints(root: Path) -> list[tuple[int, Path]]:

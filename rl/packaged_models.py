@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rl.manifest import file_entries, manifest_problems, sha256_file
+
 MANIFEST = "relay_manifest.json"
 SOURCE_LOGITS = "relay/source_logits.safetensors"  # not top level: vLLM would load it as weights
 # Bump when the converter's output changes: the cache key includes it, so old copies are not reused.
@@ -192,14 +194,6 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "relay" / "models"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _source_hashes: dict[tuple[str, int, int], str] = {}
 
 
@@ -207,7 +201,7 @@ def _source_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _source_hashes:
-        _source_hashes[key] = _sha256(path)
+        _source_hashes[key] = sha256_file(path)
     return _source_hashes[key]
 
 
@@ -220,9 +214,7 @@ def model_dir(spec: PackagedModel, source: Path, cache_dir: str | os.PathLike | 
 def write_manifest(spec: PackagedModel, source: Path, directory: Path) -> dict:
     from importlib.metadata import version
 
-    files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[path.relative_to(directory).as_posix()] = {"sha256": _sha256(path), "size": path.stat().st_size}
+    files = file_entries(directory, sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST))
     manifest = {
         "name": spec.name,
         "source": {
@@ -247,16 +239,7 @@ def verify(directory: Path) -> list[str]:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [f"{manifest_path}: unreadable manifest ({type(exc).__name__})"]
-    problems = []
-    for rel, want in sorted(files.items()):
-        path = directory / rel
-        if not path.is_file():
-            problems.append(f"{rel}: missing")
-        elif path.stat().st_size != want["size"]:
-            problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {want['size']}")
-        elif _sha256(path) != want["sha256"]:
-            problems.append(f"{rel}: sha256 differs from the manifest")
-    return problems
+    return manifest_problems(directory, files)
 
 
 def corrupted_message(spec: PackagedModel, directory: Path, problems: list[str]) -> str:

@@ -154,3 +154,15 @@ def run_and_kill_after(run_dir: Path, kill_after_step: int, overrides: list[str]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     subprocess.run(["pkill", "-9", "-f", ray_temp], check=False)
+
+
+def toy_rec_data():
+    """Three users' interactions in time order (u1: a b c d, u2: a c, u3: b)."""
+    from rewards.rec.data import Interaction, RecData
+
+    inter = {
+        "u1": [Interaction("u1", i, t) for i, t in [("a", 1), ("b", 2), ("c", 3), ("d", 4)]],
+        "u2": [Interaction("u2", i, t) for i, t in [("a", 5), ("c", 6)]],
+        "u3": [Interaction("u3", "b", 7)],
+    }
+    return RecData(inter)

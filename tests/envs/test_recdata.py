@@ -1,18 +1,9 @@
 from envs.recdata import item_window, user_window
-from rewards.rec.data import Interaction, RecData
-
-
-def _toy() -> RecData:
-    inter = {
-        "u1": [Interaction("u1", i, t) for i, t in [("a", 1), ("b", 2), ("c", 3), ("d", 4)]],
-        "u2": [Interaction("u2", i, t) for i, t in [("a", 5), ("c", 6)]],
-        "u3": [Interaction("u3", "b", 7)],
-    }
-    return RecData(inter)
+from tests.helpers import toy_rec_data
 
 
 def test_windows():
-    d = _toy()
+    d = toy_rec_data()
     h = d.interactions["u1"]
     assert [x.item for x in user_window(h, before=4, n=2)] == ["b", "c"]
     assert [x.item for x in user_window(h, n=10)] == ["a", "b", "c", "d"]

@@ -16,6 +16,7 @@ from rewards.rec.data import (
     load_table,
     timestamp_split,
 )
+from tests.helpers import toy_rec_data
 
 SCI = Path(__file__).resolve().parents[4] / "shared" / "data" / "rec" / "amazon2018_scientific"
 if not SCI.exists():
@@ -121,17 +122,8 @@ def test_table_malformed_lines(tmp_path):
     assert load_table(ints, on_error="skip").interactions["1"][0].item == "7"
 
 
-def _toy() -> RecData:
-    inter = {
-        "u1": [Interaction("u1", i, t) for i, t in [("a", 1), ("b", 2), ("c", 3), ("d", 4)]],
-        "u2": [Interaction("u2", i, t) for i, t in [("a", 5), ("c", 6)]],
-        "u3": [Interaction("u3", "b", 7)],
-    }
-    return RecData(inter)
-
-
 def test_leave_one_out():
-    s = leave_one_out(_toy())
+    s = leave_one_out(toy_rec_data())
     assert [x.item for x in s.train["u1"]] == ["a", "b"] and [x.item for x in s.train["u2"]] == ["a"]
     assert [x.item for x in s.train["u3"]] == ["b"]
     assert [(e.user, e.target.item, [x.item for x in e.history]) for e in s.valid] == [("u1", "c", ["a", "b"])]
@@ -139,11 +131,11 @@ def test_leave_one_out():
 
 
 def test_timestamp_split():
-    s = timestamp_split(_toy(), valid_start=4, test_start=6)
+    s = timestamp_split(toy_rec_data(), valid_start=4, test_start=6)
     assert {u: [x.item for x in v] for u, v in s.train.items()} == {"u1": ["a", "b", "c"]}
     assert [(e.user, e.target.item, len(e.history)) for e in s.valid] == [("u1", "d", 3), ("u2", "a", 0)]
     assert [(e.user, e.target.item, len(e.history)) for e in s.test] == [("u2", "c", 1), ("u3", "b", 0)]
-    q = timestamp_split(_toy(), valid_quantile=0.5, test_quantile=0.5)  # median of 1..7 = 4
+    q = timestamp_split(toy_rec_data(), valid_quantile=0.5, test_quantile=0.5)  # median of 1..7 = 4
     assert not q.valid and len(q.test) == 4
     with pytest.raises(ValueError, match="leave_one_out"):
         timestamp_split(RecData({"u": [Interaction("u", "a")]}))
