@@ -11,7 +11,7 @@
    (``--repeats`` runs each), median seconds per optimizer step after two warm-up steps.
 
 ``--model tiny`` is the tiny Qwen2 with 2 attention heads (head size 32: vLLM's CPU kernels support no
-smaller head); ``--model DIR`` any local checkpoint (e.g. the materialised SmolLM2-135M-Instruct).
+smaller head); ``--model smollm2-135m-instruct`` the packaged real model; ``--model DIR`` any local checkpoint.
 Writes the "Rollout engines" section of docs/benchmarks.md.
 """
 
@@ -109,7 +109,13 @@ def main() -> None:
         model_dir = str(build_tiny_model(work / "model", TinyModelSpec(num_attention_heads=2, num_key_value_heads=1)))
         model_name = "tiny Qwen2 (hidden 64, 2 layers, 2 heads of 32)"
     else:
-        model_dir, model_name = opts.model, f"`{opts.model}`"
+        from rl import packaged_models
+
+        if packaged_models.is_packaged(opts.model):  # e.g. smollm2-135m-instruct: its converted cache dir
+            model_dir = str(packaged_models.materialise(opts.model, None))
+        else:
+            model_dir = opts.model
+        model_name = f"`{opts.model}`"
     with local_cluster(num_cpus=4):
         gen = bench_generation(model_dir, opts)
     grpo = bench_grpo(model_dir, opts, work) if opts.grpo_steps else {}
@@ -149,7 +155,8 @@ def main() -> None:
         f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}.\n\n{table}{grpo_table}"
     )
     print(body)
-    write_section(f"Rollout engines: hf vs vllm, {opts.model} (bench/engines.py)", body)
+    label = "SmolLM2-135M-Instruct" if "smollm2" in opts.model else Path(opts.model).name
+    write_section(f"Rollout engines: hf vs vllm, {label} (bench/engines.py)", body)
 
 
 def gen_version() -> str:
