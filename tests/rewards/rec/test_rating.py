@@ -111,7 +111,9 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@requires_cuda("vLLM rating predictor: wired for the GPU build only (its CPU-build settings are not done yet)", modules=("vllm",))
+@requires_cuda(
+    "vLLM rating predictor: wired for the GPU build only (its CPU-build settings are not done yet)", modules=("vllm",)
+)
 def test_vllm_predictor_matches_transformers(tiny_model_dir):
     hf = RatingPredictor(tiny_model_dir, engine="hf", max_new_tokens=6, device="cuda")
     vl = RatingPredictor(tiny_model_dir, engine="vllm", max_new_tokens=6, vllm_kwargs={"enforce_eager": True})
