@@ -25,6 +25,8 @@ def _linked_copy(src: Path, dst: Path) -> Path:
     for f in src.iterdir():
         if f.name == "model.safetensors":
             os.link(f, dst / f.name)
+        elif f.is_dir():  # relay/: the source logits the converter checked against
+            shutil.copytree(f, dst / f.name)
         else:
             shutil.copy2(f, dst / f.name)
     return dst
