@@ -36,8 +36,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewards.rec.data import ItemInfo, RecData
+from rewards.spec import RewardSpec
 from rl.config import DataError
-from rl.env_api import Env, EnvArgs, RewardComponent
+from rl.env_api import Env, EnvArgs
 
 logger = logging.getLogger("relay")
 
@@ -664,10 +665,10 @@ class DuetEnv(Env):
             "model_path": self.args.ranker_model,
         }
 
-    def rewards(self) -> list[RewardComponent]:
+    def rewards(self) -> list[RewardSpec]:
         if self.args.reward == "rating":
-            return [RewardComponent("duet_rating", 1.0, "envs.duet:DuetRatingReward", self.reward_kwargs())]
-        return [RewardComponent("duet_ranker", 1.0, "envs.duet:DuetRankerReward", self.reward_kwargs())]
+            return [RewardSpec("duet_rating", "envs.duet:DuetRatingReward", 1.0, self.reward_kwargs())]
+        return [RewardSpec("duet_ranker", "envs.duet:DuetRankerReward", 1.0, self.reward_kwargs())]
 
     # ------------------------------------------------------------------- SFT
 

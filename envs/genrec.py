@@ -35,8 +35,9 @@ from pydantic import Field, field_validator
 
 from envs.duet import DataArgs, data_report, load_data, resolve_path
 from rewards.rec.data import Example, RecData, Split, leave_one_out
+from rewards.spec import RewardSpec
 from rl.atomic import atomic_path
-from rl.env_api import Env, EnvArgs, RewardComponent
+from rl.env_api import Env, EnvArgs
 
 logger = logging.getLogger("relay")
 
@@ -306,14 +307,14 @@ class GenRecEnv(Env):
         return ex[: self.args.num_eval_users] if self.args.num_eval_users else ex
 
     # ---- rewards
-    def rewards(self) -> list[RewardComponent]:
+    def rewards(self) -> list[RewardSpec]:
         kw = {"index_path": str(self.index_file)}
         mod = "rewards.rec.genrec_rewards"
         out = [
-            RewardComponent("genrec_rule", self.args.rule_weight, f"{mod}:GenRecRuleReward", dict(kw)),
-            RewardComponent("genrec_ranking", self.args.ranking_weight, f"{mod}:GenRecRankingReward", dict(kw)),
-            RewardComponent("genrec_validity", self.args.validity_weight, f"{mod}:GenRecValidityReward", dict(kw)),
-            RewardComponent("genrec_prefix", self.args.prefix_weight, f"{mod}:GenRecPrefixReward", dict(kw)),
+            RewardSpec("genrec_rule", f"{mod}:GenRecRuleReward", self.args.rule_weight, dict(kw)),
+            RewardSpec("genrec_ranking", f"{mod}:GenRecRankingReward", self.args.ranking_weight, dict(kw)),
+            RewardSpec("genrec_validity", f"{mod}:GenRecValidityReward", self.args.validity_weight, dict(kw)),
+            RewardSpec("genrec_prefix", f"{mod}:GenRecPrefixReward", self.args.prefix_weight, dict(kw)),
         ]
         return [c for c in out if c.weight != 0]
 

@@ -11,7 +11,8 @@ import random
 
 from pydantic import Field
 
-from rl.env_api import Env, EnvArgs, RewardComponent
+from rewards.spec import RewardSpec
+from rl.env_api import Env, EnvArgs
 
 SYSTEM = "You write short lines of text."
 
@@ -53,5 +54,5 @@ class LettersEnv(Env):
             return None
         return Dataset.from_dict(self._rows(self.args.num_eval_prompts, offset=1))
 
-    def rewards(self) -> list[RewardComponent]:
-        return [RewardComponent(name="letter_fraction", weight=1.0)]
+    def rewards(self) -> list[RewardSpec]:
+        return [RewardSpec(name="letter_fraction", source="letter_fraction", weight=1.0)]

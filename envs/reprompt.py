@@ -16,9 +16,10 @@ from typing import Any
 from pydantic import Field
 
 from rewards.contract import message_text
+from rewards.spec import RewardSpec
 from rewards.t2i.geneval import Parsed, ideal_rewrite, load_geneval_metadata, parse_completion
 from rewards.t2i.shapeworld import CLASS_NAMES, COLORS
-from rl.env_api import Env, EnvArgs, RewardComponent
+from rl.env_api import Env, EnvArgs
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -255,13 +256,11 @@ class RePromptEnv(Env):
             row["prompt"] = with_prefill(row["prompt"])
         return Dataset.from_list(rows)
 
-    def rewards(self) -> list[RewardComponent]:
+    def rewards(self) -> list[RewardSpec]:
         return [
-            RewardComponent("format", 1.0, "envs.reprompt:format_reward"),
-            RewardComponent("length", 1.0, "envs.reprompt:length_reward"),
-            RewardComponent(
-                "image", 1.0, "rewards.t2i.geneval:geneval_reward", {"partial": self.args.image_reward_partial}
-            ),
+            RewardSpec("format", "envs.reprompt:format_reward", 1.0),
+            RewardSpec("length", "envs.reprompt:length_reward", 1.0),
+            RewardSpec("image", "rewards.t2i.geneval:geneval_reward", 1.0, {"partial": self.args.image_reward_partial}),
         ]
 
     def sft_dataset(self, n: int):

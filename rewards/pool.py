@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from rewards.contract import TRAINER_ONLY_KWARGS, RewardOutput
 from rewards.registry import load_reward
+from rewards.spec import RewardSpec
 from rl.watchdog import tracked
 
 logger = logging.getLogger(__name__)
@@ -42,48 +43,6 @@ class RewardLoadError(RewardError):
 
 class RewardOutputError(RewardError, ValueError):
     """A reward function returned something other than one float-or-None per completion."""
-
-
-@dataclass
-class RewardSpec:
-    """One reward function and how to run it."""
-
-    name: str  # component name in metrics (e.g. "rewards/<name>/mean")
-    source: str  # registry name, 'package.module:function' or 'path/to/file.py:function'
-    weight: float = 1.0  # weight of this component in the total reward (used by the learner)
-    kwargs: dict[str, Any] = field(default_factory=dict)  # bound to the function with functools.partial
-    num_workers: int = 1  # Ray actors hosting the function
-    timeout_s: float | None = 60.0  # per-chunk limit; a chunk past it scores None (None/0: no limit)
-    max_retries: int = 2  # re-sends of a chunk whose actor died (Ray restarts the actor)
-    num_cpus: float = 1.0  # per actor
-    num_gpus: float = 0.0  # per actor
-    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per actor (node pinning)
-    batch_size: int | None = None  # samples per actor call; None splits each batch evenly over the workers
-    # A hung sync function cannot be interrupted inside its thread; restarting the actor frees it.
-    restart_on_timeout: bool = True
-    # The actors' Ray runtime env (env_vars, pip, working_dir, py_modules); {}: the job's own.
-    runtime_env: dict[str, Any] = field(default_factory=dict)
-
-    def problems(self) -> list[str]:
-        """Every invalid field at once, each naming the field, its value and the fix."""
-        out = []
-        if not self.name:
-            out.append("name is empty; give the reward a component name")
-        if not self.source:
-            out.append(f"reward {self.name!r}: source is empty; give a registry name or import string")
-        if self.num_workers < 1:
-            out.append(f"reward {self.name!r}: num_workers ({self.num_workers}) must be >= 1")
-        if self.timeout_s is not None and self.timeout_s < 0:
-            out.append(f"reward {self.name!r}: timeout_s ({self.timeout_s}) must be >= 0 (0 or None: no limit)")
-        if self.max_retries < 0:
-            out.append(f"reward {self.name!r}: max_retries ({self.max_retries}) must be >= 0")
-        if self.batch_size is not None and self.batch_size < 1:
-            out.append(f"reward {self.name!r}: batch_size ({self.batch_size}) must be >= 1, or None to split evenly")
-        if self.num_cpus < 0 or self.num_gpus < 0:
-            out.append(f"reward {self.name!r}: num_cpus/num_gpus ({self.num_cpus}/{self.num_gpus}) must be >= 0")
-        if not isinstance(self.kwargs, dict):
-            out.append(f"reward {self.name!r}: kwargs must be a mapping, got {type(self.kwargs).__name__}")
-        return out
 
 
 def _absolute_source(source: str) -> str:
@@ -172,6 +131,16 @@ class ScoreResult:
     @property
     def n_scored(self) -> int:
         return sum(v is not None for v in self.values)
+
+    def metrics(self, name: str) -> dict[str, float]:
+        """This batch's pool metrics under ``rewards/<name>/``: samples lost and why, time and throughput
+        (the learners write these; the scores' mean/std are the learner's own)."""
+        out: dict[str, float] = {
+            f"rewards/{name}/n_{c}": getattr(self, f"n_{c}") for c in ("failed", "timeout", "invalid", "retried")
+        }
+        out[f"rewards/{name}/seconds"] = self.seconds
+        out[f"rewards/{name}/samples_per_second"] = len(self.values) / max(self.seconds, 1e-9)
+        return out
 
 
 def _cause(exc: BaseException) -> str:

@@ -67,11 +67,11 @@ def config_request(cfg: Any):
     """The ResourceRequest a RelayConfig implies: rollout engines, reward pools, the learner."""
     from rl.env_api import build_env
     from rl.placement import ResourceRequest, learner_role
-    from rl.preflight import reward_components
+    from rl.preflight import reward_specs
     from rl.wiring import learner_gpus_per_worker, resource_request
 
     try:
-        components = reward_components(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
+        components = reward_specs(cfg, build_env(cfg.env.name, cfg.env.args, cfg.seed))
     except Exception:  # noqa: BLE001 - doctor reports; preflight is where env errors are raised
         components = []
     learner_gpus = learner_gpus_per_worker(cfg, gpus())  # the driver's rule (FSDP workers always ask for a GPU)

@@ -12,21 +12,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rl.atomic import atomic_write_text
 from rl.base_model import resolve_model
 from rl.cluster import CapacityError, RunStopped
 from rl.config import ConfigError, RelayConfig
-from rl.learner.grpo_train import train_grpo
+from rl.learner.session import Session, build_learner
 from rl.preflight import Plan, preflight
 from rl.process_setup import setup_learner_process
+from rl.run_dir import (
+    SAFE_TO_CHANGE,
+    config_changes,
+    create_run_dir,
+    default_run_dir,
+    package_versions,
+    setup_file_logging,
+    write_data_report,
+    write_yaml,
+)
 from rl.wiring import (
     actor_env,
     build_reward_pools,
@@ -40,58 +47,11 @@ from rl.wiring import (
 logger = logging.getLogger("relay")
 
 
-def default_run_dir(cfg: RelayConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.name}-{stamp}"
-
-
-def create_run_dir(path: Path) -> Path:
-    """A fresh run directory; refuses one that already holds a run."""
-    if (path / "config.yaml").exists():
-        raise ConfigError([f"--run-dir {str(path)!r} already holds a run; pick a new directory"])
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            [f"--run-dir {str(path)!r} is not writable ({exc.strerror}); choose a writable path"]
-        ) from None
-    return path
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("relay-rl", "torch", "transformers", "trl", "peft", "ray", "datasets", "accelerate"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _write_yaml(path: Path, data: dict) -> None:
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
-
-
-def _setup_file_logging(run_dir: Path, level: str) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "relay.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(min(root.level or logging.WARNING, logging.getLevelName(level)))
-    return handler
-
-
 def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list | None = None) -> Path:
     """Run ``cfg`` end to end; returns the run directory. ``callbacks``: extra TrainerCallbacks."""
     plan = preflight(cfg)
     run_path = create_run_dir(Path(run_dir) if run_dir else default_run_dir(cfg))
-    _write_yaml(run_path / "config.yaml", cfg.to_dict())
+    write_yaml(run_path / "config.yaml", cfg.to_dict())
     (run_path / "versions.json").write_text(json.dumps(package_versions(), indent=2) + "\n")
     from rewards.pool import RewardLoadError
 
@@ -100,25 +60,6 @@ def train(cfg: RelayConfig, run_dir: str | Path | None = None, callbacks: list |
     except (CapacityError, RewardLoadError):
         shutil.rmtree(run_path, ignore_errors=True)  # nothing ran: leave no run directory behind
         raise
-
-
-# Fields that may differ between a run and its resumption without changing what it computes.
-SAFE_TO_CHANGE = ("learner.max_steps", "logging.", "checkpoint.", "eval.", "cluster.", "run_dir", "name")
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: data}
-
-
-def config_changes(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
-    """(dotted key, old value, new value) for every field that differs."""
-    a, b = _flatten(old), _flatten(new)
-    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def resume(
@@ -156,27 +97,14 @@ def resume(
     step = int(ckpt.name.split("-")[-1])
     truncate_metrics(run_path / "metrics.jsonl", step)
     truncate_metrics(run_path / "eval_history.jsonl", step)  # evals past the checkpoint run again
-    _write_yaml(config_path, cfg.to_dict())
+    write_yaml(config_path, cfg.to_dict())
     print(f"relay: resuming {run_path} from {ckpt.name} (step {step})")
     return _execute(plan, run_path, callbacks or [], resume_from=ckpt)
 
 
-def write_data_report(env: Any, run_path: Path) -> dict | None:
-    """``RUN_DIR/data_report.json``: what the env's loaders skipped (``env.args.data.on_error: skip``)."""
-    report = env.data_report()
-    if report is None:
-        return None
-    atomic_write_text(run_path / "data_report.json", json.dumps(report, indent=2) + "\n")
-    if report.get("skipped_lines"):
-        msg = f"data: skipped {report['skipped_lines']} malformed line(s) {report.get('skipped_per_file', {})}"
-        logger.warning("%s; see %s", msg, run_path / "data_report.json")
-        print(f"relay: {msg}; see {run_path / 'data_report.json'}")
-    return report
-
-
 def _execute(plan: Plan, run_path: Path, callbacks: list, resume_from: Path | None) -> Path:
     cfg = plan.cfg
-    handler = _setup_file_logging(run_path, cfg.logging.level)
+    handler = setup_file_logging(run_path, cfg.logging.level)
     logger.info("run dir %s%s", run_path, f", resuming from {resume_from}" if resume_from else "")
     from rl.metrics import run_identity
 
@@ -261,17 +189,9 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
         )
         pools.append(rollout_pool)
         reward_pools = build_reward_pools(cfg, plan, pools, watch, scheduling)
-        if cfg.algorithm.name == "ppo":  # Relay's own loop: value head, GAE, clipped losses
-            from rl.learner.ppo import run_ppo
-
-            run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=model_path)
-        elif cfg.learner.num_workers > 1:  # Ray Train workers run train_grpo data-parallel
-            from rl.learner.ddp import train_data_parallel
-
-            train_data_parallel(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from,
-                                use_gpu=learner_gpus > 0, env_vars=actor_env())  # fmt: skip
-        else:
-            train_grpo(plan, run_dir, model_path, rollout_pool, reward_pools, callbacks, resume_from)
+        session = Session(plan, run_dir, model_path, rollout_pool, tuple(reward_pools), resume_from,
+                          tuple(callbacks), learner_gpus=learner_gpus, actor_env=actor_env())  # fmt: skip
+        build_learner(cfg).train(session)  # rl.learner.session.LEARNERS: grpo | grpo-data-parallel | ppo
     except KeyboardInterrupt:
         if watchdog is not None and watchdog.interrupted:  # stuck outside a polled call: the watchdog's stop
             raise watchdog.stalled from None

@@ -7,12 +7,12 @@ weights. Envs live in ``envs/``; ``rl/`` finds them by name (lazy import strings
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rewards.spec import RewardSpec
 from rl.registry import Registry
 
 
@@ -20,16 +20,6 @@ class EnvArgs(BaseModel):
     """Base of every env's argument schema (unknown keys are errors)."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass
-class RewardComponent:
-    """One weighted reward component an env asks for (same fields as ``rewards.functions[i]``)."""
-
-    name: str
-    weight: float = 1.0
-    source: str | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class Env:
@@ -47,7 +37,7 @@ class Env:
     def eval_dataset(self):  # -> datasets.Dataset | None
         return None
 
-    def rewards(self) -> list[RewardComponent]:
+    def rewards(self) -> list[RewardSpec]:
         raise NotImplementedError
 
     def sft_dataset(self, n: int):  # -> datasets.Dataset with `prompt` (messages) and `completion` (str)

@@ -7,8 +7,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from rewards.spec import RewardSpec
 from rl.config import ConfigError, DataError, RelayConfig
-from rl.env_api import ENVS, Env, RewardComponent, build_env, env_arg_problems
+from rl.env_api import ENVS, Env, build_env, env_arg_problems
 from rl.registry import RegistryError
 
 logger = logging.getLogger("relay")
@@ -21,24 +22,27 @@ class Plan:
     cfg: RelayConfig
     env: Env
     train_dataset: Any
-    rewards: list[RewardComponent]
+    rewards: list[RewardSpec]
     eval_dataset: Any = None  # the held-out split eval.every_steps generates on (None: off)
 
 
-def reward_components(cfg: RelayConfig, env: Env) -> list[RewardComponent]:
-    """The config's reward list, or the env's. A config entry named like an env component and
-    without a `source` keeps the env's function and kwargs (its own kwargs are merged on top), so
-    pool settings such as timeout_s can be changed without restating the env's arguments."""
+def reward_specs(cfg: RelayConfig, env: Env) -> list[RewardSpec]:
+    """The run's reward components, each a complete ``RewardSpec`` (function, weight, pool settings):
+    the config's ``rewards.functions``, or the env's own when there are none. A config entry named like an
+    env component and without a ``source`` keeps the env's function and kwargs (its own kwargs merged on
+    top), so pool settings such as timeout_s can be changed without restating the env's arguments."""
     if not cfg.rewards.functions:
         return env.rewards()
     env_rewards = {c.name: c for c in env.rewards()}
     out = []
     for f in cfg.rewards.functions:
         base = env_rewards.get(f.name) if f.source is None else None
-        if base is not None:
-            out.append(RewardComponent(f.name, f.weight, base.source, {**base.kwargs, **f.kwargs}))
-        else:
-            out.append(RewardComponent(f.name, f.weight, f.source, dict(f.kwargs)))
+        source, kwargs = (base.source, {**base.kwargs, **f.kwargs}) if base else (f.source or f.name, dict(f.kwargs))
+        out.append(RewardSpec(
+            name=f.name, source=source, weight=f.weight, kwargs=kwargs, num_workers=f.num_workers,
+            timeout_s=f.timeout_s, max_retries=f.max_retries, num_cpus=f.num_cpus, num_gpus=f.num_gpus,
+            resources=dict(f.resources), runtime_env=f.runtime_env.to_ray(),
+        ))  # fmt: skip
     return out
 
 
@@ -81,21 +85,21 @@ def preflight(cfg: RelayConfig) -> Plan:
     if problems:
         raise ConfigError(problems)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
-    components = reward_components(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
+    components = reward_specs(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
     runtime_envs = {f.name: f.runtime_env for f in cfg.rewards.functions}
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"
         try:
-            check_reward(comp.source or comp.name, comp.kwargs)
+            check_reward(comp.source, comp.kwargs)
         except (RegistryError, TypeError, ValueError) as exc:
             renv = runtime_envs.get(comp.name)
             if renv is not None and renv.declares_code() and isinstance(exc.__cause__, ImportError):
                 # Importable only inside the reward's runtime env: its actors check it when the pools start.
                 logger.warning(
                     "%s (%r): not importable here (%s); it will be checked by its actors inside their "
-                    "runtime_env %s", field, comp.source or comp.name, exc.__cause__, sorted(renv.to_ray()))  # fmt: skip
+                    "runtime_env %s", field, comp.source, exc.__cause__, sorted(renv.to_ray()))  # fmt: skip
             else:
-                problems.append(f"{field} ({comp.source or comp.name!r}): {exc}")
+                problems.append(f"{field} ({comp.source!r}): {exc}")
     try:
         dataset = env.train_dataset()
     except DataError as exc:  # a malformed data file: its own file:line problems and fix

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from rewards.spec import RewardSpec
 from rl.cluster import CapacityError
 from rl.config import RelayConfig
-from rl.env_api import RewardComponent
 from rl.preflight import Plan
 
 # Environment variables every actor inherits (offline hubs, quiet tokenizers).
@@ -26,7 +26,7 @@ def actor_env() -> dict[str, str]:
     return env
 
 
-def resource_request(cfg: RelayConfig, rewards: list[RewardComponent], learner_gpus: float = 0.0):
+def resource_request(cfg: RelayConfig, rewards: list[RewardSpec], learner_gpus: float = 0.0):
     """What the run's actors reserve: one role for the rollout engines, one per reward component, and
     with learner.num_workers > 1 one for the Ray Train learner workers (1 CPU each, ``learner_gpus`` each).
     A single learner runs in the driver process and reserves nothing here."""
@@ -42,14 +42,9 @@ def resource_request(cfg: RelayConfig, rewards: list[RewardComponent], learner_g
             resources=r.resources,
         )
     ]
-    by_name = {f.name: f for f in cfg.rewards.functions}
-    for comp in rewards:
-        f = by_name.get(comp.name)
-        roles.append(
-            reward_role(comp.name, f.num_workers, gpus=f.num_gpus, cpus=f.num_cpus, resources=f.resources)
-            if f is not None
-            else reward_role(comp.name, 1)  # an env's own reward: one 1-CPU actor
-        )
+    for spec in rewards:
+        roles.append(reward_role(spec.name, spec.num_workers, gpus=spec.num_gpus, cpus=spec.num_cpus,
+                                 resources=spec.resources))  # fmt: skip
     if cfg.learner.num_workers > 1:
         roles.append(learner_role(gpus=learner_gpus, cpus=1, count=cfg.learner.num_workers))
     strategy = cfg.cluster.placement_strategy
@@ -133,25 +128,22 @@ def build_rollout_pool(
 
 def build_reward_pools(
     cfg: RelayConfig, plan: Plan, started: list, capacity_watch: Any = None, scheduling: dict | None = None
-) -> list[tuple[str, float, Any]]:
-    """One reward pool per component, as (name, weight, pool); each is appended to ``started`` at once."""
-    from rewards.pool import RewardPool, RewardSpec
+) -> list[Any]:
+    """One ``rewards.pool.RewardPool`` per ``plan.rewards`` spec (its name and weight: ``pool.spec``); each
+    is appended to ``started`` at once."""
+    from rewards.pool import RewardPool
 
-    pool_settings = {f.name: f for f in cfg.rewards.functions}
     out = []
-    for comp in plan.rewards:
-        spec = RewardSpec(name=comp.name, source=comp.source or comp.name, weight=comp.weight, kwargs=dict(comp.kwargs))
-        if (fc := pool_settings.get(comp.name)) is not None:
-            spec.num_workers, spec.timeout_s, spec.max_retries = fc.num_workers, fc.timeout_s, fc.max_retries
-            spec.num_cpus, spec.num_gpus, spec.resources = fc.num_cpus, fc.num_gpus, dict(fc.resources)
-            spec.runtime_env = fc.runtime_env.to_ray()  # its own Ray runtime env; Relay's env vars merged under
+    for spec in plan.rewards:
         pool = RewardPool(
             spec,
             on_failure=cfg.rewards.on_failure,
             capacity_watch=capacity_watch,
-            scheduling=(scheduling or {}).get(f"reward:{comp.name}"),
-            env_vars=actor_env() if spec.runtime_env else None,
+            scheduling=(scheduling or {}).get(f"reward:{spec.name}"),
+            env_vars=actor_env()
+            if spec.runtime_env
+            else None,  # its own Ray runtime env: Relay's env vars merged under
         )
         started.append(pool)
-        out.append((comp.name, comp.weight, pool))
+        out.append(pool)
     return out

@@ -29,11 +29,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rl.adapter import lora_state_dict, tensors_nbytes
+from rl.adapter import lora_state_dict
 from rl.algos.off_policy import prefetch_targets, step_prompt_indices
 from rl.learner.grpo import record_rollouts, rollout_output
-from rl.rollout.sampling import sample_seed
-from rl.rollout.types import Rollout, SamplingParams
+from rl.rollout.client import RolloutClient
+from rl.rollout.types import Rollout
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +54,16 @@ class Prefetched:
 class AsyncRollouts:
     """TRL ``rollout_func`` that keeps up to ``max_staleness`` batches generating ahead of the learner."""
 
-    def __init__(self, pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats,
-                 max_staleness: int, dataset, prompts_per_step: int, last_step: int):  # fmt: skip
+    def __init__(self, client: RolloutClient, stats, max_staleness: int, dataset, prompts_per_step: int,
+                 last_step: int):  # fmt: skip
         if max_staleness < 1:
             raise ValueError(f"max_staleness ({max_staleness}) must be >= 1 for asynchronous rollouts")
-        self.pool, self.sampling, self.g = pool, sampling, num_generations
-        self.base_seed, self.stats, self.max_staleness = base_seed, stats, max_staleness
+        self.client, self.g = client, client.g
+        self.base_seed, self.stats, self.max_staleness = client.base_seed, stats, max_staleness
         self.dataset, self.per_step, self.last_step = dataset, prompts_per_step, last_step
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-rollout")
         self._futures: dict[int, Future] = {}
         self._submitted_upto = -1
-        self._pool_version: int | None = None  # touched only on the background thread
         # batch -> (version, tensors, synced) for every batch submitted and not yet trained on: what a
         # checkpoint must hold to regenerate them exactly (``save``/``restore``)
         self._inflight: dict[int, tuple[int, dict, bool]] = {}
@@ -84,19 +83,13 @@ class AsyncRollouts:
         self._futures[batch] = self._executor.submit(self._generate, batch, version, tensors, synced)
 
     def _generate(self, batch: int, version: int, tensors, synced: bool = True) -> Prefetched:
-        sync_seconds, sync_bytes = None, 0
-        if self._pool_version != version:
-            t0 = time.perf_counter()
-            self.pool.sync_adapter(version, tensors)
-            sync_seconds, sync_bytes = time.perf_counter() - t0, tensors_nbytes(tensors)
-            self._pool_version = version
+        moved = self.client.sync(version, tensors)  # {} when the pool already holds `version`
         if not synced:  # restored batch whose adapter the uninterrupted run already held: report no sync
-            sync_seconds, sync_bytes = None, 0
+            moved = {}
         prompts = self.prompts_of(batch)
-        seeds = [sample_seed(self.base_seed, batch, i, j) for i in range(len(prompts)) for j in range(self.g)]
-        t0 = time.perf_counter()
-        rollouts = self.pool.generate(prompts, self.g, self.sampling, seeds=seeds, expected_version=version)
-        return Prefetched(batch, version, prompts, rollouts, time.perf_counter() - t0, sync_seconds, sync_bytes)
+        rollouts, seconds = self.client.generate(prompts, version, seed_step=batch)  # seeded by the batch
+        return Prefetched(batch, version, prompts, rollouts, seconds, moved.get("rollout/sync_seconds"),
+                          moved.get("rollout/sync_bytes", 0))  # fmt: skip
 
     def __call__(self, prompts: list[Any], trainer) -> dict[str, list]:
         g = self.g
@@ -175,7 +168,7 @@ class AsyncRollouts:
 
     def run_on_pool(self, job):
         """Run ``job()`` (e.g. a periodic eval) on the prefetch thread, after every batch already queued, so
-        its pool calls never interleave with theirs; it must leave ``_pool_version`` alone (the next batch
+        its pool calls never interleave with theirs; it must leave ``client.version`` alone (the next batch
         then re-syncs its adapter, exactly as without the job)."""
         return self._executor.submit(job).result()
 

@@ -4,7 +4,7 @@ The driver creates the rollout and reward pools as for one learner and hands the
 Ray actor handles, pickled into every worker) to a ``ray.train.torch.TorchTrainer``. Ray Train starts
 the workers and initialises torch.distributed (gloo on CPU, nccl on GPUs) and sets RANK/WORLD_SIZE/
 LOCAL_RANK, so transformers/accelerate see an ordinary multi-process launch; each worker then runs
-``rl.learner.grpo_train.train_grpo`` unchanged except for the per-device batch (learner.batch_size / N):
+``rl.learner.grpo_train.train_grpo`` on the same ``Session``, unchanged except for the per-device batch (learner.batch_size / N):
 
 - TRL's RepeatSampler draws the same global batch on every rank (same seed) and accelerate gives
   rank r the r-th contiguous slice, so rank r holds global prompts ``r * B/(N*G)`` onwards; the
@@ -25,10 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from rl.learner.session import Session
 
 
 def adapter_digest(model) -> str:
@@ -76,56 +79,45 @@ class AdapterDigest(TrainerCallback):
 
 def _train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: the GRPO learner on this rank's share of every batch."""
-    os.environ.update(config["env_vars"])
+    session = config["session"]
+    os.environ.update(session.actor_env)
     import ray.train
 
     from rl.learner.grpo_train import train_grpo
     from rl.process_setup import setup_learner_process
 
-    setup_learner_process(config["plan"].cfg)
-    train_grpo(
-        config["plan"],
-        Path(config["run_dir"]),
-        config["model_path"],
-        config["rollout_pool"],
-        config["reward_pools"],
-        config["callbacks"],
-        config["resume_from"],
-        world_size=ray.train.get_context().get_world_size(),
-    )
+    setup_learner_process(session.cfg)
+    train_grpo(session, world_size=ray.train.get_context().get_world_size())
 
 
-def train_data_parallel(
-    plan,
-    run_dir: Path,
-    model_path: str,
-    rollout_pool,
-    reward_pools: list,
-    callbacks: list,
-    resume_from: Path | None,
-    *,
-    use_gpu: bool,
-    env_vars: dict[str, str],
-) -> None:
+class DataParallelLearner:
+    """The ``Learner`` for a GRPO-family algorithm with ``learner.num_workers > 1``."""
+
+    def train(self, session: Session) -> dict[str, Any] | None:
+        train_data_parallel(session)
+        path = Path(session.run_dir) / "summary.json"  # written by rank 0
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_data_parallel(session: Session) -> None:
     """Run the GRPO learner in ``learner.num_workers`` Ray Train workers; returns when all finished."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    cfg = plan.cfg
-    run_dir = Path(run_dir).resolve()  # workers are other processes (possibly other nodes): absolute paths
+    cfg = session.cfg
+    run_dir = Path(session.run_dir).resolve()  # workers are other processes (possibly other nodes): absolute paths
+    model_path, resume_from = session.model_path, session.resume_from
+    use_gpu = session.learner_gpus > 0
     resources = {"CPU": 1.0, **({"GPU": 1.0} if use_gpu else {})}
+    session = replace(
+        session,
+        run_dir=run_dir,
+        model_path=str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        resume_from=Path(resume_from).resolve() if resume_from else None,
+    )
     trainer = TorchTrainer(
         _train_loop,
-        train_loop_config={
-            "plan": plan,
-            "run_dir": str(run_dir),
-            "model_path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
-            "rollout_pool": rollout_pool,
-            "reward_pools": reward_pools,
-            "callbacks": callbacks,
-            "resume_from": str(Path(resume_from).resolve()) if resume_from else None,
-            "env_vars": env_vars,
-        },
+        train_loop_config={"session": session},  # pickled into every worker, pool handles included
         # cluster.stall_timeout_s bounds every collective too: a hung rank fails the run (resumable)
         torch_config=TorchConfig(
             backend="nccl" if use_gpu else "gloo", timeout_s=int(cfg.cluster.stall_timeout_s or 1800)

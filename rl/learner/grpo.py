@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from rl.adapter import lora_state_dict, tensors_nbytes
-from rl.rollout.sampling import sample_seed
-from rl.rollout.types import SamplingParams
+from rl.adapter import lora_state_dict
+from rl.rollout.client import RolloutClient, rollout_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +56,7 @@ class StepStats:
 # (checked against the installed TRL by tests/rl/learner/test_trl_seam.py: an upgrade that renames or
 # reorders one fails there, in one obvious place). Everything else is TRL's own behaviour.
 TRL_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "__init__": ("self", "model", "reward_funcs", "args", "train_dataset"),  # Relay's options (keywords) added
     "_get_train_sampler": ("self", "dataset"),  # async mode: the step-indexed prompt order
     "log": ("self", "logs", "start_time"),  # Relay's rollout/reward stats merged into each record
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # keep [B*G, F]
@@ -74,7 +73,7 @@ class RelayGRPOTrainer(GRPOTrainer):
     TRL computes its own GRPO advantages; for another estimator the rewards TRL gathered are
     re-used and ``advantages`` replaced ([B*G] or token-level [B*G, L], which TRL's loss accepts).
 
-    Asynchronous rollouts (``rl.learner.async_rollout``) set ``step_sampler`` (a prompt order known
+    Asynchronous rollouts (``rl.learner.async_rollout``) pass ``step_sampler`` (a prompt order known
     in advance, so upcoming batches can be prefetched) and ``is_correction`` (truncated importance
     sampling, ``rl.algos.off_policy.importance_weights``). TRL's own IS correction only runs with
     ``use_vllm``, not for ``rollout_func`` output, so Relay folds the weights into the advantages:
@@ -87,12 +86,34 @@ class RelayGRPOTrainer(GRPOTrainer):
     ``rollout/mismatch_kl``. No extra forward pass is needed.
     """
 
-    relay_stats: StepStats
-    advantage_estimator: str | None = None  # None: TRL's own GRPO advantages
-    kl_coef: float = 0.0  # REINFORCE++: weight of the per-token KL folded into the reward
-    step_sampler = None  # rl.algos.off_policy.StepSampler in async mode; None: TRL's RepeatSampler
-    is_correction: str | None = None  # an rl.algos.off_policy.IS_MODES entry; None: no IS weights
-    is_cap: float = 3.0
+    def __init__(
+        self,
+        *args: Any,
+        relay_stats: StepStats,
+        advantage_estimator: str | None = None,
+        kl_coef: float = 0.0,
+        step_sampler: Callable[[int], Any] | None = None,
+        is_correction: str | None = None,
+        is_cap: float = 3.0,
+        **kwargs: Any,
+    ):
+        """TRL's arguments, plus Relay's options:
+
+        ``relay_stats``: the rollout/reward stats the rollout and reward functions record (merged into each log);
+        ``advantage_estimator``: an ``rl.algos.advantages`` name, None for TRL's own GRPO advantages;
+        ``kl_coef``: REINFORCE++'s weight of the per-token KL folded into the reward;
+        ``step_sampler``: async mode, ``len(train_dataset) -> rl.algos.off_policy.StepSampler`` (a prompt order
+        known in advance); None: TRL's RepeatSampler;
+        ``is_correction``/``is_cap``: an ``rl.algos.off_policy.IS_MODES`` entry and its weight cap; None: no
+        IS weights.
+        """
+        super().__init__(*args, **kwargs)
+        self.relay_stats = relay_stats
+        self.advantage_estimator = advantage_estimator
+        self.kl_coef = kl_coef
+        self.step_sampler = step_sampler(len(self.train_dataset)) if step_sampler is not None else None
+        self.is_correction = is_correction
+        self.is_cap = is_cap
 
     def _get_train_sampler(self, dataset=None):
         if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
@@ -221,16 +242,8 @@ def record_rollouts(
 ) -> None:
     """The per-step rollout metrics and TensorBoard samples (sync and async ``rollout_func`` alike);
     ``prompts`` are the distinct prompts ``rollouts`` index into."""
-    n_tokens = sum(len(r.completion_ids) for r in rollouts)
-    # A checksum of every generated token id: resumed and uninterrupted runs must agree on it.
-    stats.add("rollout/token_hash", zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode()))
-    stats.add("rollout/generate_seconds", gen_seconds)
-    stats.add("rollout/tokens", n_tokens)
-    stats.add("rollout/tokens_per_second", n_tokens / max(gen_seconds, 1e-9))
-    stats.add("rollout/adapter_version", min(r.version for r in rollouts))
-    staleness = [step - r.version for r in rollouts]  # per sample, in policy versions; 0 = on-policy
-    stats.add("rollout/staleness_mean", sum(staleness) / len(staleness))
-    stats.add("rollout/staleness_max", max(staleness))
+    for key, value in rollout_metrics(rollouts, step, gen_seconds).items():
+        stats.add(key, value)
     stats.samples = [
         (json.dumps(prompts[r.prompt_index])[:2000], _completion_text(tokenizer, r.completion_ids))
         for r in rollouts[:4]
@@ -247,72 +260,44 @@ def rollout_output(rollouts: list) -> dict[str, list]:
     }
 
 
-def make_rollout_func(
-    pool, sampling: SamplingParams, num_generations: int, base_seed: int, stats: StepStats, colocate: bool = False
-):
-    """TRL ``rollout_func``: sync the adapter if the policy moved, then generate in the pool.
-
-    ``colocate``: the engines share the learner's devices; they are woken before the sync and put to
-    sleep after generating, so the learner has the memory while it trains.
+def make_rollout_func(client: RolloutClient, stats: StepStats):
+    """TRL ``rollout_func`` on ``client``: wake the engines (colocated), sync the adapter if the policy
+    moved, generate, put the engines back to sleep, record the step's rollout metrics.
 
     TRL passes the per-process prompts already repeated ``num_generations`` times in a row
     (its RepeatSampler); we generate each distinct prompt once with ``n = num_generations``.
     """
-    state = {"version": None}
 
     def rollout_func(prompts: list[Any], trainer: GRPOTrainer) -> dict[str, list]:
-        g = num_generations
+        g = client.g
         if len(prompts) % g:
             raise RuntimeError(f"rollout_func got {len(prompts)} prompts, not a multiple of num_generations={g}")
         unique = prompts[::g]
         version = trainer.state.global_step
         acc = trainer.accelerator
-        if colocate:
-            t0 = time.perf_counter()
-            if acc.is_main_process:
-                pool.wake_up()
-            acc.wait_for_everyone()
-            stats.add("rollout/wake_seconds", time.perf_counter() - t0)
-        if state["version"] != version:
-            t0 = time.perf_counter()
-            tensors = lora_state_dict(trainer.model)
-            if acc.num_processes == 1:
-                pool.sync_adapter(version, tensors)
-            else:  # data-parallel learner: identical adapters on every rank (DDP), so rank 0 ships it once
-                if acc.is_main_process:
-                    pool.sync_adapter(version, tensors)
-                acc.wait_for_everyone()  # no rank generates before the workers hold `version`
-                if not acc.is_main_process:
-                    pool.adopt_adapter(version, tensors)
-            stats.add("rollout/sync_seconds", time.perf_counter() - t0)
-            stats.add("rollout/sync_bytes", tensors_nbytes(tensors))
-            state["version"] = version
-        # Seeded by (step, position in the global batch, sample): independent of how the pool shards and
-        # of how many learner ranks split the batch (rank r holds global prompts r*len(unique) onwards).
-        offset = acc.process_index * len(unique)
-        seeds = [sample_seed(base_seed, version, offset + i, j) for i in range(len(unique)) for j in range(g)]
-        t0 = time.perf_counter()
-        rollouts = pool.generate(unique, g, sampling, seeds=seeds, expected_version=version)
-        gen_seconds = time.perf_counter() - t0
-        if colocate:
-            acc.wait_for_everyone()  # every rank done generating before the engines sleep
-            if acc.is_main_process:
-                pool.sleep()
+        moved = {**client.wake_up(acc)}
+        if client.version != version:
+            moved.update(client.sync(version, lora_state_dict(trainer.model), acc))
+        # rank r of a data-parallel learner holds global prompts r*len(unique) onwards
+        rollouts, gen_seconds = client.generate(unique, version, offset=acc.process_index * len(unique))
+        client.sleep(acc)
+        for key, value in moved.items():
+            stats.add(key, value)
         record_rollouts(stats, rollouts, version, unique, gen_seconds, trainer.processing_class)
         return rollout_output(rollouts)
 
     return rollout_func
 
 
-def make_reward_func(pool, name: str, stats: StepStats):
-    """An async TRL reward function backed by a reward pool (TRL gathers all components concurrently)."""
+def make_reward_func(pool, stats: StepStats):
+    """An async TRL reward function backed by a ``RewardPool`` (TRL gathers all components concurrently),
+    named like its component (``pool.spec.name``; TRL logs ``rewards/<name>/mean`` and ``/std``)."""
+    name = pool.spec.name
 
     async def reward_func(prompts, completions, completion_ids=None, **columns):
         result = await pool.ascore(prompts, completions, completion_ids, **columns)
-        for cause in ("failed", "timeout", "invalid", "retried"):
-            stats.add(f"rewards/{name}/n_{cause}", getattr(result, f"n_{cause}"))
-        stats.add(f"rewards/{name}/seconds", result.seconds)
-        stats.add(f"rewards/{name}/samples_per_second", len(result.values) / max(result.seconds, 1e-9))  # throughput
+        for key, value in result.metrics(name).items():
+            stats.add(key, value)
         return result.values
 
     reward_func.__name__ = name

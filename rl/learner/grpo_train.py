@@ -1,5 +1,6 @@
-"""The GRPO-family learner: TRL's GRPOTrainer assembled on the run's rollout and reward pools, trained,
-its adapter and summary written. Also one rank of the data-parallel learner (``rl.learner.ddp``)."""
+"""The GRPO-family learner (``LEARNERS["grpo"]``): TRL's GRPOTrainer assembled on the session's rollout
+and reward pools, trained, its adapter and summary written. Also one rank of the data-parallel learner
+(``rl.learner.ddp``)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,22 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from rl.preflight import Plan
+from rl.learner.session import Session
 
 logger = logging.getLogger("relay")
 
 
-def train_grpo(
-    plan: Plan,
-    run_dir: Path,
-    model_path: str,
-    rollout_pool,
-    reward_pools: list,
-    callbacks: list,
-    resume_from: Path | None,
-    world_size: int = 1,
-) -> None:
-    """TRL's GRPOTrainer with generation and rewards delegated to the pools.
+class GRPOLearner:
+    """The ``Learner`` for every GRPO-family ``algorithm.name`` in one process."""
+
+    def train(self, session: Session) -> dict[str, Any] | None:
+        return train_grpo(session)
+
+
+def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
+    """TRL's GRPOTrainer with generation and rewards delegated to the session's pools; the summary on rank 0.
 
     ``world_size`` > 1: this is one rank of a data-parallel learner (``rl.learner.ddp``; torch.distributed
     already initialised): each rank trains on learner.batch_size / world_size completions, TRL gathers the
@@ -42,13 +42,15 @@ def train_grpo(
         make_rollout_func,
     )
     from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
+    from rl.rollout.client import RolloutClient
     from rl.rollout.types import SamplingParams
 
-    cfg = plan.cfg
+    plan, cfg, run_dir, model_path = session.plan, session.cfg, Path(session.run_dir), session.model_path
+    rollout_pool, reward_pools, resume_from = session.rollout_pool, session.reward_pools, session.resume_from
     stats = StepStats()
     tb_dir = str(run_dir / "tensorboard")
     os.environ["TENSORBOARD_LOGGING_DIR"] = tb_dir  # read by transformers' TensorBoardCallback
-    args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[w for _, w, _ in reward_pools])
+    args = grpo_args(cfg, output_dir=str(run_dir / "checkpoints"), reward_weights=[p.spec.weight for p in reward_pools])
     args.model_init_kwargs = {"dtype": cfg.model.dtype}
     if world_size > 1:
         args.per_device_train_batch_size = cfg.learner.batch_size // world_size  # the global batch is unchanged
@@ -61,37 +63,41 @@ def train_grpo(
     )
     g = cfg.algorithm.num_generations
     prompts_per_step = cfg.learner.batch_size // g
+    client = RolloutClient(rollout_pool, sampling, g, cfg.seed, colocate=cfg.rollout.colocate)
     async_rollouts = None
     if cfg.rollout.mode == "async":  # prefetch up to max_staleness batches with earlier adapters
-        from rl.algos.off_policy import StepSampler
         from rl.learner.async_rollout import AsyncRollouts
 
-        async_rollouts = AsyncRollouts(rollout_pool, sampling, g, cfg.seed, stats, cfg.rollout.max_staleness,
-                                       plan.train_dataset, prompts_per_step, cfg.learner.max_steps - 1)  # fmt: skip
+        async_rollouts = AsyncRollouts(client, stats, cfg.rollout.max_staleness, plan.train_dataset, prompts_per_step,
+                                       cfg.learner.max_steps - 1)  # fmt: skip
         rollout_func = async_rollouts
     else:
-        rollout_func = make_rollout_func(rollout_pool, sampling, g, cfg.seed, stats, colocate=cfg.rollout.colocate)
+        rollout_func = make_rollout_func(client, stats)
+    options: dict = {}
+    if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
+        options.update(advantage_estimator=cfg.algorithm.name, kl_coef=cfg.algorithm.kl_coef)
+    if async_rollouts is not None:  # the step-indexed prompt order the prefetcher reads ahead in
+        from rl.algos.off_policy import StepSampler
+
+        seed, max_steps = cfg.seed, cfg.learner.max_steps
+        options["step_sampler"] = lambda n_rows: StepSampler(seed, n_rows, prompts_per_step, g, max_steps)
+        if cfg.rollout.is_correction != "none":
+            options.update(is_correction=cfg.rollout.is_correction, is_cap=cfg.rollout.is_cap)
     trainer = RelayGRPOTrainer(
         model=model_path,
-        reward_funcs=[make_reward_func(pool, name, stats) for name, _, pool in reward_pools],
+        reward_funcs=[make_reward_func(pool, stats) for pool in reward_pools],
         args=args,
         train_dataset=plan.train_dataset,
         processing_class=AutoTokenizer.from_pretrained(model_path),
         peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
         rollout_func=rollout_func,
+        relay_stats=stats,
+        **options,
     )
-    trainer.relay_stats = stats
     if async_rollouts is not None:
         async_rollouts.dataset = trainer.train_dataset  # the rows TRL draws its batches from
-        n_rows = len(trainer.train_dataset)
-        trainer.step_sampler = StepSampler(cfg.seed, n_rows, prompts_per_step, g, cfg.learner.max_steps)
-        if cfg.rollout.is_correction != "none":
-            trainer.is_correction, trainer.is_cap = cfg.rollout.is_correction, cfg.rollout.is_cap
         if resume_from is not None:  # the batches in flight at the checkpoint, with their own adapters
             async_rollouts.restore(resume_from)
-    if cfg.algorithm.name != "grpo":  # TRL's own advantages are GRPO's
-        trainer.advantage_estimator = cfg.algorithm.name
-        trainer.kl_coef = cfg.algorithm.kl_coef
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace raw dict prints
     if async_rollouts is not None:  # in-flight batches + adapters into each checkpoint, before its marker
         from rl.learner.async_rollout import async_checkpoint_callback
@@ -114,7 +120,7 @@ def train_grpo(
         trainer.add_callback(RunIdToTensorBoard(tb_dir, run_identity(run_dir)))
     if main and cfg.logging.wandb:
         start_wandb(cfg, run_dir)  # W&B id = the run id, resume="allow": a resumed run continues the same W&B run
-    for callback in callbacks:
+    for callback in session.callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()
     try:
@@ -124,9 +130,10 @@ def train_grpo(
             async_rollouts.close()
     trainer.save_model(str(run_dir / "adapter"))  # every rank calls it; transformers writes on rank 0
     if not main:
-        return
+        return None
     summary = {"steps": trainer.state.global_step, "seconds": round(time.perf_counter() - t0, 2)}
     if world_size > 1:
         summary["learner_workers"] = world_size
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     logger.info("finished: %s", summary)
+    return summary

@@ -100,7 +100,7 @@ class PeriodicEval(TrainerCallback):
         every: int,
         dataset,
         rollout_pool,
-        reward_pools: list[tuple[str, float, Any]],
+        reward_pools: list[Any],  # rewards.pool.RewardPool, each named and weighted by its spec
         sampling: SamplingParams,
         n: int,
         base_seed: int,
@@ -153,14 +153,13 @@ class PeriodicEval(TrainerCallback):
         ids = [r.completion_ids for r in rollouts]
 
         async def score_all():
-            return await asyncio.gather(
-                *(p.ascore(prompts, completions, ids, **columns) for _, _, p in self.reward_pools)
-            )
+            return await asyncio.gather(*(p.ascore(prompts, completions, ids, **columns) for p in self.reward_pools))
 
         results = asyncio.run(score_all())
         metrics: dict[str, float] = {}
         totals: list[float | None] = [None] * len(rollouts)
-        for (name, weight, _), result in zip(self.reward_pools, results, strict=True):
+        for pool, result in zip(self.reward_pools, results, strict=True):
+            name, weight = pool.spec.name, pool.spec.weight
             scored = [v for v in result.values if v is not None]
             if scored:
                 metrics[f"eval/rewards/{name}"] = sum(scored) / len(scored)

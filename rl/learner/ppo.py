@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from rl.adapter import lora_state_dict, tensors_nbytes
+from rl.adapter import lora_state_dict
 from rl.algos.agreement import logprob_agreement
 from rl.algos.ppo import (
     approx_kl,
@@ -59,12 +59,13 @@ from rl.algos.ppo import (
 from rl.algos.value_head import ValueHead, policy_and_values, reference_logprobs
 from rl.checkpoint import finalize, rotate
 from rl.config import PPOConfig
-from rl.rollout.sampling import sample_seed
+from rl.learner.session import Session
+from rl.rollout.client import RolloutClient, rollout_metrics
 from rl.rollout.types import Rollout, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PPOArgs", "PPORecipe", "append_record", "combine_rewards", "ppo_args", "run_ppo"]
+__all__ = ["PPOArgs", "PPOLearner", "PPORecipe", "append_record", "combine_rewards", "ppo_args", "run_ppo"]
 
 
 PPOArgs = PPOConfig  # the settings live in rl/config.py (algorithm.ppo)
@@ -177,13 +178,13 @@ def _device(cfg) -> torch.device:
 class PPORecipe:
     """setup(resume_from) -> train() -> cleanup(); ``train_step`` is one PPO iteration."""
 
-    def __init__(self, cfg, plan, run_dir: Path, rollout_pool, reward_pools: list[tuple[str, float, Any]],
-                 args: PPOArgs | None = None):  # fmt: skip
-        self.cfg = cfg
-        self.plan = plan
-        self.run_dir = Path(run_dir)
-        self.rollout_pool = rollout_pool
-        self.reward_pools = list(reward_pools)
+    def __init__(self, session: Session, args: PPOArgs | None = None):
+        cfg = self.cfg = session.cfg
+        self.session = session
+        self.plan = session.plan
+        self.run_dir = Path(session.run_dir)
+        self.rollout_pool = session.rollout_pool
+        self.reward_pools = list(session.reward_pools)
         self.args = args or ppo_args(cfg)
         self.G = cfg.algorithm.num_generations
         self.prompts_per_step = cfg.learner.batch_size // self.G
@@ -193,6 +194,7 @@ class PPORecipe:
             top_p=cfg.rollout.top_p,
             top_k=cfg.rollout.top_k,
         )
+        self.client = RolloutClient(self.rollout_pool, self.sampling, self.G, cfg.seed)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.step = 0  # optimizer steps done (= the adapter version the pool gets next)
@@ -270,29 +272,18 @@ class PPORecipe:
         self.scheduler.step()
         self.step += 1
         n_tok = int(batch.attention_mask.sum())
-        stats["step_seconds"] = time.perf_counter() - t_step
-        stats["tokens_per_second"] = n_tok / max(stats["step_seconds"], 1e-9)
+        stats["step_time"] = time.perf_counter() - t_step
+        stats["tokens_per_second"] = n_tok / max(stats["step_time"], 1e-9)
         return {"step": self.step, **stats}
 
     def generate(self, rows: list[dict], stats: dict) -> list[Rollout]:
         """Sync the adapter (version = optimizer steps so far), then sample G completions per prompt."""
-        version, g = self.step, self.G
-        t0 = time.perf_counter()
-        tensors = lora_state_dict(self.model)
-        self.rollout_pool.sync_adapter(version, tensors)
-        stats["rollout/sync_seconds"] = time.perf_counter() - t0
-        stats["rollout/sync_bytes"] = tensors_nbytes(tensors)
+        version = self.step
+        stats.update(self.client.sync(version, lora_state_dict(self.model)))
         prompts = [r["prompt"] for r in rows]
-        seeds = [sample_seed(self.cfg.seed, version, i, j) for i in range(len(prompts)) for j in range(g)]
-        t0 = time.perf_counter()
-        rollouts = self.rollout_pool.generate(prompts, g, self.sampling, seeds=seeds, expected_version=version)
-        seconds = time.perf_counter() - t0
-        n_tokens = sum(len(r.completion_ids) for r in rollouts)
-        stats["rollout/token_hash"] = zlib.crc32(json.dumps([r.completion_ids for r in rollouts]).encode())
-        stats["rollout/generate_seconds"] = seconds
-        stats["rollout/tokens"] = n_tokens
-        stats["rollout/tokens_per_second"] = n_tokens / max(seconds, 1e-9)
-        stats["rollout/adapter_version"] = min(r.version for r in rollouts)
+        rollouts, seconds = self.client.generate(prompts, version)
+        stats.update(rollout_metrics(rollouts, version, seconds))
+        n_tokens = stats["rollout/tokens"]
         stats["completions/mean_length"] = n_tokens / len(rollouts)
         stats["completions/clipped_ratio"] = sum(r.finish_reason == "length" for r in rollouts) / len(rollouts)
         self._samples = [(json.dumps(prompts[r.prompt_index])[:2000], r.text) for r in rollouts[:4]]
@@ -307,18 +298,17 @@ class PPORecipe:
 
         async def score_all():
             return await asyncio.gather(
-                *(pool.ascore(prompts, completions, completion_ids, **columns) for _, _, pool in self.reward_pools)
+                *(pool.ascore(prompts, completions, completion_ids, **columns) for pool in self.reward_pools)
             )
 
         results = asyncio.run(score_all())
-        for (name, _, _), res in zip(self.reward_pools, results, strict=True):
+        for pool, res in zip(self.reward_pools, results, strict=True):
+            name = pool.spec.name
             scored = [v for v in res.values if v is not None]
-            stats[f"rewards/{name}/mean"] = float(np.mean(scored)) if scored else math.nan
+            stats[f"rewards/{name}/mean"] = float(np.mean(scored)) if scored else math.nan  # as TRL logs them
             stats[f"rewards/{name}/std"] = float(np.std(scored, ddof=1)) if len(scored) > 1 else 0.0
-            for cause in ("failed", "timeout", "invalid", "retried"):
-                stats[f"rewards/{name}/n_{cause}"] = getattr(res, f"n_{cause}")
-            stats[f"rewards/{name}/seconds"] = res.seconds
-        total = combine_rewards([list(r.values) for r in results], [w for _, w, _ in self.reward_pools])
+            stats.update(res.metrics(name))
+        total = combine_rewards([list(r.values) for r in results], [p.spec.weight for p in self.reward_pools])
         valid = total[~torch.isnan(total)]
         stats["reward"] = float(valid.mean()) if len(valid) else math.nan
         stats["reward_std"] = float(valid.std()) if len(valid) > 1 else 0.0
@@ -500,23 +490,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def run_ppo(cfg, plan, run_dir: Path, rollout_pool, reward_pools: list[tuple[str, float, Any]],
-            resume_from: Path | None = None, *, model_path: str | None = None, args: PPOArgs | None = None) -> None:  # fmt: skip
-    """Train ``cfg`` with PPO: the rollout pool generates, ``reward_pools`` (name, weight, pool) score.
+class PPOLearner:
+    """The ``Learner`` for ``algorithm.name: ppo``."""
 
-    ``model_path``: the base model every process loads (default: ``rl.base_model.resolve_model``, i.e.
-    RUN_DIR/base_model for ``model.name: tiny``); it must be the one the rollout pool was built with.
-    Writes metrics.jsonl, TensorBoard, checkpoints/checkpoint-N, adapter/ and summary.json.
+    def train(self, session: Session) -> dict[str, Any]:
+        return run_ppo(session)
+
+
+def run_ppo(session: Session, args: PPOArgs | None = None) -> dict[str, Any]:
+    """Train ``session`` with PPO: its rollout pool generates, its reward pools (``rewards.pool.RewardPool``) score,
+    from its base model (the one the rollout pool was built with). Writes metrics.jsonl, TensorBoard,
+    checkpoints/checkpoint-N, adapter/ and summary.json; returns the summary.
     """
-    if model_path is None:
-        from rl.base_model import resolve_model
-
-        model_path = resolve_model(cfg, Path(run_dir))
-    recipe = PPORecipe(cfg, plan, Path(run_dir), rollout_pool, reward_pools, args)
+    recipe = PPORecipe(session, args)
     try:
-        recipe.setup(model_path, resume_from)
+        recipe.setup(session.model_path, session.resume_from)
         summary = recipe.train()
         recipe.save_final(summary)
         logger.info("finished: %s", summary)
     finally:
         recipe.cleanup()
+    return summary

@@ -15,7 +15,7 @@ import torch
 
 from rl.adapter import lora_state_dict
 from rl.rollout.sampling import SeededGumbelSampler
-from rl.rollout.types import FinishReason, Rollout, SamplingParams
+from rl.rollout.types import FinishReason, Rollout, SamplingParams, eos_token_ids
 
 Message = dict[str, str]
 Prompt = str | list[Message]  # plain text, or chat messages rendered with the chat template
@@ -248,12 +248,4 @@ class HFEngine:
         return input_ids.to(self.device), attention_mask.to(self.device)
 
     def _eos_ids(self) -> list[int]:
-        eos = self.model.generation_config.eos_token_id
-        ids = [eos] if isinstance(eos, int) else list(eos or [])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        if not ids:
-            raise ValueError(
-                "the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint"
-            )
-        return ids
+        return eos_token_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -56,3 +57,44 @@ class Rollout:
 
 class StaleAdapterError(RuntimeError):
     """A worker was asked to sample for adapter version v but holds another one (on-policy guarantee)."""
+
+
+@runtime_checkable
+class RolloutEngine(Protocol):
+    """What a ``RolloutWorker`` needs from an engine (``rl.rollout.hf.HFEngine``, ``rl.rollout.vllm.VLLMEngine``,
+    or a ``module:Class`` of a user's): the same prompts, seeds and adapter give the same contract
+    (``tests/rl/rollout/test_engine_contract.py``)."""
+
+    eos_ids: list[int]  # token ids that end a completion (``eos_token_ids``)
+    last_stats: Any  # the last generate call's timing (tokens, seconds)
+
+    @property
+    def version(self) -> int: ...  # the loaded adapter version; -1 = the base model
+
+    @property
+    def asleep(self) -> bool: ...
+
+    def generate(
+        self, prompts: Sequence[Any], n: int, sampling: SamplingParams, seeds: Sequence[int] | None = None
+    ) -> list[Rollout]: ...  # n rollouts per prompt, prompt-major; seeds: one per rollout
+
+    def load_adapter(self, version: int, tensors: dict[str, Any]) -> None: ...  # all LoRA tensors, or raise
+
+    def adapter_tensors(self) -> dict[str, Any]: ...  # the loaded LoRA tensors (the learner's names)
+
+    def render(self, prompt: Any) -> list[int]: ...  # a prompt (text or chat messages) -> token ids
+
+    def sleep(self) -> None: ...  # rollout.colocate: free the device for the learner
+
+    def wake_up(self) -> None: ...
+
+
+def eos_token_ids(generation_eos: int | Sequence[int] | None, tokenizer_eos: int | None) -> list[int]:
+    """The ids that end a completion: the generation config's EOS id(s), then the tokenizer's if it is not
+    among them. Both engines use this, so a checkpoint ends completions at the same tokens in hf and vllm."""
+    ids = [generation_eos] if isinstance(generation_eos, int) else list(generation_eos or [])
+    if tokenizer_eos is not None and tokenizer_eos not in ids:
+        ids.append(tokenizer_eos)
+    if not ids:
+        raise ValueError("the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint")
+    return ids

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from rl.rollout import vllm_glue as glue
 from rl.rollout.hf import GenerateStats
-from rl.rollout.types import Rollout, SamplingParams
+from rl.rollout.types import Rollout, SamplingParams, eos_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -284,19 +284,11 @@ class VLLMEngine:
     def _eos_ids(self) -> list[int]:
         from transformers import GenerationConfig
 
-        ids: list[int] = []
         try:
             eos = GenerationConfig.from_pretrained(self.model_path).eos_token_id
-            ids = [eos] if isinstance(eos, int) else list(eos or [])
-        except OSError:
-            pass
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        if not ids:
-            raise ValueError(
-                "the model has no eos_token_id (generation_config or tokenizer); set one in the checkpoint"
-            )
-        return ids
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            eos = None
+        return eos_token_ids(eos, self.tokenizer.eos_token_id)
 
 
 def is_cpu_build() -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from rl.registry import Registry
-from rl.rollout.types import Rollout, SamplingParams, StaleAdapterError
+from rl.rollout.types import Rollout, RolloutEngine, SamplingParams, StaleAdapterError
 
 # Engines by name; values are lazy import strings so "vllm" costs nothing until used.
 ENGINES: Registry = Registry("rollout engine")
@@ -17,11 +17,12 @@ ENGINES.register("vllm", "rl.rollout.vllm:VLLMEngine")
 
 
 class RolloutWorker:
-    """Holds one engine (``ENGINES`` name or ``module:Class`` import string) and its adapter version."""
+    """Holds one engine (``ENGINES`` name or ``module:Class`` import string; a ``RolloutEngine``) and its
+    adapter version."""
 
     def __init__(self, engine: str, engine_kwargs: dict[str, Any]):
         self.engine_name = engine
-        self.engine = ENGINES.resolve(engine)(**engine_kwargs)
+        self.engine: RolloutEngine = ENGINES.resolve(engine)(**engine_kwargs)
 
     @classmethod
     def around(cls, engine: Any, name: str = "custom") -> RolloutWorker:

@@ -259,7 +259,8 @@ def test_data_on_error_fail_or_skip_through_the_cli(tmp_path, capsys, caplog, mo
     `skip` drops it, logs the count per file, and the run directory gets data_report.json."""
     from rl.cli import main
     from rl.config import load_config
-    from rl.driver import preflight, write_data_report
+    from rl.preflight import preflight
+    from rl.run_dir import write_data_report
 
     monkeypatch.chdir(REPO)
     seq, texts = _p5_files(tmp_path)
@@ -282,7 +283,7 @@ def test_data_on_error_fail_or_skip_through_the_cli(tmp_path, capsys, caplog, mo
     logged = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
     assert any(f"skipped 1 malformed line(s) in {seq}" in m for m in logged), logged
     assert any(f"skipped 1 malformed line(s) in {texts}" in m for m in logged), logged
-    # What the driver writes into the run directory once it has one (rl.driver._execute).
+    # What the driver writes into the run directory once it has one (rl.driver.execute).
     report = write_data_report(preflight(load_config("configs/duet/user_only.yaml", skip)).env, tmp_path)
     on_disk = json.loads((tmp_path / "data_report.json").read_text())
     assert on_disk == report and on_disk["skipped_lines"] == 2 and on_disk["on_error"] == "skip"

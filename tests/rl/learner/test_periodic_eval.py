@@ -66,7 +66,7 @@ def test_eval_during_training_reports_held_out_reward_and_leaves_training_unchan
 
 
 def test_eval_every_steps_needs_a_held_out_split_and_consistent_steps(tmp_path):
-    from rl.driver import preflight
+    from rl.preflight import preflight
 
     cfg = load_config(REPO / "configs/letters.yaml", ["eval.every_steps=2", "env.args.num_eval_prompts=0"])
     with pytest.raises(ConfigError) as err:

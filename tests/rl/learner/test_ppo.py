@@ -30,8 +30,9 @@ def _cfg(*overrides: str):
 
 def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, args: PPOArgs | None = None) -> None:
     """Build the pools with the driver's own helpers, run PPO, close the pools."""
-    from rl.driver import create_run_dir
+    from rl.learner.session import Session
     from rl.preflight import Plan, preflight
+    from rl.run_dir import create_run_dir
     from rl.wiring import build_reward_pools, build_rollout_pool
 
     plan: Plan = preflight(cfg)
@@ -44,7 +45,8 @@ def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, a
         rollout_pool = build_rollout_pool(cfg, str(model_dir))
         pools.append(rollout_pool)
         reward_pools = build_reward_pools(cfg, plan, pools)
-        run_ppo(cfg, plan, run_dir, rollout_pool, reward_pools, resume_from, model_path=str(model_dir), args=args)
+        session = Session(plan, run_dir, str(model_dir), rollout_pool, tuple(reward_pools), resume_from)
+        run_ppo(session, args=args)
     finally:
         for pool in pools:
             pool.close()

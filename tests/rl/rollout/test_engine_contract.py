@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from rl.rollout.types import SamplingParams, StaleAdapterError
+from rl.rollout.types import RolloutEngine, SamplingParams, StaleAdapterError, eos_token_ids
 from rl.rollout.worker import ENGINES, RolloutWorker
 
 LORA = dict(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear")
@@ -60,6 +60,14 @@ def adapter(coded_model):
 
 SAMPLING = SamplingParams(max_new_tokens=12, temperature=1.0)
 SEEDS = list(range(100, 106))
+
+
+def test_engine_satisfies_the_protocol_and_shares_the_eos_rule(engine, coded_model):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    assert isinstance(engine, RolloutEngine)
+    tok = AutoTokenizer.from_pretrained(coded_model)
+    assert engine.eos_ids == eos_token_ids(GenerationConfig.from_pretrained(coded_model).eos_token_id, tok.eos_token_id)
 
 
 def test_shapes_order_logprobs_and_base_version(engine):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rl.rollout.sampling import SeededGumbelSampler, apply_top_k, apply_top_p, gumbel_noise, sample_seed
@@ -66,3 +67,13 @@ def test_sampler_records_logprobs_of_the_chosen_token():
     assert torch.equal(chosen[:, 0], out.argmax(-1))
     expected = torch.log_softmax(logits / 0.5, -1).gather(-1, chosen)
     torch.testing.assert_close(logprobs, expected)
+
+
+def test_eos_token_ids_merges_generation_config_and_tokenizer():
+    from rl.rollout.types import eos_token_ids
+
+    assert eos_token_ids(2, 2) == [2]
+    assert eos_token_ids([2, 7], 9) == [2, 7, 9]
+    assert eos_token_ids(None, 5) == [5]
+    with pytest.raises(ValueError, match="no eos_token_id"):
+        eos_token_ids(None, None)
