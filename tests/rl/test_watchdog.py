@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -101,17 +102,20 @@ def test_watchdog_names_the_call_in_flight_and_interrupts_a_driver_stuck_elsewhe
     dog.stop()
 
     # A driver stuck outside any polled call is interrupted after grace_s (the driver turns it into StallDetected).
+    # Even when a library has set SIGINT to be ignored (where _thread.interrupt_main does nothing).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     dog = Watchdog(tmp_path, timeout_s=0.3, poll_s=0.05, grace_s=0.3)
     dog.start(step=7)
     try:
         with pytest.raises(KeyboardInterrupt):
             # The stall dump lists the job's live actors first (py-spy, up to dump_timeout_s each when an
             # earlier test left a Ray cluster up), so wait for the interrupt rather than for a fixed time.
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 time.sleep(0.05)
     finally:
         dog.stop()
+        signal.signal(signal.SIGINT, previous)
     assert dog.interrupted and isinstance(dog.stalled, StallDetected)
     assert "no remote call in flight" in str(dog.stalled)
     dog.stop()
