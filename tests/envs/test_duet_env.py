@@ -201,7 +201,7 @@ def test_recipe_runs_a_few_steps(variant, tmp_path, ray_cluster):
     assert (run_dir / "adapter" / "adapter_config.json").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_policy_learns_validation_ndcg(tmp_path, ray_cluster):
     """LettinGo on Scientific with a tiny policy: SFT on minimal template profiles, then GRPO with the
     ranker reward; greedy validation NDCG@10 of the trained policy beats the SFT start."""

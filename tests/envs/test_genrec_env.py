@@ -285,7 +285,7 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
     assert json.loads((run_dir / "eval.json").read_text()) == res
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_policy_learns_validation_recall(tmp_path, ray_cluster):
     """configs/genrec.yaml as shipped on Scientific300 with a tiny policy: after SFT + GRPO, validation
     Recall@10 (constrained beam search over the full catalogue, 300 users) beats popularity, SASRec and the

@@ -91,7 +91,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_runs_survive_or_stop_cleanly_when_nodes_leave(tmp_path):
     out = run_cluster_script(_SCRIPT, tmp_path, str(tmp_path), str(FIXTURES), timeout=600)
 

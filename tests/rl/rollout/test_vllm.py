@@ -42,7 +42,7 @@ def _assert_agreement(rows: dict[int, dict], steps) -> None:
         assert 0 <= row["rollout/mismatch_kl"] < KL_BOUND, (step, row["rollout/mismatch_kl"])
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_vllm_sigkill_then_resume_reproduces_the_run(tmp_path):
     """A vLLM rollout actor, sync: killed after step 3, resumed from checkpoint-2. The re-done step 3
@@ -66,7 +66,7 @@ def test_vllm_sigkill_then_resume_reproduces_the_run(tmp_path):
     assert {after[s]["rollout/adapter_version"] for s in after} == {0, 1, 2, 3, 4}
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_two_async_vllm_actors_with_merged_weight_sync(tmp_path):
     """rollout.mode=async on two vLLM actors, adapters shipped as merged full weights (the fallback sync):
