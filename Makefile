@@ -34,8 +34,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The multi-minute checks kept out of `make test` (CI's budget): shipped recipes learning, second variants of
-# the kill/resume runs, node loss. About 20 minutes on 2 cores.
+# The multi-minute checks kept out of `make test` (CI's budget): shipped recipes learning, vLLM's two-actor
+# async run, the data-parallel kill/resume run, node loss. About 16 minutes on 2 cores.
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 

@@ -68,7 +68,7 @@ ASYNC_OVERRIDES = [*OVERRIDES[2:], "learner.max_steps=5", "checkpoint.every_step
 TIMINGS = ("seconds", "per_second", "runtime", "step_time")
 
 
-@pytest.mark.long
+@pytest.mark.slow
 def test_async_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     """Async mode: each checkpoint holds the batches in flight and the adapters generating them, so the
     resumed run trains on exactly the batches the uninterrupted one did: every metric and the token

@@ -142,7 +142,7 @@ def _adapter(run_dir: Path) -> dict:
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_two_workers_one_killed_and_resumed_match_one_worker(tmp_path, ray_cluster):
     """One 2-worker run checks both properties (a third run would cost ~25 s of CI): rank 1 is SIGKILLed
     as step 2 begins, the run stops at checkpoint-1 and is resumed, and the result still equals a

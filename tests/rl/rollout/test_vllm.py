@@ -42,7 +42,7 @@ def _assert_agreement(rows: dict[int, dict], steps) -> None:
         assert 0 <= row["rollout/mismatch_kl"] < KL_BOUND, (step, row["rollout/mismatch_kl"])
 
 
-@pytest.mark.long
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_vllm_sigkill_then_resume_reproduces_the_run(tmp_path):
     """A vLLM rollout actor, sync: killed after step 3, resumed from checkpoint-2. The re-done step 3
