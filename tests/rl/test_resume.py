@@ -38,7 +38,7 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict]:
     return _metrics(run_dir)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupted):
     # Killed after step 3: resumed from checkpoint-2, so step 3's records are dropped and re-produced.
     run_dir = tmp_path / "run"
@@ -81,7 +81,8 @@ def test_async_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     kill_after = random.Random(16).randint(2, 4)  # a step picked at random from a seeded range
     run_dir = tmp_path / "run"
-    _run_and_kill_after(run_dir, kill_after, ASYNC_OVERRIDES)
+    _run_and_kill_after(run_dir, kill_after, [*ASYNC_OVERRIDES, "logging.tensorboard=true"])  # logging.* may differ
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
     ckpt = latest_valid(run_dir / "checkpoints")
     in_flight = json.loads((ckpt / "async_rollouts.json").read_text())["batches"]
     assert in_flight, "the checkpoint held no in-flight batch: nothing was tested"
@@ -91,6 +92,10 @@ def test_async_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     match = re.search(r"resuming .* from checkpoint-\d+ \(step (\d+)\)", proc.stdout)
     assert match, proc.stdout[-2000:]
     resumed_at = int(match.group(1))
+    # One run identity across the resume: the same id in run.json, in relay.log and in TensorBoard.
+    assert json.loads((run_dir / "run.json").read_text())["run_id"] == run_id
+    assert (run_dir / "relay.log").read_text().count(f"run id {run_id}") == 2  # the first start and the resume
+    assert any(run_id.encode() in f.read_bytes() for f in (run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert f"checkpoint-{resumed_at}" == ckpt.name and resumed_at < 5, "the kill came too late to test a resume"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]  # each step once: none lost, none twice

@@ -33,7 +33,7 @@ def _train(run_dir: Path, overrides: list[str]) -> dict[int, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", [pytest.param("sync", marks=pytest.mark.long), "async"])  # sync: make test-long
 def test_eval_during_training_reports_held_out_reward_and_leaves_training_unchanged(tmp_path, ray_cluster, mode):
     extra = ["rollout.mode=async", "rollout.max_staleness=1"] if mode == "async" else []
     plain = _train(tmp_path / "plain", [*BASE, *extra])

@@ -66,8 +66,9 @@ def test_engine_satisfies_the_protocol_and_shares_the_eos_rule(engine, coded_mod
     from transformers import AutoTokenizer, GenerationConfig
 
     assert isinstance(engine, RolloutEngine)
-    tok = AutoTokenizer.from_pretrained(coded_model)
-    assert engine.eos_ids == eos_token_ids(GenerationConfig.from_pretrained(coded_model).eos_token_id, tok.eos_token_id)
+    path = coded_model["dir"]
+    tok = AutoTokenizer.from_pretrained(path)
+    assert engine.eos_ids == eos_token_ids(GenerationConfig.from_pretrained(path).eos_token_id, tok.eos_token_id)
 
 
 def test_shapes_order_logprobs_and_base_version(engine):
