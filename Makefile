@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # The multi-minute checks kept out of `make test` (CI's budget): shipped recipes learning, vLLM's two-actor
-# async run, the data-parallel kill/resume run, node loss, second variants of kept tests. About 21 minutes on 2 cores.
+# async run, the data-parallel kill/resume run, node loss, second variants of kept tests. 18 minutes on 2 cores.
 test-long: $(STAMP)
 	$(PY) -m pytest -q -m long
 
