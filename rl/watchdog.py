@@ -104,10 +104,8 @@ def interrupt_main_thread() -> None:
     a blocking C call; the watchdog's own ``check()`` in every polled call is the main path."""
     import ctypes
 
-    ident = threading.main_thread().ident
-    if ident is None:  # pragma: no cover - the main thread always has an id once running
-        return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+    main = ctypes.c_ulong(threading.main_thread().ident)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(main, ctypes.py_object(KeyboardInterrupt))
 
 
 class Watchdog:

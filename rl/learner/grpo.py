@@ -275,7 +275,7 @@ def make_rollout_func(client: RolloutClient, stats: StepStats):
         unique = prompts[::g]
         version = trainer.state.global_step
         acc = trainer.accelerator
-        moved = {**client.wake_up(acc)}
+        moved = client.wake_up(acc)  # {} unless colocated
         if client.version != version:
             moved.update(client.sync(version, lora_state_dict(trainer.model), acc))
         # rank r of a data-parallel learner holds global prompts r*len(unique) onwards
