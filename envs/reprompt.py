@@ -289,6 +289,14 @@ class RePromptEnv(Env):
         path = Path(self.args.eval_metadata) if self.args.eval_metadata else BUNDLED_GENEVAL
         return _spread(load_geneval_prompts(path), max_prompts)
 
+    def eval_protocol(self, max_prompts: int | None = None) -> str:
+        source = self.args.eval_metadata or "the bundled GenEval prompts"
+        n = len(self.eval_items(max_prompts))
+        return (
+            f"GenEval rules on shapeworld images; {n} prompts from {source} x {self.args.eval_seeds} image seeds; "
+            "greedy decoding; 'raw' renders the original prompt"
+        )
+
     def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
         from rewards.t2i.geneval import prompt_seed, score_prompt, score_table
 

@@ -82,6 +82,11 @@ class Env:
         """
         raise NotImplementedError(f"env {type(self).__name__} has no evaluation")
 
+    def eval_protocol(self, max_prompts: int | None = None) -> str | None:
+        """One line naming what ``evaluate`` measures (data, split, decoding, metric rules), printed above
+        every eval table so a number is never read without its protocol. Default: none stated."""
+        return None
+
 
 ENVS: Registry[type[Env]] = Registry("env")
 ENVS.register("letters", "envs.letters:LettersEnv")

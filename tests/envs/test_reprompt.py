@@ -116,3 +116,14 @@ def test_generator_never_produces_an_evaluation_prompt():
     assert len(eval_prompts) == 553
     generated = {it["prompt"] for seed in range(3) for it in generate_training_prompts(2000, seed)}
     assert not generated & eval_prompts
+
+
+def test_eval_protocol_names_the_prompts_seeds_and_decoding():
+    from envs.reprompt import RePromptArgs, RePromptEnv
+
+    env = RePromptEnv(RePromptArgs(), seed=0)
+    assert env.eval_protocol() == (
+        "GenEval rules on shapeworld images; 553 prompts from the bundled GenEval prompts x 4 image seeds; "
+        "greedy decoding; 'raw' renders the original prompt"
+    )
+    assert "24 prompts" in env.eval_protocol(max_prompts=24)
