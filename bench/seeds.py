@@ -82,7 +82,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, nargs="+", help="finished run directories to tabulate instead")
     parser.add_argument("--metric", default="overall", help="eval.json metric to tabulate (default: overall)")
     parser.add_argument("--out", type=Path, default=Path("runs/seeds"), help="where the seed runs go")
-    parser.add_argument("--note", default="", help="a sentence on how the runs were made (e.g. shared cores)")
+    parser.add_argument(
+        "--note", default="", help="how the runs were made (shared cores, load average): needed with --runs"
+    )
     opts = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -98,8 +100,8 @@ def main() -> None:
     command = " ".join(["python bench/seeds.py", opts.config, *opts.overrides])
     command += f" --seeds {' '.join(str(r['seed']) for r in results)}"
     body = (
-        f"`{command.strip()}` on {os.cpu_count()} CPU cores ({platform.machine()}); load average "
-        f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)."
+        f"`{command.strip()}` on {os.cpu_count()} CPU cores ({platform.machine()})"
+        + (f"; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after." if not opts.runs else ".")
         + (f" Wall time: {walls}." if walls else "")
         + (f" {opts.note}" if opts.note else "")
         + "\n\n"
