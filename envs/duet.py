@@ -694,6 +694,21 @@ class DuetEnv(Env):
 
     # ------------------------------------------------------------ evaluation
 
+    def eval_protocol(self, max_prompts: int | None = None) -> str:
+        n = len(
+            self.examples(self.args.eval_split)[:max_prompts] if max_prompts else self.examples(self.args.eval_split)
+        )
+        return (
+            f"{self.args.split} split, {self.args.eval_split} targets of {n} users; each ranked among 1 + "
+            f"{self.args.num_negatives} {self.args.negatives} negatives by the frozen ranker's cosine to the user profile; "
+            "greedy decoding; 'no_profile' ranks by the raw history text"
+            + (
+                "; MAE/RMSE of the rating predictor against the held-out ratings"
+                if self.args.reward == "rating"
+                else ""
+            )
+        )
+
     def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
         """Ranking metrics (and MAE/RMSE with ratings) for no profile, then each policy's profiles."""
         examples = self.examples(self.args.eval_split)

@@ -137,6 +137,10 @@ def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
     assert res["trained"]["parse_rate"] == 1.0
     assert math.isclose(res["start"]["mrr"], 1 / 20)
     assert (tmp_path / "eval_samples.jsonl").read_text().count("\n") == 6
+    assert e.eval_protocol(max_prompts=6) == (
+        "leave_one_out split, valid targets of 6 users; each ranked among 1 + 19 random negatives by the frozen "
+        "ranker's cosine to the user profile; greedy decoding; 'no_profile' ranks by the raw history text"
+    )
 
 
 def test_rating_variant_reward_and_eval(tmp_path, tiny_model_dir):
