@@ -5,8 +5,8 @@
 
 Each seed is `relay train CONFIG seed=S` (one run after another, eval after training), so the table
 holds what a user running the recipe would get, not one lucky run. Writes the section
-"Seeds: CONFIG" of docs/benchmarks.md with the command, the protocol line `relay eval` printed, every
-run's numbers, wall times and the load average.
+"Seeds: CONFIG" of docs/benchmarks.md with the command, every run's numbers, wall times and (for new runs)
+the load average; `--note` adds how the runs were made and the protocol line `relay eval` printed.
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ def main() -> None:
             run_dir = opts.out / f"{Path(opts.config).stem}-seed{seed}"
             results.append(load_run(run_dir, train_seed(opts.config, seed, opts.overrides, run_dir)))
     load_after = os.getloadavg()
-    walls = ", ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min" for r in results if r["wall_s"])
+    walls = ", ".join(f"seed {r['seed']} {r['wall_s'] / 60:.1f} min" for r in results)
     command = " ".join(["python bench/seeds.py", opts.config, *opts.overrides])
     command += f" --seeds {' '.join(str(r['seed']) for r in results)}"
     body = (
-        f"`{command.strip()}` on {os.cpu_count()} CPU cores ({platform.machine()})"
+        f"`{command}` on {os.cpu_count()} CPU cores ({platform.machine()})"
         + (f"; 1-min load average {load_before[0]:.2f} before, {load_after[0]:.2f} after." if not opts.runs else ".")
-        + (f" Wall time: {walls}." if walls else "")
+        + f" Wall time: {walls}."
         + (f" {opts.note}" if opts.note else "")
         + "\n\n"
         + seed_table(results, opts.metric)

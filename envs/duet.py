@@ -695,9 +695,7 @@ class DuetEnv(Env):
     # ------------------------------------------------------------ evaluation
 
     def eval_protocol(self, max_prompts: int | None = None) -> str:
-        n = len(
-            self.examples(self.args.eval_split)[:max_prompts] if max_prompts else self.examples(self.args.eval_split)
-        )
+        n = len(self.examples(self.args.eval_split)[: max_prompts or None])  # examples are cached per split
         return (
             f"{self.args.split} split, {self.args.eval_split} targets of {n} users; each ranked among 1 + "
             f"{self.args.num_negatives} {self.args.negatives} negatives by the frozen ranker's cosine to the user profile; "

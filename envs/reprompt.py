@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -285,9 +286,13 @@ class RePromptEnv(Env):
             row["prompt"] = with_prefill(row["prompt"])
         return Dataset.from_list(rows)
 
+    @cached_property
+    def _all_eval_items(self) -> list[dict]:
+        """``eval_metadata`` read once per env (evaluate and eval_protocol both need it)."""
+        return load_geneval_prompts(Path(self.args.eval_metadata) if self.args.eval_metadata else BUNDLED_GENEVAL)
+
     def eval_items(self, max_prompts: int | None = None) -> list[dict]:
-        path = Path(self.args.eval_metadata) if self.args.eval_metadata else BUNDLED_GENEVAL
-        return _spread(load_geneval_prompts(path), max_prompts)
+        return _spread(self._all_eval_items, max_prompts)
 
     def eval_protocol(self, max_prompts: int | None = None) -> str:
         source = self.args.eval_metadata or "the bundled GenEval prompts"

@@ -100,9 +100,10 @@ def run_eval(target: str | Path, overrides: list[str] | None = None, max_prompts
     quiet_libraries()
     cfg, policies, out_dir = _policies_for(Path(target), list(overrides or []))
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
-    results = env.evaluate(policies, out_dir, max_prompts=max_prompts or cfg.eval.max_prompts)
+    max_prompts = max_prompts or cfg.eval.max_prompts
+    results = env.evaluate(policies, out_dir, max_prompts=max_prompts)
     atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
-    protocol = env.eval_protocol(max_prompts or cfg.eval.max_prompts)
+    protocol = env.eval_protocol(max_prompts)
     if protocol:
         print(f"protocol: {protocol}")
     print(format_table(results))
