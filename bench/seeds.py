@@ -71,10 +71,12 @@ def load_run(run_dir: Path, wall_s: float | None = None) -> dict:
 
     missing = [name for name in ("config.yaml", "relay.log", "eval.json") if not (run_dir / name).is_file()]
     if missing:
-        raise SystemExit(
+        print(
             f"bench/seeds.py: {run_dir} has no {', '.join(missing)}; pass finished run directories of "
-            "`relay train ... eval.after_train=true` (or `relay eval RUN_DIR` first)"
+            "`relay train ... eval.after_train=true` (or `relay eval RUN_DIR` first)",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     seed = yaml.safe_load((run_dir / "config.yaml").read_text())["seed"]
     eval_json = json.loads((run_dir / "eval.json").read_text())
     return {"seed": seed, "eval": eval_json, "wall_s": wall_s if wall_s is not None else run_wall_s(run_dir)}

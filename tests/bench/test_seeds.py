@@ -34,8 +34,10 @@ def test_table_has_each_seed_the_summary_and_the_gain(tmp_path):
     assert summarise([0.7]) == "0.700"
 
 
-def test_a_run_without_eval_json_is_refused_by_name(tmp_path):
+def test_a_run_without_eval_json_is_refused_by_name(tmp_path, capsys):
     d = _run_dir(tmp_path, 0, 0.1, 0.2)
     (d / "eval.json").unlink()
-    with pytest.raises(SystemExit, match=r"run0 has no eval.json"):
+    with pytest.raises(SystemExit) as exc:
         load_run(d)
+    assert exc.value.code == 2
+    assert f"{d} has no eval.json" in capsys.readouterr().err
