@@ -18,6 +18,7 @@ from envs.reprompt import (
     load_geneval_prompts,
     load_text_prompts,
     parse_completion,
+    sft_completion,
 )
 from rewards.t2i.geneval import TAGS, validate_metadata
 
@@ -127,3 +128,15 @@ def test_eval_protocol_names_the_prompts_seeds_and_decoding():
         "greedy decoding; 'raw' renders the original prompt"
     )
     assert "24 prompts" in env.eval_protocol(max_prompts=24)
+
+
+def test_sft_reasoning_names_every_object_with_its_count_and_color():
+    meta = {
+        "tag": "color_attr",
+        "include": [{"class": "umbrella", "count": 1, "color": "blue"}, {"class": "apple", "count": 1, "color": "red"}],
+    }
+    item = {"prompt": "a drawing of a blue umbrella and a red apple", "metadata": meta}
+    think = parse_completion(sft_completion(item, ideal=False)).think
+    assert "a blue umbrella, a red apple" in think
+    counting = {"tag": "counting", "include": [{"class": "bus", "count": 3}], "exclude": [{"class": "bus", "count": 4}]}
+    assert "three buses" in parse_completion(sft_completion({"prompt": "x", "metadata": counting}, ideal=True)).think
