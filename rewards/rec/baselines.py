@@ -335,10 +335,10 @@ PROTOCOL = (
 
 
 def run_baselines(
-    data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10)
+    data: Any, sasrec: SASRecConfig | None = None, ks: Sequence[int] = (5, 10), models: dict[str, Any] | None = None
 ) -> dict[str, dict[str, float]]:
     """Popularity and SASRec on ``leave_one_out(data)``: test metrics (SASRec early-stopped on valid;
-    it reads its own ``max_len`` most recent items)."""
+    it reads its own ``max_len`` most recent items). ``models``, if given, receives the fitted models."""
     from rewards.rec.data import leave_one_out
 
     split = leave_one_out(data)
@@ -346,6 +346,8 @@ def run_baselines(
     pop = PopularityBaseline(catalog).fit(split.train)
     out = {"popularity": evaluate_scores(pop.scores, split.test, catalog, ks, history_cap=None)}
     model = SASRecBaseline(catalog, sasrec).fit(split.train, split.valid)
+    if models is not None:
+        models.update(popularity=pop, sasrec=model, split=split)
     out["sasrec"] = {
         **evaluate_scores(model.scores, split.test, catalog, ks, history_cap=None),
         "epochs": float(len(model.log)),
@@ -364,7 +366,7 @@ def format_table(results: Mapping[str, Mapping[str, float]], ks: Sequence[int] =
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """``python -m rewards.rec.baselines DATA [--format p5 --item-path ITEMS]``: the protocol line, then
     the table of test metrics for popularity and SASRec (``--json`` prints JSON instead)."""
     import argparse
@@ -406,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         device=args.device,
     )
     start = time.perf_counter()
-    res = run_baselines(data, cfg)
+    res = run_baselines(data, cfg, models=models)
+    if models is not None:
+        models["data"] = data
     if args.json:
         print(json.dumps(res, indent=1))
         return res
