@@ -119,6 +119,9 @@ class SASRecConfig:
     batch_size: int = 2048  # RecBole train_batch_size: (prefix, next item) pairs per step
     max_epochs: int = 300  # RecBole epochs: upper bound; early stopping usually ends training first
     patience: int = 10  # RecBole stopping_step: stop after more than this many epochs without a better valid NDCG@10
+    # An epoch improves when valid NDCG@10 >= best + min_delta (a tie counts when 0). RecBole's master
+    # early_stopping() has min_delta=0.001; its 1.0-era version used a strict '>'; 0 keeps every improvement.
+    min_delta: float = 0.0
     eval_batch_size: int = 1024  # users per scoring batch (memory only; no effect on results)
     seed: int = 0  # parameter init, shuffling and dropout
     max_seconds: float | None = None  # stop training after this wall time (the best epoch so far is kept)
@@ -137,6 +140,8 @@ class SASRecConfig:
                 out.append(f"{name} ({getattr(self, name)}) must be in [0, 1)")
         if self.hidden_act not in ("gelu", "relu"):
             out.append(f"hidden_act ({self.hidden_act!r}) must be 'gelu' or 'relu'")
+        if self.min_delta < 0:
+            out.append(f"min_delta ({self.min_delta}) must be >= 0")
         if self.max_epochs < 0 or self.patience < 0:
             out.append(f"max_epochs ({self.max_epochs}) and patience ({self.patience}) must be >= 0")
         return out
@@ -282,7 +287,7 @@ class SASRecBaseline:
             if valid:
                 v = evaluate_scores(self.scores, valid, self.catalog, ks=(10,), history_cap=None)["ndcg@10"]
                 row["valid_ndcg@10"] = v
-                if v >= best:  # RecBole counts a tie as an improvement
+                if v >= best + c.min_delta:
                     best, bad, self.best_epoch = v, 0, epoch
                     best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 else:

@@ -130,6 +130,11 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
     assert model.best_epoch == 3 and len(model.log) == 7
     assert torch.equal(model.model.item.weight, snapshots[3])
     assert [r["valid_ndcg@10"] for r in model.log] == [0.1, 0.5, 0.2, 0.5, 0.3, 0.3, 0.3]
+    # min_delta 0.05: 0.12 is not enough over 0.1, 0.2 is; then 0.22, 0.24, 0.2 are not -> stop, best epoch 2
+    script = iter([0.1, 0.12, 0.2, 0.22, 0.24, 0.2, 0.9])
+    cfg = SASRecConfig(hidden_size=8, n_heads=1, inner_size=8, patience=2, min_delta=0.05)
+    model = SASRecBaseline(catalog, cfg).fit(train, [_ex("u", ["a"], "b")])
+    assert model.best_epoch == 2 and len(model.log) == 6
 
 
 def test_cli_prints_protocol_and_table(tmp_path, capsys):
