@@ -289,7 +289,7 @@ class SASRecBaseline:
                 row["valid_ndcg@10"] = v
                 if v >= best + c.min_delta:
                     best, bad, self.best_epoch = v, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    best_state = {k: t.detach().clone() for k, t in self.model.state_dict().items()}
                 else:
                     bad += 1
             row["seconds"] = time.perf_counter() - start
