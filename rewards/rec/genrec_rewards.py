@@ -14,16 +14,29 @@ A completion names an item by its semantic ID, ``<a_12><b_7><c_201>`` (then EOS)
   of equal (prompt, target) (robust when a reward pool cuts a batch at group boundaries).
 - ``GenRecValidityReward``: ``valid`` (1) if the completion is the ID of a catalogue item, else
   ``invalid`` (0); constrained decoding makes it 1 always, so it matters for unconstrained sampling.
+- ``GenRecPrefixReward``: the share of the target's leading code levels the completion matches.
+
+Dense rewards for large catalogues, where almost no sampled ID is the target and the rule reward is
+flat (both need the index and item embeddings, loaded once per reward actor: ``embeddings_path=``
+a ``.npy`` in the index's item order, or ``item_texts_path=`` embedded with MiniLM):
+- ``GenRecSimilarityReward``: cosine similarity of the generated item's embedding to the target's.
+- ``GenRecNeighbourRankReward(k=50)``: NDCG@k of the target in the catalogue ranked by similarity to
+  the generated item (1 for the target, 1/log2(r + 1) at neighbour rank r, 0 beyond k).
+A completion naming no item gets ``invalid`` (None by default: excluded); an unknown target gets None.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rewards.contract import message_text
+from rewards.rec.metrics import batch_rank_of_target, ndcg_at_k
 from rewards.rec.semantic_ids import SemanticIndex, parse_code
 
 
@@ -140,15 +153,21 @@ class GenRecValidityReward(_GenRecReward):
 
 
 def prefix_match(code: tuple[int, ...] | None, target: tuple[int, ...] | None) -> float:
-    """Share of the target's code levels matched from the start: ``(1,2,3,0)`` vs ``(1,2,9,0)`` -> 0.5."""
+    """Share of the target's code levels matched from the start: ``(1,2,3,0)`` vs ``(1,2,9,0)`` -> 0.5.
+
+    Only the target itself earns 1: a longer code that starts with the whole target (not an item's ID)
+    gets ``(L - 1) / L`` like a code that misses the last level.
+    """
     if code is None or target is None:
         return 0.0
+    if tuple(code) == tuple(target):
+        return 1.0
     n = 0
-    for a, b in zip(code, target, strict=False):  # a longer or shorter code just stops matching
+    for a, b in zip(code, target, strict=False):  # a shorter code just stops matching
         if a != b:
             break
         n += 1
-    return n / len(target)
+    return min(n, len(target) - 1) / len(target)
 
 
 class GenRecPrefixReward(_GenRecReward):
@@ -159,3 +178,149 @@ class GenRecPrefixReward(_GenRecReward):
     def __call__(self, prompts, completions, completion_ids=None, *, target_item=None, target_code=None, **_: Any):
         targets = self._targets(len(completions), target_item, target_code)
         return [prefix_match(self._code(c), t) for c, t in zip(completions, targets, strict=True)]
+
+
+# ------------------------------------------------------------------------- dense rewards for large catalogues
+
+
+def load_item_embeddings(
+    index: SemanticIndex,
+    embeddings_path: str | Path | None = None,
+    item_texts_path: str | Path | None = None,
+    embed_model: str | Path | None = None,
+) -> np.ndarray:
+    """L2-normalised item embeddings [N, D], row i = ``index.items[i]``.
+
+    From ``embeddings_path`` (a ``.npy`` [N, D] whose rows follow the index's item order: the env's cached
+    ``emb-*.npy``, or the file ``python -m rewards.rec.semantic_ids --embeddings`` writes), or by embedding
+    ``item_texts_path`` (LC-Rec ``X.item.json`` or a P5 ``item_id<space>text`` file) with MiniLM
+    (``embed_model`` None = the packaged one). Exactly one of the two.
+    """
+    if (embeddings_path is None) == (item_texts_path is None):
+        raise ValueError("item embeddings: pass exactly one of embeddings_path= (.npy) or item_texts_path=")
+    if embeddings_path is not None:
+        emb = np.load(embeddings_path)
+        if emb.ndim != 2 or len(emb) != len(index):
+            raise ValueError(
+                f"embeddings_path ({embeddings_path}): shape {emb.shape}, but the semantic index has {len(index)} "
+                "items; give the embeddings the index was built from (rows in its item order), or item_texts_path="
+            )
+    else:
+        from rewards.rec.data import _item_info, item_text, load_item_texts
+        from rewards.rec.semantic_ids import embed_texts
+
+        path = Path(item_texts_path)  # type: ignore[arg-type]
+        if path.suffix == ".json":
+            infos = {str(k): _item_info(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
+        else:
+            infos = load_item_texts(path)
+        missing = [i for i in index.items if i not in infos]
+        if missing:
+            raise ValueError(
+                f"item_texts_path ({path}): no text for {len(missing)} of {len(index)} index items "
+                f"(e.g. {missing[:5]}); use the item file of the data the index was built from"
+            )
+        emb = embed_texts([item_text(infos[i]) for i in index.items], embed_model)
+    emb = np.asarray(emb, dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)  # [N, 1]
+    return emb / np.maximum(norms, 1e-12)
+
+
+def cosine_of_pairs(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """emb [N, D] L2-normalised, row indices a [B], b [B] -> cos(emb[a], emb[b]) [B]."""
+    return np.einsum("bd,bd->b", emb[a], emb[b])
+
+
+def neighbour_rank_credit(emb: np.ndarray, generated: np.ndarray, target: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k credit of the target in the catalogue ranked by similarity to the generated item.
+
+    emb [N, D] L2-normalised; generated [B], target [B] row indices. Rank r = 1 + the number of items more
+    similar to the generated item than the target is (pessimistic ties, ``rewards.rec.metrics``), r = 1 when
+    generated == target; credit = 1 / log2(r + 1) if r <= k else 0 -> [B].
+    """
+    sims = emb[generated] @ emb.T  # [B, N]
+    ranks = batch_rank_of_target(sims, target, "pessimistic")  # [B]
+    ranks = np.where(generated == target, 1.0, ranks)
+    return np.asarray(ndcg_at_k(ranks, k), dtype=np.float64).reshape(-1)
+
+
+class _EmbeddingReward(_GenRecReward):
+    """Maps completions and targets to rows of the item embeddings (None where either is not an item)."""
+
+    def __init__(
+        self,
+        index_path: str | Path | None = None,
+        index: SemanticIndex | None = None,
+        embeddings_path: str | Path | None = None,
+        item_texts_path: str | Path | None = None,
+        embed_model: str | Path | None = None,
+        embeddings: np.ndarray | None = None,
+        invalid: float | None = None,
+        name: str = "",
+    ):
+        super().__init__(index_path, index, name)
+        if self.index is None:
+            raise ValueError(f"{self.__name__} needs the semantic index; pass index_path=")
+        if embeddings is not None:
+            e = np.asarray(embeddings, dtype=np.float32)
+            if e.shape[0] != len(self.index):
+                raise ValueError(f"embeddings has {e.shape[0]} rows for {len(self.index)} index items")
+            self.emb = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        else:
+            self.emb = load_item_embeddings(self.index, embeddings_path, item_texts_path, embed_model)
+        self.row = {item: i for i, item in enumerate(self.index.items)}
+        self.invalid = invalid
+
+    def _rows(self, completions, target_item, target_code) -> tuple[list[int | None], list[int | None]]:
+        targets = self._targets(len(completions), target_item, target_code)
+        idx: SemanticIndex = self.index  # type: ignore[assignment]  # checked in __init__
+
+        def row(code: tuple[int, ...] | None) -> int | None:
+            item = idx.item_of(code) if code is not None else None
+            return self.row[item] if item is not None else None
+
+        return [row(self._code(c)) for c in completions], [row(t) for t in targets]
+
+    def _score(self, gen: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, prompts, completions, completion_ids=None, *, target_item=None, target_code=None, **_: Any):
+        gen, tgt = self._rows(completions, target_item, target_code)
+        ok = [i for i, (g, t) in enumerate(zip(gen, tgt, strict=True)) if g is not None and t is not None]
+        out: list[float | None] = [None if t is None else self.invalid for t in tgt]
+        if ok:
+            vals = self._score(np.array([gen[i] for i in ok]), np.array([tgt[i] for i in ok]))
+            for i, v in zip(ok, vals.tolist(), strict=True):
+                out[i] = float(v)
+        return out
+
+
+class GenRecSimilarityReward(_EmbeddingReward):
+    """Cosine similarity of the generated item's text embedding to the target's (1 for the target itself).
+
+    Dense where the rule reward is almost always 0 on a large catalogue: a wrong item from the right
+    category still scores higher than an unrelated one. A completion that names no catalogue item gets
+    ``invalid`` (None = excluded from the group, the default; or a number such as -1); an unknown target
+    gives None. Embeddings: ``embeddings_path=`` (.npy, rows in the index's item order) or
+    ``item_texts_path=`` (embedded once per reward actor with MiniLM).
+    """
+
+    def _score(self, gen: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        return cosine_of_pairs(self.emb, gen, tgt)
+
+
+class GenRecNeighbourRankReward(_EmbeddingReward):
+    """Rank-aware, scale-free similarity credit: rank the whole catalogue by similarity to the generated
+    item; the reward is NDCG@k of the target in that ranking (1 for the target itself, 1/log2(r + 1) when
+    the target is the r-th most similar item, 0 beyond ``k``). Unlike the raw cosine it does not depend on
+    how the embedding spreads its similarities, only on how many items sit between the generated item and
+    the target. ``invalid`` as in ``GenRecSimilarityReward``."""
+
+    def __init__(self, *args: Any, k: int = 50, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if k < 1:
+            raise ValueError(f"k ({k}) must be >= 1: the depth of the neighbour list that earns credit")
+        self.k = k
+
+    def _score(self, gen: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+        return neighbour_rank_credit(self.emb, gen, tgt, self.k)

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 
 from rewards.rec.genrec_rewards import (
+    GenRecNeighbourRankReward,
     GenRecPrefixReward,
     GenRecRankingReward,
     GenRecRuleReward,
+    GenRecSimilarityReward,
     GenRecValidityReward,
+    cosine_of_pairs,
+    load_item_embeddings,
+    neighbour_rank_credit,
     prefix_match,
     ranking_penalties,
 )
@@ -76,3 +81,87 @@ def test_prefix_reward_counts_leading_levels(index):
     prefix = GenRecPrefixReward(index=index)
     comps = ["<a_0><b_1><c_2>", "<a_0><b_1><c_3>", "<a_0><b_2><c_2>", "<a_4><b_0><c_0>", "nonsense"]
     assert prefix(["p"] * 5, comps, target_item=["x"] * 5) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0])
+
+    # only the target itself earns 1: a longer code containing the whole target is capped at (L-1)/L
+    assert prefix_match((0, 1, 2, 5), (0, 1, 2)) == pytest.approx(2 / 3)
+    assert prefix_match((0, 1), (0, 1, 2)) == pytest.approx(2 / 3)
+
+
+# Embeddings for x, y, z (index rows 0, 1, 2), deliberately unnormalised: the rewards normalise.
+# x = (1, 0), y = (3, 4)/5 * 2, z = (0, -1)  ->  cos(x, y) = 0.6, cos(x, z) = 0, cos(y, z) = -0.8
+EMB = np.array([[2.0, 0.0], [1.2, 1.6], [0.0, -3.0]])
+
+
+def test_cosine_and_neighbour_rank_math():
+    e = EMB / np.linalg.norm(EMB, axis=1, keepdims=True)
+    assert cosine_of_pairs(e, np.array([0, 1, 2]), np.array([1, 2, 2])) == pytest.approx([0.6, -0.8, 1.0])
+    # generated x: similarities x 1, y 0.6, z 0 -> target y ranks 2, target z ranks 3
+    credit = neighbour_rank_credit(e, np.array([0, 0, 0, 1]), np.array([0, 1, 2, 1]), k=2)
+    assert credit == pytest.approx([1.0, 1 / math.log2(3), 0.0, 1.0])  # z is beyond k = 2
+    assert neighbour_rank_credit(e, np.array([0]), np.array([2]), k=3) == pytest.approx([0.5])  # 1/log2(4)
+    # two identical embeddings: the generated item equal to the target still gets 1 (not a tie loss)
+    dup = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert neighbour_rank_credit(dup, np.array([0, 1]), np.array([0, 0]), k=1) == pytest.approx([1.0, 0.0])
+
+
+def test_similarity_reward(index):
+    sim = GenRecSimilarityReward(index=index, embeddings=EMB)
+    comps = ["<a_0><b_1><c_2>", "<a_0><b_1><c_3>", "<a_4><b_0><c_0>", "<a_0><b_1><c_9>", "text"]
+    out = sim(["p"] * 5, comps, target_item=["x", "x", "y", "x", "x"])
+    assert out[:3] == pytest.approx([1.0, 0.6, -0.8])
+    assert out[3:] == [None, None]  # a well-formed code of no item, and no code at all
+    # a number for invalid completions instead; target given as a code string; unknown target -> None
+    sim2 = GenRecSimilarityReward(index=index, embeddings=EMB, invalid=-1.0)
+    assert sim2(
+        ["p"] * 3, ["bad", "<a_0><b_1><c_3>", "<a_0><b_1><c_3>"], target_code=["<a_4><b_0><c_0>"] * 2 + ["x"]
+    ) == [
+        -1.0,
+        pytest.approx(-0.8),
+        None,
+    ]
+
+
+def test_neighbour_rank_reward(index):
+    rank = GenRecNeighbourRankReward(index=index, embeddings=EMB, k=2)
+    comps = ["<a_0><b_1><c_2>", "<a_0><b_1><c_3>", "<a_4><b_0><c_0>", "nonsense"]
+    # target x: generated x -> 1; generated y (sims y 1, x 0.6, z -0.8) -> x at rank 2; generated z
+    # (z 1, x 0, y -0.8) -> x at rank 2
+    assert rank(["p"] * 4, comps, target_item=["x"] * 4) == pytest.approx(
+        [1.0, 1 / math.log2(3), 1 / math.log2(3), None]
+    )
+    with pytest.raises(ValueError, match="k \\(0\\) must be >= 1"):
+        GenRecNeighbourRankReward(index=index, embeddings=EMB, k=0)
+
+
+def test_embeddings_load_from_npy_and_item_texts(index, tmp_path, monkeypatch):
+    np.save(tmp_path / "emb.npy", EMB)
+    sim = GenRecSimilarityReward(index=index, embeddings_path=tmp_path / "emb.npy")
+    assert sim(["p"], ["<a_0><b_1><c_3>"], target_item=["x"]) == pytest.approx([0.6])
+    np.save(tmp_path / "short.npy", EMB[:2])
+    with pytest.raises(ValueError, match="short.npy.*shape \\(2, 2\\).*3 items"):
+        GenRecSimilarityReward(index=index, embeddings_path=tmp_path / "short.npy")
+    with pytest.raises(ValueError, match="exactly one of embeddings_path"):
+        load_item_embeddings(index)
+    with pytest.raises(ValueError, match="needs the semantic index"):
+        GenRecSimilarityReward(embeddings=EMB)
+    # item texts: embedded once, in index order (a fake embedder records the texts it was given)
+    import json
+
+    import rewards.rec.semantic_ids as sid
+
+    seen = []
+
+    def fake_embed(texts, model_path=None):
+        seen.append(list(texts))
+        return EMB[[["xx", "yy", "zz"].index(t.split(": ")[1]) for t in texts]]
+
+    monkeypatch.setattr(sid, "embed_texts", fake_embed)
+    (tmp_path / "X.item.json").write_text(
+        json.dumps({"z": {"title": "zz"}, "x": {"title": "xx"}, "y": {"title": "yy"}})
+    )
+    sim = GenRecSimilarityReward(index=index, item_texts_path=tmp_path / "X.item.json")
+    assert seen == [["Title: xx", "Title: yy", "Title: zz"]]
+    assert sim(["p"] * 2, ["<a_0><b_1><c_3>", "<a_0><b_1><c_3>"], target_item=["x", "z"]) == pytest.approx([0.6, -0.8])
+    (tmp_path / "items.txt").write_text("x xx\ny yy\n")
+    with pytest.raises(ValueError, match="no text for 1 of 3 index items.*'z'"):
+        GenRecSimilarityReward(index=index, item_texts_path=tmp_path / "items.txt")
