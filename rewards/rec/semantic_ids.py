@@ -60,7 +60,7 @@ def auto_codebook_size(n_items: int, levels: int, factor: int = AUTO_FACTOR, max
     ``n_items ** (1 / levels)`` codes per level would give exactly one full code per item if codes were used
     evenly; residual k-means uses later levels very unevenly (perplexity 10-40 of 256 measured on Amazon
     Scientific), so ``factor`` = 8 leaves that headroom. Examples at 3 levels: 300 items -> 64, 1,427 -> 128,
-    4,344 and more -> 256 (TIGER's and MiniOneRec's 3 x 256 on 4-12k-item Amazon categories).
+    more than 4,096 -> 256 (TIGER's 3 x 256 was used on Amazon categories of 12-18k items).
     """
     if n_items < 1 or levels < 1:
         raise ValueError(f"auto_codebook_size needs n_items >= 1 and levels >= 1, got {n_items}, {levels}")
