@@ -118,7 +118,9 @@ class GenRecArgs(EnvArgs):
         "10); an explicit different value is refused.",
     )  # fmt: skip
     num_train_examples: int | None = Field(
-        None, ge=1, description="Cap on leave-one-out training examples (every prefix of each train sequence)."
+        None,
+        ge=1,
+        description="Cap on training examples (every prefix of each user's train part predicts its next item).",
     )
     eval_split: Literal["valid", "test"] = Field("valid", description="Held-out examples `relay eval` scores.")
     num_eval_users: int | None = Field(

@@ -92,9 +92,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     for n in names:  # a row may carry intervals: {"ci95": {metric: [lo, hi]}} (e.g. genrec's rl-sft)
         ci = results[n].get("ci95")
         if isinstance(ci, dict) and ci:
-            parts = [
-                f"{m} {results[n].get(m, math.nan):+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (lo, hi) in ci.items()
-            ]
+            parts = [f"{m} {results[n].get(m, math.nan):+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (lo, hi) in ci.items()]
             lines.append(f"{n} 95% CI: " + "; ".join(parts))
     return "\n".join(lines)
 

@@ -165,7 +165,9 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10), hit_name:
     return out
 
 
-def per_example_metrics(ranks: np.ndarray, ks: Sequence[int] = (5, 10), hit_name: str = "recall") -> dict[str, np.ndarray]:
+def per_example_metrics(
+    ranks: np.ndarray, ks: Sequence[int] = (5, 10), hit_name: str = "recall"
+) -> dict[str, np.ndarray]:
     """The metrics of ``metrics_from_ranks`` before averaging: name -> values [N] (for paired comparisons)."""
     out: dict[str, np.ndarray] = {}
     for k in ks:

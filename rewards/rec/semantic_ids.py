@@ -538,7 +538,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--method", choices=["rq_kmeans", "rq_vae"], default="rq_kmeans")
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument(
-        "--codebook-size", default="256", help="codes per level, or 'auto' (from the item count, see auto_codebook_size)"
+        "--codebook-size",
+        default="256",
+        help="codes per level, or 'auto' (from the item count, see auto_codebook_size)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kmeans-backend", choices=["sklearn", "faiss"], default="sklearn")
