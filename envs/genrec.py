@@ -517,9 +517,9 @@ class GenRecEnv(Env):
         users = len({e.user for e in examples})
         if p.split == "chronological":
             split = (
-                f"chronological 8:1:1 split of all {self.data.num_interactions:,} interactions "
-                f"{split_order(self.data)} (train / valid / test = first 80% / next 10% / last 10%; an example is "
-                "a held-out item with the user's whole earlier history)"
+                f"chronological 8:1:1 split of all {self.data.num_interactions:,} interactions ordered "
+                f"{split_order(self.data)}: first 80% train, next 10% valid, last 10% test, an example = a held-out "
+                "item with the user's whole earlier history"
             )
             size = f"{len(examples):,} examples of {users:,} users"
         else:
