@@ -462,7 +462,8 @@ class GenRecEnv(Env):
                 shutil.copyfile(self.index_file, tmp)
         index = self.index
         msg = f"genrec: semantic index {index.levels} levels {index.codebook_sizes}; {format_stats(index.stats())}"
-        print(msg)  # every run and every eval, the cached index included (self.index logged it at INFO)
+        print(msg)  # every run and every eval, the cached index included
+        logger.info("%s (run copy %s)", msg, index_out)  # relay.log exists by now (the index loads at preflight)
         if (target / "config.json").is_file():
             return str(target)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -573,8 +574,9 @@ class GenRecEnv(Env):
                 desc=f"genrec beam search {row}",
             )
             logger.info(
-                "genrec: beam search %s %d users in %.1f s (%d beams)",
-                row, len(ranks[row]), time.perf_counter() - start, self.args.num_beams,
+                "genrec: beam search %s %d %s in %.1f s (%d beams)", row, len(ranks[row]),
+                "users" if p.split == "leave_one_out" else "examples", time.perf_counter() - start,
+                self.args.num_beams,
             )  # fmt: skip
             results[row] = metrics_from_ranks(ranks[row], p.ks, p.hit_name)
         base = names["start"]
