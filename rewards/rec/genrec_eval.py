@@ -11,9 +11,9 @@ The split, history cap, beam width and cut-offs are the caller's (``envs/genrec.
   (``id_groups``: token sequence -> every item with that ID). An item named by an earlier beam is not
   counted again, and items sharing one ID (an index with collisions, e.g. reused from elsewhere) are tied:
   whichever of them is the target ranks last among them (the pessimistic tie rule of
-  ``rewards.rec.metrics``), so a colliding ID cannot count as a top hit for several items at once. A target outside the beams ranks >
-  ``num_beams`` and counts as a miss, so ``max(ks) <= num_beams``. Ties between beam scores keep
-  transformers' beam order (exact float ties essentially never happen).
+  ``rewards.rec.metrics``), so a colliding ID cannot count as a top hit for several items at once. A
+  target outside the beams ranks > ``num_beams`` and counts as a miss, so ``max(ks) <= num_beams``. Ties
+  between beam scores keep transformers' beam order (exact float ties essentially never happen).
 - Metrics: HR@k (called Recall@k by TIGER; the same number with one target) and NDCG@k =
   1/log2(rank+1) within k, averaged over examples; ``genrec_ranks`` gives the per-example ranks for
   paired comparisons (``rewards.rec.metrics.paired_bootstrap``).

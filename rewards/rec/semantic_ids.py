@@ -17,7 +17,7 @@ order of the item list (deterministic). If nothing collides no level is added (`
 ``"always"`` adds it anyway, so every ID has the same length across datasets.
 
 Codebook size: one K per level, or ``"auto"``: ``auto_codebook_size(n_items, levels)`` = the smallest power
-of two >= ``8 * n_items ** (1 / levels)``, clamped to [2, 256] (256 is TIGER's / MiniOneRec's 3 x 256).
+of two >= ``8 * n_items ** (1 / levels)``, clamped to [2, 256] (256: TIGER's 3 x 256).
 
 Progress: each stage (embedding, each k-means level, RQ-VAE training) logs its wall time at INFO on the
 module's logger; ``embed_texts(show_progress_bar=True)`` draws sentence-transformers' bar on stderr.
