@@ -523,16 +523,18 @@ class GenRecEnv(Env):
                 "item with the user's whole earlier history"
             )
             size = f"{len(examples):,} examples of {users:,} users"
+            unit = "examples"
         else:
             split = "leave-one-out split (last item = test, second-to-last = valid)"
             size = f"{users:,} users"
+            unit = "users"
         hit = "Recall" if p.hit_name == "recall" else "HR"
         cuts = "/".join(map(str, p.ks))
         return (
             f"{p.name} ({p.papers}): {split}; {a.eval_split} targets of {size}; ranking: full catalogue of "
             f"{self.data.num_items:,} items by constrained beam search with {a.num_beams} beams (ranks per item), "
             f"baselines popularity and SASRec score every item (pessimistic ties); history cap {a.history_cap}; "
-            f"metrics {hit}@{cuts}, NDCG@{cuts}; rl-sft: mean difference over the same users with a paired "
+            f"metrics {hit}@{cuts}, NDCG@{cuts}; rl-sft: mean difference over the same {unit} with a paired "
             f"bootstrap {1 - BOOTSTRAP_ALPHA:.0%} CI ({BOOTSTRAP_RESAMPLES} resamples)"
         )
 
