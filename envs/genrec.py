@@ -12,7 +12,16 @@ generates the next item's ID. Stages, all driven by ``relay train``:
 3. GRPO with MiniOneRec's rule + ranking rewards and a validity reward; rollouts are constrained to
    valid IDs by a prefix trie (``logits_processors``: ``rewards.rec.trie:trie_constraint``).
 4. ``evaluate``: full-catalogue constrained beam search (``rewards.rec.genrec_eval``) for the SFT model
-   and the RL model, plus popularity and SASRec trained on the same split. Protocol: docs/genrec.md.
+   and the RL model, plus popularity and SASRec trained on the same split, and a paired bootstrap CI of
+   RL - SFT over the evaluated users. Protocol: docs/genrec.md.
+
+Two named evaluation protocols (``env.args.protocol``), never mixed: each fixes the split, the history cap,
+the beam width and the metrics (``PROTOCOLS``); an explicit ``history_cap`` / ``num_beams`` that differs
+from the protocol's is refused.
+- ``tiger`` (TIGER, LC-Rec): leave-one-out (last item = test, second-to-last = valid), history cap 20,
+  10 beams, Recall@5/10 and NDCG@5/10.
+- ``minionerec`` (MiniOneRec): chronological 8:1:1 split over all interactions
+  (``rewards.rec.data.chronological_split``), history cap 10, 50 beams, HR@3/5/10 and NDCG@3/5/10.
 
 The index is built once per (data, settings) and cached (``cache_dir``) because the training dataset,
 whose prompts are written in IDs, is built before the run directory exists; the run directory keeps
@@ -26,17 +35,22 @@ import json
 import logging
 import random
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from envs.duet import DataArgs, data_report, load_data, resolve_path
-from rewards.rec.data import Example, RecData, Split, leave_one_out
+from rewards.rec.data import Example, RecData, Split, chronological_split, leave_one_out, split_order
 from rewards.spec import RewardSpec
-from rl.atomic import atomic_path
+from rl.atomic import atomic_path, atomic_write_text
 from rl.env_api import Env, EnvArgs
 
 logger = logging.getLogger("relay")
@@ -44,6 +58,27 @@ logger = logging.getLogger("relay")
 INDEX_FILE = "semantic_index.json"
 MODEL_DIR = "genrec_model"
 SFT_TASKS = ("next_item", "title_to_id", "id_to_title")
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What one paper family measures: split, history cap, beam width, cut-offs and the hit metric's name."""
+
+    name: str
+    split: str  # "leave_one_out" | "chronological"
+    history_cap: int
+    num_beams: int
+    ks: tuple[int, ...]
+    hit_name: str  # "recall" (TIGER) or "hr" (MiniOneRec): the same number with one target
+    papers: str
+
+
+PROTOCOLS = {
+    "tiger": Protocol("tiger", "leave_one_out", 20, 10, (5, 10), "recall", "TIGER, LC-Rec"),
+    "minionerec": Protocol("minionerec", "chronological", 10, 50, (3, 5, 10), "hr", "MiniOneRec"),
+}
 
 
 class GenRecArgs(EnvArgs):
@@ -52,10 +87,20 @@ class GenRecArgs(EnvArgs):
         description="Interactions and item texts: LC-Rec JSON (default: the bundled 300-user Amazon Scientific "
         "subset) or P5 (format=p5, path=user_sequence.txt, item_path=item texts 'item_id<space>text').",
     )
+    protocol: Literal["tiger", "minionerec"] = Field(
+        "tiger",
+        description="Evaluation protocol; sets the split, history_cap, num_beams and metrics. tiger (TIGER, "
+        "LC-Rec): leave-one-out, history 20, 10 beams, Recall/NDCG@5/10. minionerec (MiniOneRec): chronological "
+        "8:1:1 over interactions (by timestamp, or by per-user order index without timestamps), history 10, "
+        "50 beams, HR/NDCG@3/5/10.",
+    )
     method: Literal["rq_kmeans", "rq_vae"] = Field("rq_kmeans", description="Semantic-ID quantiser.")
     levels: int = Field(3, ge=1, le=8, description="Code levels before the disambiguation level.")
-    codebook_size: int = Field(
-        16, ge=2, description="Codes per level (16 suits a ~1.4k-item catalogue; 256 for tens of thousands)."
+    codebook_size: int | Literal["auto"] | None = Field(
+        16,
+        description="Codes per level. 'auto' or null: follows the catalogue, the smallest power of two >= "
+        "8 * n_items ** (1 / levels), clamped to [2, 256] (3 levels: 300 items -> 64, 1,427 -> 128, > 4,096 "
+        "-> 256, TIGER's 3 x 256); rewards.rec.semantic_ids.auto_codebook_size. The shipped recipe keeps 16.",
     )
     extra_level: Literal["auto", "always"] = Field(
         "always",
@@ -70,13 +115,24 @@ class GenRecArgs(EnvArgs):
         None, description="Where built indexes and item embeddings are cached (default: <tmp>/relay-genrec)."
     )
     embed_model: str | None = Field(None, description="sentence-transformers directory; None = packaged MiniLM.")
-    history_cap: int = Field(20, ge=1, description="Most recent history items in a prompt (the protocol's cap).")
+    history_cap: int | None = Field(
+        None, ge=1, description="Most recent history items in a prompt: set by the protocol (tiger 20, minionerec "
+        "10); an explicit different value is refused.",
+    )  # fmt: skip
     num_train_examples: int | None = Field(
-        None, ge=1, description="Cap on leave-one-out training examples (every prefix of each train sequence)."
+        None,
+        ge=1,
+        description="Cap on training examples (every prefix of each user's train part predicts its next item).",
     )
     eval_split: Literal["valid", "test"] = Field("valid", description="Held-out examples `relay eval` scores.")
-    num_eval_users: int | None = Field(None, ge=1, description="Evaluate at most this many users (default: all).")
-    num_beams: int = Field(10, ge=1, description="Beam width of the constrained beam-search evaluation (>= 10).")
+    num_eval_users: int | None = Field(
+        None, ge=1, description="Evaluate at most this many examples, the first in split order (tiger: one per "
+        "user; minionerec: one per held-out interaction). Default: all.",
+    )  # fmt: skip
+    num_beams: int | None = Field(
+        None, ge=1, description="Beam width of the constrained beam-search evaluation: set by the protocol "
+        "(tiger 10, minionerec 50); an explicit different value is refused.",
+    )  # fmt: skip
     eval_batch_size: int = Field(16, ge=1, description="Prompts per beam-search batch.")
     sft_tasks: dict[str, float] = Field(
         default_factory=lambda: {"next_item": 0.8, "title_to_id": 0.1, "id_to_title": 0.1},
@@ -100,12 +156,40 @@ class GenRecArgs(EnvArgs):
             raise ValueError("task weights must be >= 0 with a positive sum, e.g. {next_item: 1}")
         return v
 
-    @field_validator("num_beams")
+    @field_validator("codebook_size")
     @classmethod
-    def _beams_cover_k(cls, v: int) -> int:
-        if v < 10:
-            raise ValueError("must be >= 10: Recall@10 / NDCG@10 rank within the beams; set num_beams=10")
+    def _codebook(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 2:
+            raise ValueError("must be >= 2 codes per level, or 'auto' (from the item count)")
         return v
+
+    @field_validator("history_cap", "num_beams")
+    @classmethod
+    def _protocol_fixes(cls, v: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("protocol")
+        if v is None or name not in PROTOCOLS:
+            return v
+        want = getattr(PROTOCOLS[name], info.field_name)
+        if v != want:
+            raise ValueError(
+                f"protocol {name} fixes {info.field_name} = {want}; remove env.args.{info.field_name} (the protocol "
+                f"sets it) or set it to {want} (per protocol: "
+                f"{', '.join(f'{p.name} {getattr(p, info.field_name)}' for p in PROTOCOLS.values())})"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _protocol_defaults(self) -> GenRecArgs:
+        p = PROTOCOLS[self.protocol]
+        if self.history_cap is None:
+            self.history_cap = p.history_cap
+        if self.num_beams is None:
+            self.num_beams = p.num_beams
+        return self
+
+    @property
+    def spec(self) -> Protocol:
+        return PROTOCOLS[self.protocol]
 
 
 # ------------------------------------------------------------------------------------- pure helpers
@@ -133,6 +217,23 @@ def short_title(data: RecData, item: str, max_chars: int = 60) -> str:
     return title if len(title) <= max_chars else title[:max_chars].rsplit(" ", 1)[0]
 
 
+@contextmanager
+def _stage_lines_on_stderr() -> Iterator[None]:
+    """Show ``rewards.rec.semantic_ids``' INFO stage lines (with wall times) on stderr for the block: the index
+    is built at preflight, before the run's log file exists. They still reach any root handler."""
+    log = logging.getLogger("rewards.rec.semantic_ids")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("genrec: %(message)s"))
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def _file_key(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
@@ -158,7 +259,17 @@ class GenRecEnv(Env):
 
     @cached_property
     def split(self) -> Split:
+        """The protocol's split: leave-one-out (tiger) or chronological 8:1:1 over interactions (minionerec)."""
+        if self.args.spec.split == "chronological":
+            return chronological_split(self.data, 0.8, 0.1)
         return leave_one_out(self.data)
+
+    def codebook_size(self) -> int:
+        """Codes per level: ``env.args.codebook_size``, or the catalogue's ``auto_codebook_size``."""
+        from rewards.rec.semantic_ids import auto_codebook_size
+
+        k = self.args.codebook_size
+        return k if isinstance(k, int) else auto_codebook_size(self.data.num_items, self.args.levels)
 
     def _cache_dir(self) -> Path:
         return Path(self.args.cache_dir or Path(tempfile.gettempdir()) / "relay-genrec").expanduser()
@@ -177,6 +288,7 @@ class GenRecEnv(Env):
         from rewards.rec.semantic_ids import build_semantic_index, format_stats
 
         a = self.args
+        size = self.codebook_size()
         if a.index_path:
             path = resolve_path(a.index_path)
             if not path.is_file():
@@ -186,7 +298,7 @@ class GenRecEnv(Env):
             self._data_key(),
             a.method,
             a.levels,
-            a.codebook_size,
+            size,
             a.extra_level,
             a.kmeans_backend,
             self.seed,
@@ -197,20 +309,28 @@ class GenRecEnv(Env):
         if path.is_file():
             return path
         items = self.data.item_ids
-        index = build_semantic_index(
-            items,
-            embeddings=self._embeddings(items),
-            method=a.method,
-            levels=a.levels,
-            codebook_size=a.codebook_size,
-            seed=self.seed,
-            kmeans_backend=a.kmeans_backend,
-            extra_level=a.extra_level,
-            embed_model=a.embed_model,
-        )
+        rule = "" if isinstance(a.codebook_size, int) else f" (codebook_size auto for {len(items):,} items)"
+        msg = f"genrec: building the semantic index of {len(items):,} items: {a.method} {a.levels} x {size}{rule}"
+        print(msg, file=sys.stderr)
+        logger.info(msg)
+        start = time.perf_counter()
+        with _stage_lines_on_stderr():  # embedding, each k-means level: one timed line each
+            index = build_semantic_index(
+                items,
+                embeddings=self._embeddings(items),
+                method=a.method,
+                levels=a.levels,
+                codebook_size=size,
+                seed=self.seed,
+                kmeans_backend=a.kmeans_backend,
+                extra_level=a.extra_level,
+                embed_model=a.embed_model,
+            )
         with atomic_path(path) as tmp:
             index.save(tmp)
-        logger.info("semantic index %s: %s", path, format_stats(index.stats()))
+        msg = f"genrec: index built in {time.perf_counter() - start:.1f} s ({format_stats(index.stats())})"
+        print(msg, file=sys.stderr)
+        logger.info("%s; cached as %s", msg, path)
         return path
 
     def _embeddings(self, items: list[str]):
@@ -222,7 +342,9 @@ class GenRecEnv(Env):
         path = self._cache_dir() / f"emb-{key}.npy"
         if path.is_file():
             return np.load(path)
-        emb = embed_texts([self.data.item_text(i) for i in items], self.args.embed_model)
+        emb = embed_texts(
+            [self.data.item_text(i) for i in items], self.args.embed_model, show_progress_bar=sys.stderr.isatty()
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             np.save(tmp, emb)
@@ -230,7 +352,7 @@ class GenRecEnv(Env):
 
     @cached_property
     def index(self):
-        from rewards.rec.semantic_ids import SemanticIndex
+        from rewards.rec.semantic_ids import SemanticIndex, format_stats
 
         index = SemanticIndex.load(self.index_file)
         missing = [i for i in self.data.item_ids if i not in index]
@@ -239,6 +361,10 @@ class GenRecEnv(Env):
                 f"env.args.index_path ({self.args.index_path!r}): {len(missing)} catalogue items have no code "
                 f"(e.g. {missing[:3]}); build the index on this data or unset index_path"
             )
+        logger.info(
+            "genrec: semantic index %s: %d levels %s; %s",
+            self.index_file, index.levels, index.codebook_sizes, format_stats(index.stats()),
+        )  # fmt: skip
         return index
 
     # ---- datasets
@@ -302,6 +428,7 @@ class GenRecEnv(Env):
         )
 
     def eval_examples(self) -> list[Example]:
+        """The held-out examples of ``eval_split`` under the protocol's split, the first ``num_eval_users``."""
         ex = self.split.valid if self.args.eval_split == "valid" else self.split.test
         ex = [e for e in ex if e.target.item in self.index]
         return ex[: self.args.num_eval_users] if self.args.num_eval_users else ex
@@ -333,12 +460,12 @@ class GenRecEnv(Env):
             run_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(index_out) as tmp:
                 shutil.copyfile(self.index_file, tmp)
-        if (target / "config.json").is_file():
-            return str(target)
         index = self.index
         msg = f"genrec: semantic index {index.levels} levels {index.codebook_sizes}; {format_stats(index.stats())}"
-        print(msg)
-        logger.info("%s (saved to %s)", msg, index_out)
+        print(msg)  # every run and every eval, the cached index included
+        logger.info("%s (run copy %s)", msg, index_out)  # relay.log exists by now (the index loads at preflight)
+        if (target / "config.json").is_file():
+            return str(target)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
         ids = add_code_tokens(tokenizer, model, index, seed=self.seed)
@@ -362,32 +489,72 @@ class GenRecEnv(Env):
         return [("rewards.rec.trie:trie_constraint", {"index_path": str(self.run_index_file(run_dir).resolve())})]
 
     # ---- evaluation
+    def _rename(self, row: dict[str, float]) -> dict[str, float]:
+        """Baseline rows come as recall@k; the protocol may call it hr@k (the same number)."""
+        hit = self.args.spec.hit_name
+        return {(f"{hit}@{k[7:]}" if k.startswith("recall@") else k): v for k, v in row.items()}
+
     def baselines(self, examples: list[Example]) -> dict[str, dict[str, float]]:
         """Popularity and SASRec (early-stopped on validation) on the same split, full catalogue."""
         from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, SASRecConfig, evaluate_scores
 
         catalog = self.data.item_ids
         train = self.split.train
+        start = time.perf_counter()
         pop = PopularityBaseline(catalog).fit(train)
         sas = SASRecBaseline(catalog, SASRecConfig(max_epochs=self.args.sasrec_epochs, seed=self.seed))
         sas.fit(train, self.split.valid)
-        cap = self.args.history_cap
+        logger.info("genrec: baselines trained in %.1f s", time.perf_counter() - start)
+        cap, ks = self.args.history_cap, self.args.spec.ks
         return {
-            "popularity": evaluate_scores(pop.scores, examples, catalog, history_cap=cap),
-            "sasrec": evaluate_scores(sas.scores, examples, catalog, history_cap=cap),
+            "popularity": self._rename(evaluate_scores(pop.scores, examples, catalog, ks=ks, history_cap=cap)),
+            "sasrec": self._rename(evaluate_scores(sas.scores, examples, catalog, ks=ks, history_cap=cap)),
         }
+
+    def eval_protocol(self, max_prompts: int | None = None) -> str:
+        """One line: protocol, split, eval split and its size, ranking, history cap, metrics."""
+        p, a = self.args.spec, self.args
+        examples = self.eval_examples()[: max_prompts or None]
+        users = len({e.user for e in examples})
+        if p.split == "chronological":
+            split = (
+                f"chronological 8:1:1 split of all {self.data.num_interactions:,} interactions ordered "
+                f"{split_order(self.data)}: first 80% train, next 10% valid, last 10% test, an example = a held-out "
+                "item with the user's whole earlier history"
+            )
+            size = f"{len(examples):,} examples of {users:,} users"
+            unit = "examples"
+        else:
+            split = "leave-one-out split (last item = test, second-to-last = valid)"
+            size = f"{users:,} users"
+            unit = "users"
+        hit = "Recall" if p.hit_name == "recall" else "HR"
+        cuts = "/".join(map(str, p.ks))
+        return (
+            f"{p.name} ({p.papers}): {split}; {a.eval_split} targets of {size}; ranking: full catalogue of "
+            f"{self.data.num_items:,} items by constrained beam search with {a.num_beams} beams (ranks per item), "
+            f"baselines popularity and SASRec score every item (pessimistic ties); history cap {a.history_cap}; "
+            f"metrics {hit}@{cuts}, NDCG@{cuts}; rl-sft: mean difference over the same {unit} with a paired "
+            f"bootstrap {1 - BOOTSTRAP_ALPHA:.0%} CI ({BOOTSTRAP_RESAMPLES} resamples)"
+        )
 
     def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
         """eval.json rows ``popularity``, ``sasrec``, then ``sft`` (the start policy when the run made an SFT
-        warm start, else ``start``) and ``rl`` (the trained adapter): recall@5/10, ndcg@5/10, n."""
-        from rewards.rec.genrec_eval import evaluate_genrec
+        warm start, else ``start``) and ``rl`` (the trained adapter) with the protocol's metrics
+        (tiger: recall@5/10, ndcg@5/10; minionerec: hr@3/5/10, ndcg@3/5/10) and ``n``; then ``rl-sft`` (or
+        ``rl-start``): the mean per-user difference of ndcg@10 and recall@10 / hr@10 with its paired
+        bootstrap 95% CI in ``ci95``. Per-example ranks of every policy go to ``OUT/genrec_ranks.json``."""
+        from rewards.rec.genrec_eval import genrec_ranks, metrics_from_ranks, per_example_metrics
+        from rewards.rec.metrics import paired_bootstrap
         from rewards.rec.semantic_ids import SemanticIndex
 
         out = Path(out_dir)
+        p = self.args.spec
         examples = self.eval_examples()[:max_prompts] if max_prompts else self.eval_examples()
         results = self.baselines(examples)
         index = SemanticIndex.load(self.run_index_file(out))
         names = {"start": "sft" if (out / "sft_model" / "config.json").is_file() else "start", "trained": "rl"}
+        ranks: dict[str, Any] = {}
         for name, generate in policies.items():
             engine = getattr(generate, "engine", None)
             if engine is None:
@@ -395,7 +562,9 @@ class GenRecEnv(Env):
                     f"policy {name!r} has no .engine; genrec evaluates by beam search on the model itself "
                     "(rl.evaluate.policy attaches it)"
                 )
-            results[names.get(name, name)] = evaluate_genrec(
+            row = names.get(name, name)
+            start = time.perf_counter()
+            ranks[row] = genrec_ranks(
                 engine.model,
                 engine.tokenizer,
                 index,
@@ -403,5 +572,33 @@ class GenRecEnv(Env):
                 num_beams=self.args.num_beams,
                 history_cap=self.args.history_cap,
                 batch_size=self.args.eval_batch_size,
+                progress=sys.stderr.isatty(),
+                desc=f"genrec beam search {row}",
             )
+            logger.info(
+                "genrec: beam search %s %d %s in %.1f s (%d beams)", row, len(ranks[row]),
+                "users" if p.split == "leave_one_out" else "examples", time.perf_counter() - start,
+                self.args.num_beams,
+            )  # fmt: skip
+            results[row] = metrics_from_ranks(ranks[row], p.ks, p.hit_name)
+        base = names["start"]
+        if "rl" in ranks and base in ranks:
+            a = per_example_metrics(ranks["rl"], p.ks, p.hit_name)
+            b = per_example_metrics(ranks[base], p.ks, p.hit_name)
+            diff: dict[str, Any] = {"n": float(len(ranks["rl"]))}
+            ci: dict[str, list[float]] = {}
+            for metric in ("ndcg@10", f"{p.hit_name}@10"):
+                mean, lo, hi = paired_bootstrap(
+                    a[metric], b[metric], n_resamples=BOOTSTRAP_RESAMPLES, seed=self.seed, alpha=BOOTSTRAP_ALPHA
+                )
+                diff[metric], ci[metric] = mean, [lo, hi]
+            diff["ci95"] = ci
+            results[f"rl-{base}"] = diff
+        record = {
+            "protocol": p.name,
+            "eval_split": self.args.eval_split,
+            "examples": [[e.user, e.target.item] for e in examples if e.target.item in index],
+            "ranks": {k: [None if v == float("inf") else int(v) for v in r] for k, r in ranks.items()},
+        }
+        atomic_write_text(out / "genrec_ranks.json", json.dumps(record) + "\n")
         return results

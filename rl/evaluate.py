@@ -76,7 +76,7 @@ def _policies_for(target: Path, overrides: list[str]) -> tuple[RelayConfig, dict
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """Metrics as rows, policies as columns."""
+    """Metrics as rows, policies as columns; then one line per row that carries ``ci95`` intervals."""
     names = list(results)
     metrics: list[str] = []
     for row in results.values():
@@ -89,6 +89,11 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
             v = results[n].get(m)
             cells.append(f"{v:>9.3f}" if isinstance(v, (int, float)) and math.isfinite(v) else f"{'-':>9}")
         lines.append(f"{m:<{width}}  " + "  ".join(cells))
+    for n in names:  # a row may carry intervals: {"ci95": {metric: [lo, hi]}} (e.g. genrec's rl-sft)
+        ci = results[n].get("ci95")
+        if isinstance(ci, dict) and ci:
+            parts = [f"{m} {results[n].get(m, math.nan):+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, (lo, hi) in ci.items()]
+            lines.append(f"{n} 95% CI: " + "; ".join(parts))
     return "\n".join(lines)
 
 

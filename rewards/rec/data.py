@@ -595,3 +595,48 @@ def timestamp_split(
             elif x.timestamp >= v:  # type: ignore[operator]
                 valid.append(Example(tuple(s[:i]), x))
     return Split(train, valid, test)
+
+
+def chronological_split(data: RecData, train: float = 0.8, valid: float = 0.1) -> Split:
+    """Global chronological split by interaction count (MiniOneRec's 8:1:1 with the defaults).
+
+    All interactions are sorted by time, by (timestamp, user load order, position) when every
+    interaction has one, else by (position in the user's sequence, user load order): with no timestamps
+    the n-th interaction of every user is taken to happen at the same time. The first
+    ``floor(train * N)`` interactions train, the next ``floor((train + valid) * N) - floor(train * N)``
+    validate, the rest test. Because the order respects each user's sequence, a user's train items
+    precede their validation items, which precede their test items. Each held-out interaction becomes an
+    example whose history is everything the user did before it (earlier held-out ones included);
+    held-out interactions with no earlier interaction (a user's first event) give no example: there is
+    nothing to predict from. ``split_order(data)`` names the ordering used.
+    """
+    if not (0.0 < train and 0.0 <= valid and train + valid <= 1.0):
+        raise ValueError(f"need 0 < train ({train}) and 0 <= valid ({valid}) with train + valid <= 1")
+    ts = data.has_timestamps
+    keys: list[tuple[tuple[float, int, int], str, int]] = []
+    for order, (u, s) in enumerate(data.interactions.items()):
+        for pos, x in enumerate(s):
+            keys.append((((x.timestamp, order, pos) if ts else (pos, order, 0)), u, pos))  # type: ignore[arg-type]
+    keys.sort(key=lambda k: k[0])
+    n = len(keys)
+    a, b = math.floor(train * n), math.floor((train + valid) * n)
+    part: dict[tuple[str, int], int] = {}
+    for rank, (_, u, pos) in enumerate(keys):
+        part[(u, pos)] = 0 if rank < a else (1 if rank < b else 2)
+    train_part: dict[str, list[Interaction]] = {}
+    valid_ex: list[Example] = []
+    test_ex: list[Example] = []
+    for u, s in data.interactions.items():
+        tr = [x for pos, x in enumerate(s) if part[(u, pos)] == 0]
+        if tr:
+            train_part[u] = tr
+        for pos, x in enumerate(s):
+            if pos == 0 or part[(u, pos)] == 0:
+                continue
+            (valid_ex if part[(u, pos)] == 1 else test_ex).append(Example(tuple(s[:pos]), x))
+    return Split(train_part, valid_ex, test_ex)
+
+
+def split_order(data: RecData) -> str:
+    """How ``chronological_split`` orders ``data``: by timestamp, or by per-user order index."""
+    return "by timestamp" if data.has_timestamps else "by per-user order index (no timestamps)"

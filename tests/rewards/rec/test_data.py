@@ -8,12 +8,14 @@ from rewards.rec.data import (
     ItemInfo,
     RecData,
     RecDataError,
+    chronological_split,
     item_text,
     k_core,
     leave_one_out,
     load_lcrec,
     load_p5,
     load_table,
+    split_order,
     timestamp_split,
 )
 from tests.helpers import toy_rec_data
@@ -139,6 +141,42 @@ def test_timestamp_split():
     assert not q.valid and len(q.test) == 4
     with pytest.raises(ValueError, match="leave_one_out"):
         timestamp_split(RecData({"u": [Interaction("u", "a")]}))
+
+
+def _view(split):
+    return (
+        {u: [x.item for x in v] for u, v in split.train.items()},
+        [(e.user, e.target.item, [x.item for x in e.history]) for e in split.valid],
+        [(e.user, e.target.item, [x.item for x in e.history]) for e in split.test],
+    )
+
+
+def test_chronological_split_by_order_index():
+    """No timestamps: interactions sorted by (position in the user's sequence, user order); 10 of them,
+    8:1:1 -> the first 8 train, the 9th validates, the 10th tests."""
+    seqs = {"u1": "abcde", "u2": "ac", "u3": "bdf"}
+    d = RecData({u: [Interaction(u, i) for i in s] for u, s in seqs.items()})
+    # order: u1a u2a u3b | u1b u2c u3d | u1c u3f | u1d | u1e
+    train, valid, test = _view(chronological_split(d))
+    assert train == {"u1": ["a", "b", "c"], "u2": ["a", "c"], "u3": ["b", "d", "f"]}
+    assert valid == [("u1", "d", ["a", "b", "c"])]
+    assert test == [("u1", "e", ["a", "b", "c", "d"])]
+    assert split_order(d).startswith("by per-user order index")
+
+
+def test_chronological_split_by_timestamp():
+    d = toy_rec_data()  # u1: a1 b2 c3 d4, u2: a5 c6, u3: b7
+    assert split_order(d) == "by timestamp"
+    train, valid, test = _view(chronological_split(d))  # 7 events: 5 train (floor 5.6), 1 valid, 1 test
+    assert train == {"u1": ["a", "b", "c", "d"], "u2": ["a"]}
+    assert valid == [("u2", "c", ["a"])]
+    assert test == []  # u3's only event is held out but has no history: no example
+    train, valid, test = _view(chronological_split(d, train=0.5, valid=0.25))  # cuts at floor 3.5, 5.25
+    assert train == {"u1": ["a", "b", "c"]}
+    assert valid == [("u1", "d", ["a", "b", "c"])]  # u2's "a" (t=5) is held out with no history: dropped
+    assert test == [("u2", "c", ["a"])]  # the history holds the earlier held-out event
+    with pytest.raises(ValueError, match="train"):
+        chronological_split(d, train=0.9, valid=0.2)
 
 
 def test_k_core_iterative():

@@ -11,6 +11,7 @@ from rewards.rec.metrics import (
     metric_from_rank,
     mrr,
     ndcg_at_k,
+    paired_bootstrap,
     rank_of_target,
     recall_at_k,
     rmse,
@@ -60,3 +61,37 @@ def test_batch_versions():
 def test_rating_errors():
     assert mae([1, 2, 5], [2, 2, 3]) == pytest.approx(1.0)
     assert rmse([1, 2, 5], [2, 2, 3]) == pytest.approx(math.sqrt(5 / 3))
+
+
+def test_paired_bootstrap_by_hand():
+    # a constant difference has no spread: every resample's mean is that difference
+    assert paired_bootstrap([0.5, 1.0, 0.0], [0.25, 0.75, -0.25]) == (0.25, 0.25, 0.25)
+    assert paired_bootstrap([1.0], [0.0]) == (1.0, 1.0, 1.0)
+    assert paired_bootstrap([0.3, 0.7], [0.3, 0.7]) == (0.0, 0.0, 0.0)
+    # two users, differences 0 and 1: a resample's mean is 0, 1/2 or 1 with probability 1/4, 1/2, 1/4,
+    # so the 2.5% and 97.5% quantiles are 0 and 1 and about half the resamples give 1/2
+    mean, lo, hi = paired_bootstrap([1.0, 0.0], [0.0, 0.0], n_resamples=4000)
+    assert (mean, lo, hi) == (0.5, 0.0, 1.0)
+    _, lo80, hi80 = paired_bootstrap([1.0, 0.0], [0.0, 0.0], n_resamples=4000, alpha=0.5)  # 25%..75% quantiles
+    assert lo80 == hi80 == 0.5
+    # paired, not independent: b = a + 0.1 on wildly varying users still gives a tight interval at -0.1
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 1, 200)
+    m, lo, hi = paired_bootstrap(a, a + 0.1)
+    assert m == pytest.approx(-0.1) and lo == pytest.approx(-0.1) and hi == pytest.approx(-0.1)
+    # seeded; the interval holds the mean and is wider for noisier differences
+    b = rng.uniform(0, 1, 200)
+    assert paired_bootstrap(a, b, seed=3) == paired_bootstrap(a, b, seed=3) != paired_bootstrap(a, b, seed=4)
+    m, lo, hi = paired_bootstrap(a, b)
+    assert lo < m < hi and m == pytest.approx(float(np.mean(a - b)))
+    se = float(np.std(a - b) / np.sqrt(len(a)))
+    assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.15)
+    for bad, match in (
+        (([1.0, 2.0], [1.0]), "equal length"),
+        (([], []), "at least one"),
+        (([1.0, float("inf")], [0.0, 0.0]), "finite"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            paired_bootstrap(*bad)
+    with pytest.raises(ValueError, match="alpha"):
+        paired_bootstrap([1.0], [0.0], alpha=1.5)
