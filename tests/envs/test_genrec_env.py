@@ -194,6 +194,21 @@ def test_rewards_on_hand_cases(env):
     assert validity(prompts, ids) == [1.0, 1.0, 0.0, 0.0]
 
 
+def test_similarity_reward_is_wired_with_the_index_order_embeddings(env):
+    """similarity_weight > 0 adds GenRecSimilarityReward over the env's cached MiniLM embeddings, rows in the
+    index's item order: the target scores 1, another catalogue item less, a non-ID None."""
+    from rewards.registry import load_reward
+
+    sim_env = build_env("genrec", {"similarity_weight": 0.5}, seed=0)
+    comps = {c.name: c for c in sim_env.rewards()}
+    assert comps["genrec_similarity"].weight == 0.5
+    sim = load_reward(comps["genrec_similarity"].source, comps["genrec_similarity"].kwargs)
+    target, other = env.data.item_ids[:2]
+    ids = [env.index.id_string(target), env.index.id_string(other), "hello"]
+    out = sim([[{"role": "user", "content": "p"}]] * 3, ids, target_item=[target] * 3)
+    assert abs(out[0] - 1.0) < 1e-5 and -1.0 <= out[1] < 0.999 and out[2] is None
+
+
 def test_prepare_model_adds_code_tokens_once(env, prepared, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
