@@ -214,7 +214,8 @@ def _categories(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _item_info(d: Mapping[str, Any]) -> ItemInfo:
+def item_info(d: Mapping[str, Any]) -> ItemInfo:
+    """An LC-Rec item record (title, description, brand, categories) as an ItemInfo."""
     return ItemInfo(
         title=str(d.get("title") or ""),
         description=" ".join(d["description"])
@@ -284,7 +285,7 @@ def load_lcrec(
                         item_path, None, f"item {item!r}: expected an object with title/description/brand/categories"
                     )
                     continue
-                items[str(item)] = _item_info(d)
+                items[str(item)] = item_info(d)
     _finish(report, on_error)
     return RecData(interactions, items, name=name or inter_path.name.split(".")[0], report=report)
 
@@ -475,7 +476,7 @@ def load_table(
         item_text_path = Path(item_text_path)
         if item_text_path.suffix == ".json":
             raw = _json_file(item_text_path, report)
-            items = {str(k): _item_info(v) for k, v in raw.items() if isinstance(v, dict)}
+            items = {str(k): item_info(v) for k, v in raw.items() if isinstance(v, dict)}
         else:
             items = load_item_texts(item_text_path, report=report)
     _finish(report, on_error)

@@ -206,12 +206,12 @@ def load_item_embeddings(
                 "items; give the embeddings the index was built from (rows in its item order), or item_texts_path="
             )
     else:
-        from rewards.rec.data import _item_info, item_text, load_item_texts
+        from rewards.rec.data import item_info, item_text, load_item_texts
         from rewards.rec.semantic_ids import embed_texts
 
         path = Path(item_texts_path)  # type: ignore[arg-type]
         if path.suffix == ".json":
-            infos = {str(k): _item_info(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
+            infos = {str(k): item_info(v) for k, v in json.loads(path.read_text()).items() if isinstance(v, dict)}
         else:
             infos = load_item_texts(path)
         missing = [i for i in index.items if i not in infos]
