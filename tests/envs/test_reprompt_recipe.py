@@ -40,9 +40,10 @@ def test_reprompt_recipe_shortened(tmp_path, ray_cluster):
 @pytest.mark.long
 def test_quickstart_as_shipped_learns_over_its_start(tmp_path, ray_cluster):
     """`make run` as shipped (only the console and TensorBoard output turned off): on all 553 GenEval prompts
-    GRPO raises the overall score over the SFT start, as configs/quickstart.yaml's comment promises (+0.098 to
-    +0.220 over seeds 0-2 on 2 CPU cores; 0.05 leaves room for another machine's trajectory). Beating the raw
-    prompts is not claimed: seed 1's SFT start stayed below them."""
+    GRPO raises the overall score over the SFT start by at least 0.10 and above the raw prompts, as
+    configs/quickstart.yaml's comment promises (measured over seeds 0-2 on 2 CPU cores: gain +0.201 to +0.313,
+    trained 0.673-0.837 against raw 0.496; the bars leave half the smallest margin for another machine's
+    trajectory)."""
     from rl.config import load_config
     from rl.driver import train
 
@@ -51,4 +52,5 @@ def test_quickstart_as_shipped_learns_over_its_start(tmp_path, ray_cluster):
     result = json.loads((run_dir / "eval.json").read_text())
     raw, start, trained = (result[k]["overall"] for k in ("raw", "start", "trained"))
     print(f"quickstart overall: raw {raw:.3f}, start {start:.3f}, trained {trained:.3f}")
-    assert trained - start >= 0.05
+    assert trained - start >= 0.10
+    assert trained > raw + 0.05
