@@ -215,6 +215,7 @@ START_PARSE_FLOOR = {"user_only": 0.7, "joint": 0.6}
 
 
 @pytest.mark.long
+@pytest.mark.timeout(2400)  # each shipped recipe: 5-12 min alone on 2 cores, longer on a shared machine
 @pytest.mark.parametrize("variant", ["user_only", "joint"])
 def test_shipped_recipe_learns(variant, tmp_path, ray_cluster):
     """The DUET recipe exactly as shipped (SFT warm start -> GRPO -> eval on the validation users); only the

@@ -157,6 +157,7 @@ SCIENTIFIC = Path(__file__).resolve().parents[3] / "../shared/data/rec/amazon201
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1800)  # 468-845 s measured on 2 shared cores
 @pytest.mark.skipif(not SCIENTIFIC.is_file(), reason="needs ../shared/data (Amazon 2018 Scientific)")
 def test_sasrec_beats_popularity_widely_on_full_scientific():
     """The measurement of docs/genrec.md (issue 17) as a check: 8,317 users, RecBole defaults, ~8-15 min
