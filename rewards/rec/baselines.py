@@ -379,7 +379,7 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
     import os
     import sys
 
-    from rewards.rec.data import leave_one_out, load_lcrec, load_p5
+    from rewards.rec.data import load_lcrec, load_p5
 
     ap = argparse.ArgumentParser(description="Popularity and SASRec baselines, leave-one-out, full catalogue")
     ap.add_argument("data", help="LC-Rec X.inter.json, or P5 user_sequence.txt with --format p5")
@@ -397,25 +397,28 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    if args.format == "p5":
-        data = load_p5(args.data, args.item_path)
-    else:
-        data = load_lcrec(args.data, args.item_path)
-    split = leave_one_out(data)
-    cfg = SASRecConfig(
-        max_epochs=args.max_epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_len=args.max_len,
-        max_seconds=args.max_seconds,
-        seed=args.seed,
-        device=args.device,
-    )
+    try:  # bad data or settings: one message naming the file/line or the field, exit 2, no traceback
+        data = (load_p5 if args.format == "p5" else load_lcrec)(args.data, args.item_path)
+        cfg = SASRecConfig(
+            max_epochs=args.max_epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_len=args.max_len,
+            max_seconds=args.max_seconds,
+            seed=args.seed,
+            device=args.device,
+        )
+        if bad := cfg.problems():
+            raise ValueError("SASRec settings (the --options of the same names): " + "; ".join(bad))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     start = time.perf_counter()
+    models = {} if models is None else models
     res = run_baselines(data, cfg, models=models)
-    if models is not None:
-        models["data"] = data
+    models["data"] = data
+    split = models["split"]  # run_baselines' own leave-one-out split, not made twice
     if args.json:
         print(json.dumps(res, indent=1))
         return res
