@@ -33,6 +33,7 @@ __all__ = [
     "load_geneval_prompts",
     "load_text_prompts",
     "generate_training_prompts",
+    "reword_geneval",
     "ideal_rewrite",
     "build_rows",
     "MIN_ANSWER_WORDS",
@@ -175,6 +176,41 @@ def generate_training_prompts(n: int, seed: int = 0) -> list[dict]:
         seen.add(prompt)
         out.append({"prompt": prompt, "metadata": {"tag": tag, **meta, "prompt": prompt}})
     return out
+
+
+# ---------------------------------------------------------------- hidden prompts: GenEval reworded
+# The same requirement sets as GenEval, phrased as users ask for pictures rather than as captions: openers
+# neither GenEval ("a photo of") nor the training generator use, colors after the noun, counts as "exactly",
+# positions relative to the anchor. A policy that only learned the training phrasing cannot just copy here.
+
+_HIDDEN_OPENERS = ("show me", "please draw", "I would like to see", "render", "make a picture with")
+_HIDDEN_SIDES = {"left of": "with {a} on its left", "right of": "with {a} on its right",
+                 "above": "with {a} above it", "below": "with {a} below it"}  # fmt: skip
+
+
+def _hidden_phrase(meta: dict) -> str:
+    inc = meta["include"]
+    if meta["tag"] == "single_object":
+        return _a(inc[0]["class"])
+    if meta["tag"] == "two_object":
+        return f"both {_a(inc[0]['class'])} and {_a(inc[1]['class'])}"
+    if meta["tag"] == "counting":
+        return f"exactly {_NUMBERS[inc[0]['count']]} {_plural(inc[0]['class'])}"
+    if meta["tag"] == "colors":
+        return f"{_a(inc[0]['class'])} colored {inc[0]['color']}"
+    if meta["tag"] == "color_attr":
+        return " and ".join(f"{_a(r['class'])} colored {r['color']}" for r in inc)
+    if meta["tag"] == "position":
+        anchor, mover = inc[0], inc[1]  # GenEval: mover["position"] = [relation, index of the anchor]
+        return f"{_a(anchor['class'])} {_HIDDEN_SIDES[mover['position'][0]].format(a=_a(mover['class']))}"
+    raise ValueError(f"unknown GenEval tag {meta['tag']!r}")
+
+
+def reword_geneval(metadata: list[dict], seed: int = 0) -> list[dict]:
+    """GenEval metadata rows with the same requirements (tag, include, exclude) and a reworded ``prompt``
+    (see the note above); deterministic in ``seed``. Write them as .jsonl for ``env.args.eval_metadata``."""
+    rng = random.Random(seed)
+    return [{**meta, "prompt": f"{rng.choice(_HIDDEN_OPENERS)} {_hidden_phrase(meta)}"} for meta in metadata]
 
 
 # ---------------------------------------------------------------- the env
@@ -370,3 +406,30 @@ def _write_grid(items: list[dict], answers: dict[str, list], out_dir: Path, n: i
         writer.close()
     except ImportError:  # TensorBoard is optional for the grid
         pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m envs.reprompt reword OUT.jsonl [--seed S] [--source META.jsonl]``: the hidden-prompt set
+    (``reword_geneval``) for ``relay eval RUN_DIR env.args.eval_metadata=OUT.jsonl``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m envs.reprompt", description=main.__doc__)
+    parser.add_argument("command", choices=["reword"])
+    parser.add_argument("out", type=Path, help="where the reworded GenEval metadata .jsonl goes")
+    parser.add_argument("--seed", type=int, default=0, help="picks each prompt's opener")
+    parser.add_argument("--source", type=Path, default=BUNDLED_GENEVAL, help="GenEval metadata to reword")
+    opts = parser.parse_args(argv)
+    try:
+        rows = reword_geneval(load_geneval_metadata(opts.source), seed=opts.seed)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"python -m envs.reprompt reword: --source {opts.source}: {err}", file=sys.stderr)
+        return 2
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} reworded GenEval prompts to {opts.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

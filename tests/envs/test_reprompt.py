@@ -140,3 +140,29 @@ def test_sft_reasoning_names_every_object_with_its_count_and_color():
     assert "a blue umbrella, a red apple" in think
     counting = {"tag": "counting", "include": [{"class": "bus", "count": 3}], "exclude": [{"class": "bus", "count": 4}]}
     assert "three buses" in parse_completion(sft_completion({"prompt": "x", "metadata": counting}, ideal=True)).think
+
+
+def test_reworded_geneval_keeps_the_requirements_and_changes_the_phrasing(tmp_path, capsys):
+    from envs.reprompt import _HIDDEN_OPENERS, _OPENERS, main, reword_geneval
+    from rewards.t2i.geneval import load_geneval_metadata
+
+    metadata = load_geneval_metadata(EVAL_FILE)
+    out = tmp_path / "hidden.jsonl"
+    assert main(["reword", str(out), "--seed", "3"]) == 0
+    rows = load_geneval_metadata(out)  # loads and validates as GenEval metadata
+    assert rows == reword_geneval(metadata, seed=3) != reword_geneval(metadata, seed=4)
+    assert "wrote 553 reworded GenEval prompts" in capsys.readouterr().out
+    for old, new in zip(metadata, rows, strict=True):
+        assert {k: v for k, v in new.items() if k != "prompt"} == {k: v for k, v in old.items() if k != "prompt"}
+        assert new["prompt"].startswith(_HIDDEN_OPENERS) and not new["prompt"].startswith(("a photo of", *_OPENERS))
+        for req in new["include"]:
+            assert req["class"].split()[-1] in new["prompt"] and req.get("color", "") in new["prompt"]
+    assert any(r["prompt"].endswith(" a teddy bear with a dog on its right") for r in rows)  # 'a dog right of a ...'
+    assert any("exactly four" in r["prompt"] for r in rows if r["tag"] == "counting")
+
+
+def test_reword_names_a_missing_source_and_exits_2(tmp_path, capsys):
+    from envs.reprompt import main
+
+    assert main(["reword", str(tmp_path / "out.jsonl"), "--source", str(tmp_path / "nope.jsonl")]) == 2
+    assert "--source" in capsys.readouterr().err and not (tmp_path / "out.jsonl").exists()
