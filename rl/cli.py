@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 EXIT_FAILURES = 1  # relay score: scored, but more samples failed than --max-failures allows
 EXIT_CONFIG = 2
@@ -187,13 +188,20 @@ def _add_eval(sub) -> None:
     p.add_argument("target", help="a run directory, or a YAML config (evaluates its starting policy)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
     p.add_argument("--max-prompts", type=int, default=None, help="evaluate on at most N prompts")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for eval.json and the env's eval files (default: the run directory; with overrides or "
+        "--max-prompts, RUN_DIR/eval-<hash>/ so the run's own eval.json is kept)",
+    )
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args) -> int:
     from rl.evaluate import run_eval
 
-    run_eval(args.target, args.overrides, max_prompts=args.max_prompts)
+    run_eval(args.target, args.overrides, max_prompts=args.max_prompts, out=args.out)
     return 0
 
 

@@ -7,6 +7,7 @@ this module loads the policies, writes ``eval.json`` and prints the table.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -97,18 +98,40 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_eval(target: str | Path, overrides: list[str] | None = None, max_prompts: int | None = None) -> dict:
-    """Evaluate and write ``eval.json`` into the run directory (or a temp dir for a bare config)."""
+def eval_out_dir(run_dir: Path, overrides: list[str], max_prompts: int | None) -> Path:
+    """Where an evaluation of a run goes: the run directory itself for the run's own eval set, and
+    ``RUN_DIR/eval-<8 hex>/`` (a hash of the overrides and --max-prompts) for any other, so evaluating a
+    hidden prompt set never overwrites the run's ``eval.json``."""
+    if not overrides and max_prompts is None:
+        return run_dir
+    key = "\n".join([*overrides, f"max_prompts={max_prompts}"])
+    return run_dir / f"eval-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def run_eval(
+    target: str | Path, overrides: list[str] | None = None, max_prompts: int | None = None, out: Path | None = None
+) -> dict:
+    """Evaluate and write ``eval.json`` (and the env's eval files) into ``out``; by default the run
+    directory (``eval_out_dir``), or a temp dir for a bare config."""
     from rl.env_api import build_env
     from rl.process_setup import quiet_libraries
 
     quiet_libraries()
-    cfg, policies, out_dir = _policies_for(Path(target), list(overrides or []))
+    overrides = list(overrides or [])
+    cfg, policies, out_dir = _policies_for(Path(target), overrides)
+    if out is not None:
+        out_dir = out
+    elif Path(target).is_dir():
+        out_dir = eval_out_dir(Path(target), overrides, max_prompts)
+    out_dir.mkdir(parents=True, exist_ok=True)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     max_prompts = max_prompts or cfg.eval.max_prompts
     results = env.evaluate(policies, out_dir, max_prompts=max_prompts)
     atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=2) + "\n")
     protocol = env.eval_protocol(max_prompts)
+    if out_dir != Path(target):  # say what this evaluation was, next to it
+        record = {"target": str(target), "overrides": overrides, "max_prompts": max_prompts, "protocol": protocol}
+        atomic_write_text(out_dir / "eval_args.json", json.dumps(record, indent=2) + "\n")
     if protocol:
         print(f"protocol: {protocol}")
     print(format_table(results))

@@ -36,6 +36,21 @@ def test_reprompt_recipe_shortened(tmp_path, ray_cluster):
     assert (run_dir / "eval_grid.png").stat().st_size > 0
     assert (run_dir / "sft_model" / "config.json").exists()
 
+    # The hidden-prompt check a user runs afterwards goes next to the run's eval.json, never over it.
+    from envs.reprompt import main as reprompt_cli
+    from rl.evaluate import run_eval
+
+    hidden = tmp_path / "hidden.jsonl"
+    assert reprompt_cli(["reword", str(hidden)]) == 0
+    before = (run_dir / "eval.json").read_text()
+    hidden_result = run_eval(run_dir, [f"env.args.eval_metadata={hidden}"], max_prompts=12)
+    assert (run_dir / "eval.json").read_text() == before
+    [out] = [d for d in run_dir.glob("eval-*") if d.is_dir()]
+    assert json.loads((out / "eval.json").read_text()) == hidden_result
+    args = json.loads((out / "eval_args.json").read_text())
+    assert args["overrides"] == [f"env.args.eval_metadata={hidden}"] and str(hidden) in args["protocol"]
+    assert set(hidden_result) == {"raw", "start", "trained"} and (out / "eval_grid.png").is_file()
+
 
 @pytest.mark.long
 @pytest.mark.timeout(2400)  # `make run` in full: 12 min alone on 2 cores, 30-60 min on a shared machine

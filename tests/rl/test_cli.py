@@ -129,3 +129,14 @@ def test_config_unknown_section_exits_2_naming_the_known_ones(capsys):
         "known sections: model, model.tiny, lora, algorithm, algorithm.ppo, learner, rollout, rewards" in captured.err
     )
     assert "Traceback" not in captured.err
+
+
+def test_an_eval_with_overrides_goes_beside_the_runs_own_eval(tmp_path):
+    from rl.evaluate import eval_out_dir
+
+    assert eval_out_dir(tmp_path, [], None) == tmp_path
+    hidden = eval_out_dir(tmp_path, ["env.args.eval_metadata=a.jsonl"], None)
+    assert hidden.parent == tmp_path and hidden.name.startswith("eval-")
+    assert hidden == eval_out_dir(tmp_path, ["env.args.eval_metadata=a.jsonl"], None)
+    assert hidden != eval_out_dir(tmp_path, ["env.args.eval_metadata=b.jsonl"], None)
+    assert eval_out_dir(tmp_path, [], 24) not in (tmp_path, hidden)
