@@ -216,6 +216,15 @@ class RolloutConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0 = off).")
+    beam_search: bool = Field(
+        False,
+        description="Make each group by beam search instead of sampling (MiniOneRec's GRPO rollouts): per prompt "
+        "one beam search with algorithm.num_generations beams returns that many distinct completions, ranked "
+        "(sample_index = beam rank, 0 = best by the model's summed log-probability; genrec_ranking penalises by "
+        "that rank), with the env's logits processors (the semantic-ID trie) applied. Groups are then "
+        "deterministic (seeds unused) and never repeat a completion. Needs rollout.engine=hf and "
+        "rollout.temperature=1, top_p=1, top_k=0. eval.sampling is unaffected.",
+    )
     num_cpus_per_worker: float = Field(1.0, ge=0, description="Ray CPUs reserved per rollout actor.")
     num_gpus_per_worker: float = Field(0.0, ge=0, description="Ray GPUs per rollout actor.")
     resources: dict[str, float] = Field(
@@ -709,6 +718,8 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
         )
     if cfg.rollout.engine == "vllm":
         p += _vllm_problems(cfg)
+    if cfg.rollout.beam_search:
+        p += _beam_search_problems(cfg)
     if cfg.rollout.mode == "async":
         if cfg.algorithm.name == "ppo":
             p.append(
@@ -798,6 +809,25 @@ def _vllm_problems(cfg: RelayConfig) -> list[str]:
     else:
         problem = vllm_glue.cpu_head_size_problem(Path(cfg.model.name).expanduser())
     return [f"rollout.engine ('vllm'): {problem}"] if problem else []
+
+
+def _beam_search_problems(cfg: RelayConfig) -> list[str]:
+    """rollout.beam_search: the hf engine, scoring at temperature 1 with nothing truncated."""
+    r, p = cfg.rollout, []
+    if r.engine != "hf":
+        p.append(
+            f"rollout.beam_search (True) needs rollout.engine=hf, not {r.engine!r}: vLLM's beam search takes no "
+            "per-request logits processors, so the semantic-ID trie would not constrain it; set rollout.engine=hf "
+            "or rollout.beam_search=false"
+        )
+    if r.temperature != 1 or r.top_p < 1 or r.top_k:
+        p.append(
+            f"rollout.beam_search (True) ranks beams by log-probability at temperature 1 with nothing truncated, so "
+            f"rollout.temperature ({r.temperature}), rollout.top_p ({r.top_p}) and rollout.top_k ({r.top_k}) have "
+            "no meaning there; set rollout.temperature=1.0, rollout.top_p=1.0 and rollout.top_k=0, or "
+            "rollout.beam_search=false"
+        )
+    return p
 
 
 # algorithm.* fields an algorithm does not read, each with the fix (checked against the field's default).

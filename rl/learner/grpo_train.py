@@ -42,8 +42,7 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
         make_rollout_func,
     )
     from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
-    from rl.rollout.client import RolloutClient
-    from rl.rollout.types import SamplingParams
+    from rl.rollout.client import RolloutClient, rollout_sampling
 
     plan, cfg, run_dir, model_path = session.plan, session.cfg, Path(session.run_dir), session.model_path
     rollout_pool, reward_pools, resume_from = session.rollout_pool, session.reward_pools, session.resume_from
@@ -55,12 +54,7 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
     if world_size > 1:
         args.per_device_train_batch_size = cfg.learner.batch_size // world_size  # the global batch is unchanged
         args.ddp_find_unused_parameters = False  # every LoRA parameter takes part in every step
-    sampling = SamplingParams(
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        top_k=cfg.rollout.top_k,
-    )
+    sampling = rollout_sampling(cfg.rollout)
     g = cfg.algorithm.num_generations
     prompts_per_step = cfg.learner.batch_size // g
     client = RolloutClient(rollout_pool, sampling, g, cfg.seed, colocate=cfg.rollout.colocate)

@@ -60,8 +60,8 @@ from rl.algos.value_head import ValueHead, policy_and_values, reference_logprobs
 from rl.checkpoint import finalize, rotate
 from rl.config import PPOConfig
 from rl.learner.session import Session
-from rl.rollout.client import RolloutClient, rollout_metrics
-from rl.rollout.types import Rollout, SamplingParams
+from rl.rollout.client import RolloutClient, rollout_metrics, rollout_sampling
+from rl.rollout.types import Rollout
 
 logger = logging.getLogger(__name__)
 
@@ -188,12 +188,7 @@ class PPORecipe:
         self.args = args or ppo_args(cfg)
         self.G = cfg.algorithm.num_generations
         self.prompts_per_step = cfg.learner.batch_size // self.G
-        self.sampling = SamplingParams(
-            max_new_tokens=cfg.rollout.max_new_tokens,
-            temperature=cfg.rollout.temperature,
-            top_p=cfg.rollout.top_p,
-            top_k=cfg.rollout.top_k,
-        )
+        self.sampling = rollout_sampling(cfg.rollout)
         self.client = RolloutClient(self.rollout_pool, self.sampling, self.G, cfg.seed)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.metrics_path = self.run_dir / "metrics.jsonl"

@@ -35,6 +35,18 @@ def rollout_metrics(rollouts: Sequence[Rollout], step: int, generate_seconds: fl
     }
 
 
+def rollout_sampling(rollout: Any) -> SamplingParams:
+    """The training rollouts' ``SamplingParams`` from the ``rollout`` config section (``RolloutConfig``);
+    every learner (GRPO family, PPO) samples with these."""
+    return SamplingParams(
+        max_new_tokens=rollout.max_new_tokens,
+        temperature=rollout.temperature,
+        top_p=rollout.top_p,
+        top_k=rollout.top_k,
+        beam_search=rollout.beam_search,
+    )
+
+
 class RolloutClient:
     """See the module docstring. ``pool``: an ``rl.rollout.pool.RolloutPool`` (or anything with its
     ``sync_adapter``/``adopt_adapter``/``generate``/``sleep``/``wake_up``)."""

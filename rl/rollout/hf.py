@@ -2,6 +2,8 @@
 
 The CPU/debug engine (and the reference the vLLM engine is checked against). Sampling is seeded
 per rollout through ``SeededGumbelSampler``, so results do not depend on batch composition.
+``SamplingParams.beam_search``: each prompt's n rollouts are instead the n beams of one transformers
+beam search (``_generate_beams``), with the same logits processors and no sampler.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class _Row:
     sample_index: int
     prompt_ids: list[int]
     seed: int
+
+
+def trim_at_eos(ids: list[int], eos_ids: list[int]) -> tuple[list[int], FinishReason]:
+    """A generated row [T] cut after its first EOS (kept; the padding after it dropped) and why it ended."""
+    stop_at = next((t for t, tok in enumerate(ids) if tok in eos_ids), None)
+    if stop_at is None:
+        return ids, "length"
+    return ids[: stop_at + 1], "stop"
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -174,11 +184,16 @@ class HFEngine:
             )
         start = time.perf_counter()
         rendered = [self._render_checked(i, p) for i, p in enumerate(prompts)]
-        rows = [_Row(p, s, rendered[p], seeds[p * n + s]) for p in range(len(prompts)) for s in range(n)]
-        step = self.batch_size or max(len(rows), 1)
         rollouts: list[Rollout] = []
-        for i in range(0, len(rows), step):
-            rollouts.extend(self._generate_batch(rows[i : i + step], sampling))
+        if sampling.beam_search:  # seeds unused: beam search is deterministic
+            step = max(1, self.batch_size // n) if self.batch_size else max(len(rendered), 1)  # prompts
+            for i in range(0, len(rendered), step):
+                rollouts.extend(self._generate_beams(range(i, min(i + step, len(rendered))), rendered, n, sampling))
+        else:
+            rows = [_Row(p, s, rendered[p], seeds[p * n + s]) for p in range(len(prompts)) for s in range(n)]
+            step = self.batch_size or max(len(rows), 1)
+            for i in range(0, len(rows), step):
+                rollouts.extend(self._generate_batch(rows[i : i + step], sampling))
         self.last_stats = GenerateStats(
             seconds=time.perf_counter() - start,
             rollouts=len(rollouts),
@@ -213,15 +228,71 @@ class HFEngine:
         chosen, logprobs = sampler.recorded()  # [B, T] each
         return [self._to_rollout(r, completions[i], chosen[i].cpu(), logprobs[i].cpu()) for i, r in enumerate(rows)]
 
-    def _to_rollout(self, row: _Row, completion: torch.Tensor, chosen: torch.Tensor, logprobs: torch.Tensor) -> Rollout:
-        ids = completion.tolist()  # [T]
-        stop_at = next((t for t, tok in enumerate(ids) if tok in self.eos_ids), None)
-        finish: FinishReason
-        if stop_at is None:
-            finish = "length"
-        else:
-            ids, finish = ids[: stop_at + 1], "stop"  # keep the EOS, drop the padding after it
-        if chosen[: len(ids)].tolist() != ids:
+    @torch.inference_mode()
+    def _generate_beams(
+        self, prompt_indices: range, rendered: list[list[int]], n: int, sampling: SamplingParams
+    ) -> list[Rollout]:
+        """``n`` beams of each prompt in ``prompt_indices``, prompt-major, best beam first (sample_index = rank).
+
+        Transformers' beam search log-softmaxes the logits, runs the logits processors on those log-probs
+        (the trie masks invalid tokens to -inf), and ranks beams by the summed result (``length_penalty=0``:
+        the model's total log-probability of the sequence, the same ranking as ``rewards.rec.genrec_eval``).
+        ``out.scores`` holds those processed log-probs per step; ``normalize_logits=True`` renormalises them
+        over the tokens left allowed, so each recorded logprob is log_softmax(processed logits) at temperature
+        1 of the chosen token, as the sampler records it.
+        """
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        input_ids, attention_mask = self._left_pad([rendered[p] for p in prompt_indices])  # [P, L]
+        extra = [f.for_batch(input_ids.shape[1]) for f in self.processor_factories]
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=False,
+            num_beams=n,
+            num_return_sequences=n,
+            early_stopping=True,
+            length_penalty=0.0,
+            eos_token_id=self.eos_ids,
+            pad_token_id=self.pad_id,
+            return_dict_in_generate=True,
+            output_scores=True,
+        )
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList(extra),
+        )
+        vocab = self.model.config.get_text_config().vocab_size
+        if out.scores[0].shape[-1] != vocab:  # compute_transition_scores reshapes by config.vocab_size
+            raise RuntimeError(f"the model's logits have {out.scores[0].shape[-1]} columns but config.vocab_size "
+                               f"is {vocab}; beam logprobs need them equal")  # fmt: skip
+        logprobs = self.model.compute_transition_scores(
+            out.sequences, out.scores, out.beam_indices, normalize_logits=True
+        ).cpu()  # [P*n, T]
+        completions = out.sequences[:, input_ids.shape[1] :].cpu()  # [P*n, T]
+        rollouts = []
+        for k, p in enumerate(prompt_indices):
+            group = [  # beam j of prompt p is row k * n + j, best first
+                self._to_rollout(_Row(p, j, rendered[p], seed=0), completions[k * n + j], None, logprobs[k * n + j])
+                for j in range(n)
+            ]
+            distinct = len({tuple(r.completion_ids) for r in group})
+            if distinct < n:
+                raise RuntimeError(
+                    f"beam search found {distinct} distinct completions of prompt {p}, fewer than n = {n} beams: the "
+                    "logits processors (e.g. the trie) allow fewer completions than that; lower "
+                    "algorithm.num_generations or turn rollout.beam_search off"
+                )
+            rollouts.extend(group)
+        return rollouts
+
+    def _to_rollout(
+        self, row: _Row, completion: torch.Tensor, chosen: torch.Tensor | None, logprobs: torch.Tensor
+    ) -> Rollout:
+        """``chosen``: the sampler's picks, checked against ``completion`` (None: no sampler, beam search)."""
+        ids, finish = trim_at_eos(completion.tolist(), self.eos_ids)
+        if chosen is not None and chosen[: len(ids)].tolist() != ids:
             raise RuntimeError(
                 "generate picked tokens other than the seeded sampler's argmax; another logits processor "
                 "or a generation_config override is active"

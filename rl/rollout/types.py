@@ -17,6 +17,11 @@ class SamplingParams:
     temperature: float = 1.0  # logits are divided by this; 0 means greedy (logprobs then use temperature 1)
     top_p: float = 1.0  # nucleus sampling: keep the smallest set of tokens with probability >= top_p; 1 = off
     top_k: int = 0  # keep only the k most likely tokens; 0 = off
+    # n beams per prompt instead of n samples (MiniOneRec's GRPO groups): constrained beam search returns the
+    # n best distinct completions, deterministic (seeds unused), sample_index = beam rank (0 = best by the model's
+    # summed log-probability). Needs temperature 1 and no top_k/top_p: beam search scores log_softmax(logits)
+    # at temperature 1 and truncates nothing, so other values would change nothing but the logprobs. hf only.
+    beam_search: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -28,6 +33,11 @@ class SamplingParams:
             problems.append(f"top_p ({self.top_p}) must be in (0, 1]; use 1 to turn it off")
         if self.top_k < 0:
             problems.append(f"top_k ({self.top_k}) must be >= 0; use 0 to turn it off")
+        if self.beam_search and (self.temperature != 1 or self.top_p < 1 or self.top_k):
+            problems.append(
+                f"beam_search ranks completions by their log-probability at temperature 1 without truncation; "
+                f"temperature ({self.temperature}), top_p ({self.top_p}) and top_k ({self.top_k}) must be 1, 1 and 0"
+            )
         if problems:
             raise ValueError("invalid SamplingParams: " + "; ".join(problems))
 
@@ -46,7 +56,7 @@ class Rollout:
     """One sampled completion of one prompt."""
 
     prompt_index: int  # index into the prompt list of the request this rollout answers
-    sample_index: int  # 0..n-1 among the n samples of that prompt
+    sample_index: int  # 0..n-1 among the n samples of that prompt (with beam_search: the beam rank, 0 = best)
     prompt_ids: list[int]  # the rendered prompt's token ids (no padding)
     completion_ids: list[int]  # sampled ids; ends with EOS when finish_reason == "stop" (TRL expects it)
     logprobs: list[float]  # log p(token) under log_softmax(logits / temperature), one per completion id

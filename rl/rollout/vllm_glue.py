@@ -41,6 +41,12 @@ def check_sampling(sampling: SamplingParams) -> list[str]:
             "logprobs of the temperature-scaled distribution only without truncation; set rollout.top_k=0 and "
             "rollout.top_p=1, or use rollout.engine=hf"
         )
+    if sampling.beam_search:
+        problems.append(
+            "rollout.beam_search: the vllm engine does not do beam search (vLLM's LLM.beam_search takes no "
+            "per-request logits processors, so the trie constraint would not apply); use rollout.engine=hf or set "
+            "rollout.beam_search=false"
+        )
     return problems
 
 

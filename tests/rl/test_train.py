@@ -133,3 +133,34 @@ def test_colocated_engines_sleep_between_generations(tmp_path, ray_cluster):
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(r["rollout/wake_seconds"] >= 0 for r in records)
     assert [r["rollout/adapter_version"] for r in records] == [0, 1, 2]
+
+
+def test_beam_search_rollouts_through_the_driver(tmp_path, ray_cluster):
+    """rollout.beam_search: two GRPO steps through the real driver (Ray rollout actor, TRL); each group the
+    rewards see at step 1 (adapter B = 0: the base model) is exactly the hf engine's n beams of that prompt,
+    best first: distinct, in rank order."""
+    from rl.config import load_config
+    from rl.driver import train
+    from rl.rollout.hf import HFEngine
+    from rl.rollout.types import SamplingParams
+
+    log = tmp_path / "scored.jsonl"
+    source = f"{Path(__file__).parent / 'fixtures' / 'recording_rewards.py'}:record_and_score"
+    reward = "{name: recorded, source: '" + source + "', kwargs: {log_path: '" + str(log) + "'}}"
+    cfg = load_config(
+        REPO / "configs" / "letters.yaml",
+        ["learner.max_steps=2", "learner.batch_size=8", "rollout.max_new_tokens=4", "rollout.beam_search=true",
+         f"rewards.functions=[{reward}]", "logging.progress_bar=false", "logging.tensorboard=false"],
+    )  # fmt: skip
+    run_dir = train(cfg, tmp_path / "run")
+    assert [r["step"] for r in _metrics(run_dir)] == [1, 2]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 2 and all(len(c["completion_ids"]) == 8 for c in calls)
+    first = calls[0]
+    prompts = first["prompts"][::4]  # TRL's groups: num_generations (4) consecutive rows per prompt
+    assert all(first["prompts"][i] == prompts[i // 4] for i in range(8))
+    engine = HFEngine(str(run_dir / "base_model"), cfg.lora.peft_kwargs(), torch_threads=1)
+    beams = engine.generate(prompts, 4, SamplingParams(max_new_tokens=4, beam_search=True))
+    assert first["completion_ids"] == [r.completion_ids for r in beams]
+    for g in range(2):
+        assert len({tuple(ids) for ids in first["completion_ids"][4 * g : 4 * g + 4]}) == 4

@@ -82,3 +82,16 @@ def test_rollout_metrics_name_staleness_and_tokens():
     m = rollout_metrics(rs, step=3, generate_seconds=0.5)
     assert m["rollout/tokens"] == 3 and m["rollout/tokens_per_second"] == 6.0
     assert (m["rollout/staleness_mean"], m["rollout/staleness_max"], m["rollout/adapter_version"]) == (0.5, 1, 2)
+
+
+def test_rollout_sampling_carries_the_rollout_section_beam_search_included():
+    from rl.config import REPO_ROOT, load_config
+    from rl.rollout.client import rollout_sampling
+
+    genrec = REPO_ROOT / "configs" / "genrec.yaml"
+    shipped = rollout_sampling(load_config(genrec).rollout)
+    assert shipped == SamplingParams(max_new_tokens=5, temperature=1.0)  # the recipe samples by default
+    beams = rollout_sampling(load_config(genrec, ["rollout.beam_search=true"]).rollout)
+    assert beams == SamplingParams(max_new_tokens=5, beam_search=True)
+    cfg = load_config(None, ["rollout.temperature=0.7", "rollout.top_k=5", "rollout.top_p=0.9"])
+    assert rollout_sampling(cfg.rollout) == SamplingParams(cfg.rollout.max_new_tokens, 0.7, 0.9, 5)

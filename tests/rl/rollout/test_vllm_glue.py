@@ -58,6 +58,7 @@ def test_sampling_kwargs_and_unsupported_truncation():
     assert glue.sampling_kwargs(SamplingParams(max_new_tokens=1, temperature=0), 1, [5])["temperature"] == 0.0
     assert glue.check_sampling(SamplingParams(max_new_tokens=1)) == []
     assert "rollout.top_k=0" in glue.check_sampling(SamplingParams(max_new_tokens=1, top_k=5))[0]
+    assert "rollout.engine=hf" in glue.check_sampling(SamplingParams(max_new_tokens=1, beam_search=True))[0]
 
 
 def test_parse_completion():
