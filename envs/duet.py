@@ -27,18 +27,22 @@ import json
 import logging
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from rewards.rec.data import ItemInfo, RecData
 from rewards.spec import RewardSpec
 from rl.config import DataError
 from rl.env_api import Env, EnvArgs
+
+if TYPE_CHECKING:
+    from rewards.rec.ease import Ease
 
 logger = logging.getLogger("relay")
 
@@ -466,8 +470,33 @@ def load_data(data: DataArgs | dict) -> RecData:
     return _DATA_CACHE[key]
 
 
+@dataclass(frozen=True)
+class DuetProtocol:
+    """A named ranking protocol: how many negatives each target is ranked against, and which kinds."""
+
+    name: str
+    num_negatives: int
+    negatives: tuple[str, ...]  # the negative kinds it allows
+    about: str
+
+
+DUET_PROTOCOLS = {
+    "custom": DuetProtocol(
+        "custom", 19, ("random", "popular", "ease"), "1 + num_negatives candidates of any negative kind"
+    ),
+    "duet": DuetProtocol("duet", 9, ("random", "ease"), "DUET's 1 + 9 candidates, random or EASE-hard negatives"),
+}
+EVAL_KS = (1, 3, 5, 10)  # every eval row: hit@k and ndcg@k at these cut-offs, and mrr
+
+
 class DuetArgs(EnvArgs):
     data: DataArgs = Field(default_factory=DataArgs, description="Interactions and item texts.")
+    protocol: Literal["custom", "duet"] = Field(
+        "custom",
+        description="Ranking protocol (training candidates and eval alike). 'custom': target + num_negatives "
+        "(default 19) negatives of any kind. 'duet': DUET's 1 + 9: num_negatives is 9 (an explicit other value "
+        "is refused) and negatives random or ease. Eval always reports hit@1/3/5/10, ndcg@1/3/5/10 and mrr.",
+    )
     split: Literal["leave_one_out", "timestamp"] = Field(
         "leave_one_out", description="How held-out events are chosen (timestamp needs a table with timestamps)."
     )
@@ -476,15 +505,33 @@ class DuetArgs(EnvArgs):
     profile: Literal["joint", "user_only"] = Field(
         "user_only", description="'joint' (DUET: user + item profiles) or 'user_only' (LettinGo: user profile)."
     )
-    num_train_users: int = Field(256, ge=1, description="Users (one example each) in the RL training set.")
-    num_eval_users: int = Field(64, ge=1, description="Held-out users scored by `relay eval`.")
+    num_train_users: int | Literal["all"] = Field(
+        256, description="Users (one example each) in the RL training set: a seeded sample, or 'all'."
+    )
+    num_eval_users: int | Literal["all"] = Field(
+        64, description="Held-out users scored by `relay eval`: a seeded sample, or 'all'."
+    )
     reward: Literal["ranker", "rating"] = Field(
         "ranker",
         description="'ranker': rank metric of the target among candidates by MiniLM cosine to the user "
         "profile; 'rating': 1 - |pred - rating| / 4 from a frozen LM reading both profiles (joint, needs ratings).",
     )
-    num_negatives: int = Field(19, ge=1, description="Sampled negatives per example (candidates = target + these).")
-    negatives: Literal["random", "popular"] = Field("random", description="Negative sampling strategy.")
+    num_negatives: int | None = Field(
+        None,
+        ge=1,
+        description="Negatives per example (candidates = target + these), fixed once per example. Set by the "
+        "protocol (custom 19, duet 9); under duet an explicit other value is refused.",
+    )
+    negatives: Literal["random", "popular", "ease"] = Field(
+        "random",
+        description="'random' (uniform), 'popular' (probability ∝ interaction count) or 'ease': the top "
+        "num_negatives items of an EASE model (rewards.rec.ease) fitted once per env on the split's training "
+        "interactions, scored from the user's history, never the target or a history item (DUET's hard "
+        "negatives; deterministic). The duet protocol allows random and ease.",
+    )
+    ease_lambda: float = Field(
+        500.0, gt=0, description="negatives=ease: EASE's L2 strength λ (Steck 2019; 500 is its typical value)."
+    )
     k: int = Field(10, ge=1, description="Cutoff of the training reward metric.")
     metric: Literal["ndcg", "hit", "mrr"] = Field("ndcg", description="Training reward metric (@k).")
     item_fields: list[str] = Field(
@@ -514,6 +561,46 @@ class DuetArgs(EnvArgs):
         "(fixed cue and prompt, the last item's category: for tiny test policies).",
     )
 
+    @field_validator("num_train_users", "num_eval_users", mode="before")
+    @classmethod
+    def _users(cls, v: Any) -> Any:
+        if v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("use a positive number of users (a seeded sample) or 'all'")
+
+    @field_validator("num_negatives")
+    @classmethod
+    def _protocol_fixes(cls, v: int | None, info: ValidationInfo) -> int | None:
+        name = info.data.get("protocol")
+        if v is None or name != "duet" or v == DUET_PROTOCOLS["duet"].num_negatives:
+            return v
+        want = DUET_PROTOCOLS["duet"].num_negatives
+        raise ValueError(
+            f"protocol duet fixes num_negatives = {want} (1 + {want} candidates); remove env.args.num_negatives "
+            f"(the protocol sets it), set it to {want}, or set env.args.protocol=custom"
+        )
+
+    @field_validator("negatives")
+    @classmethod
+    def _protocol_allows(cls, v: str, info: ValidationInfo) -> str:
+        p = DUET_PROTOCOLS.get(info.data.get("protocol", ""))
+        if p is None or v in p.negatives:
+            return v
+        raise ValueError(
+            f"protocol {p.name} ranks against {' or '.join(p.negatives)} negatives; set env.args.negatives to "
+            f"{' or '.join(p.negatives)}, or set env.args.protocol=custom"
+        )
+
+    @model_validator(mode="after")
+    def _protocol_defaults(self) -> DuetArgs:
+        if self.num_negatives is None:
+            self.num_negatives = DUET_PROTOCOLS[self.protocol].num_negatives
+        return self
+
+    @property
+    def spec(self) -> DuetProtocol:
+        return DUET_PROTOCOLS[self.protocol]
+
 
 @dataclass(frozen=True)
 class DuetExample:
@@ -536,6 +623,7 @@ class DuetEnv(Env):
                 "env.args.reward ('rating') reads both profiles; set env.args.profile=joint (or reward=ranker)"
             )
         self._examples: dict[str, list[DuetExample]] = {}
+        self._ease: Ease | None = None
 
     # ------------------------------------------------------------------ data
 
@@ -550,6 +638,23 @@ class DuetEnv(Env):
         from rewards.rec.data import leave_one_out, timestamp_split
 
         return leave_one_out(self.data) if self.args.split == "leave_one_out" else timestamp_split(self.data)
+
+    def ease(self) -> Ease:
+        """The EASE model behind ``negatives: ease``, fitted once per env on the split's *training*
+        interactions only (``split.train``: no validation or test target is in it)."""
+        if self._ease is None:
+            from rewards.rec.ease import Ease
+
+            train = self._split().train
+            start = time.perf_counter()
+            self._ease = Ease.fit(
+                ([x.item for x in s] for s in train.values()), self.data.item_ids, self.args.ease_lambda
+            )
+            logger.info(
+                "duet: EASE (lambda %g) fitted on %d training users' interactions over %d items in %.1f s",
+                self.args.ease_lambda, len(train), len(self._ease.items), time.perf_counter() - start,
+            )  # fmt: skip
+        return self._ease
 
     def examples(self, which: str) -> list[DuetExample]:
         """'train' (each train user's last train event, predicted from the earlier ones), 'valid' or 'test'."""
@@ -572,10 +677,15 @@ class DuetEnv(Env):
         if not raw:
             raise ValueError(f"env.args.data: the {which!r} split is empty; check the data and env.args.split")
         rng = random.Random(self.seed * 7919 + offset)
-        raw = [raw[i] for i in sorted(rng.sample(range(len(raw)), n))] if n < len(raw) else raw
+        if n != "all" and n < len(raw):
+            raw = [raw[i] for i in sorted(rng.sample(range(len(raw)), n))]
         data = self.data
         sampler = NegativeSampler(
-            data.item_ids, self.args.negatives, popularity=data.popularity, seed=self.seed * 104729 + offset
+            data.item_ids,
+            self.args.negatives,
+            popularity=data.popularity,
+            seed=self.seed * 104729 + offset,
+            ease=self.ease() if self.args.negatives == "ease" else None,
         )
         out = []
         for ex in raw:
@@ -694,21 +804,37 @@ class DuetEnv(Env):
 
     # ------------------------------------------------------------ evaluation
 
+    def negatives_label(self) -> str:
+        """The negatives in words, e.g. ``19 random negatives``."""
+        n, kind = self.args.num_negatives, self.args.negatives
+        if kind == "ease":
+            return (
+                f"{n} EASE-hard negatives (the top-{n} EASE scores of the history, lambda "
+                f"{self.args.ease_lambda:g}, fitted on the training interactions only)"
+            )
+        return f"{n} {kind} negatives"
+
     def eval_protocol(self, max_prompts: int | None = None) -> str:
         n = len(self.examples(self.args.eval_split)[: max_prompts or None])  # examples are cached per split
+        a, ks = self.args, "/".join(map(str, EVAL_KS))
         return (
-            f"{self.args.split} split, {self.args.eval_split} targets of {n} users; each ranked among 1 + "
-            f"{self.args.num_negatives} {self.args.negatives} negatives by the frozen ranker's cosine to the user profile; "
-            "greedy decoding; 'no_profile' ranks by the raw history text"
+            f"protocol {a.protocol} ({a.spec.about}): {a.split} split, {a.eval_split} targets of {n} users; each "
+            f"ranked among 1 + {self.negatives_label()} by the frozen ranker's cosine to the user profile "
+            f"(pessimistic ties); greedy decoding; metrics hit@{ks}, ndcg@{ks}, mrr; rows: no_profile (no user "
+            "text: the expected metrics of a random order of the candidates), raw_history (the raw history text "
+            "as the profile), then each policy's profiles (an unparsable one ranks last)"
             + (
-                "; MAE/RMSE of the rating predictor against the held-out ratings"
+                "; MAE/RMSE of the rating predictor against the held-out ratings (no_profile: the mid-scale prediction)"
                 if self.args.reward == "rating"
                 else ""
             )
         )
 
     def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
-        """Ranking metrics (and MAE/RMSE with ratings) for no profile, then each policy's profiles."""
+        """Ranking metrics (and MAE/RMSE with ratings): ``no_profile`` (chance), ``raw_history``, then each
+        policy's profiles (e.g. ``start``, ``trained``)."""
+        from rewards.rec.metrics import random_order_metrics
+
         examples = self.examples(self.args.eval_split)
         if max_prompts:
             examples = examples[:max_prompts]
@@ -719,9 +845,17 @@ class DuetEnv(Env):
             else None
         )
         data = self.data
+        none: list[str | None] = [None] * len(examples)
+        no_profile: dict[str, float] = random_order_metrics([len(e.candidates) for e in examples], EVAL_KS)
+        no_profile["num_users"] = len(examples)
+        if predictor is not None:  # nothing to read: the predictor's fallback, the middle of the scale
+            no_profile.update(self._rating_row(predictor, examples, none, none, data))
         raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
         raw_item = [self._prompt_text(e.target) for e in examples]
-        results = {"no_profile": self._score(ranker, predictor, examples, raw_user, raw_item, data)}
+        results = {
+            "no_profile": no_profile,
+            "raw_history": self._score(ranker, predictor, examples, raw_user, raw_item, data),
+        }
         samples: dict[str, list[str]] = {}
         for name, generate in policies.items():
             texts = generate([self.messages(e) for e in examples])
@@ -734,18 +868,18 @@ class DuetEnv(Env):
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "eval_samples.jsonl", "w") as f:
             for j, e in enumerate(examples):
-                row = {"user": e.user, "target": e.target, "no_profile": raw_user[j]}
-                row.update({name: texts[j] for name, texts in samples.items()})
+                row = {"user": e.user, "target": e.target, "candidates": list(e.candidates)}
+                row.update({"raw_history": raw_user[j], **{name: texts[j] for name, texts in samples.items()}})
                 f.write(json.dumps(row) + "\n")
         return results
 
     def _score(self, ranker, predictor, examples, user_profiles, item_profiles, data) -> dict[str, float]:
         import numpy as np
 
-        from rewards.rec.metrics import hit_at_k, mae, mrr, ndcg_at_k, rmse
+        from rewards.rec.metrics import rank_metrics
 
         ok = [j for j, p in enumerate(user_profiles) if p is not None]
-        ranks = np.array([float(len(e.candidates)) for e in examples])  # unparsable: the worst rank
+        ranks = np.array([float(len(e.candidates)) for e in examples])  # [B] unparsable: the worst rank
         if ok:
             ranks[ok] = ranker.rank(
                 [user_profiles[j] for j in ok],
@@ -753,34 +887,39 @@ class DuetEnv(Env):
                 [list(examples[j].history) for j in ok],
                 [list(examples[j].candidates[1:]) for j in ok],
             )
-        row: dict[str, float] = {}
-        for k in (1, 3, 5, 10):
-            row[f"hit@{k}"] = float(np.mean(hit_at_k(ranks, k)))
-        for k in (1, 3, 5, 10):
-            row[f"ndcg@{k}"] = float(np.mean(ndcg_at_k(ranks, k)))
-        row["mrr"] = float(np.mean(mrr(ranks)))
+        row: dict[str, float] = rank_metrics(ranks, EVAL_KS)
         row["parse_rate"] = len(ok) / len(examples)
         row["num_users"] = len(examples)
         if predictor is not None:
-            both = [j for j in ok if item_profiles[j] is not None]
-            mid = (predictor.lo + predictor.hi) / 2
-            preds = [mid] * len(examples)  # unparsable profiles or predictions: the middle of the scale
-            got = (
-                predictor.predict(
-                    [user_profiles[j] for j in both],
-                    [item_profiles[j] for j in both],
-                    [data.items[examples[j].target].title if examples[j].target in data.items else "" for j in both],
-                )
-                if both
-                else []
-            )
-            for j, p in zip(both, got, strict=True):
-                if p is not None:
-                    preds[j] = min(max(p, predictor.lo), predictor.hi)
-            truth = [e.rating for e in examples]
-            row["mae"], row["rmse"] = mae(preds, truth), rmse(preds, truth)
-            row["rating_parse_rate"] = sum(p is not None for p in got) / len(examples)
+            row.update(self._rating_row(predictor, examples, user_profiles, item_profiles, data))
         return row
+
+    def _rating_row(self, predictor, examples, user_profiles, item_profiles, data) -> dict[str, float]:
+        """MAE/RMSE of the predictor reading both profiles; a missing profile or prediction: mid-scale."""
+        from rewards.rec.metrics import mae, rmse
+
+        ok = [j for j, p in enumerate(user_profiles) if p is not None]
+        both = [j for j in ok if item_profiles[j] is not None]
+        mid = (predictor.lo + predictor.hi) / 2
+        preds = [mid] * len(examples)  # unparsable profiles or predictions: the middle of the scale
+        got = (
+            predictor.predict(
+                [user_profiles[j] for j in both],
+                [item_profiles[j] for j in both],
+                [data.items[examples[j].target].title if examples[j].target in data.items else "" for j in both],
+            )
+            if both
+            else []
+        )
+        for j, p in zip(both, got, strict=True):
+            if p is not None:
+                preds[j] = min(max(p, predictor.lo), predictor.hi)
+        truth = [e.rating for e in examples]
+        return {
+            "mae": mae(preds, truth),
+            "rmse": rmse(preds, truth),
+            "rating_parse_rate": sum(p is not None for p in got) / len(examples),
+        }
 
 
 # -------------------------------------------------------------------- reward classes (one per actor)

@@ -114,6 +114,37 @@ def batch_metrics(
     return out
 
 
+def rank_metrics(ranks: Sequence[float] | np.ndarray, ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
+    """Mean ``hit@k``, ``ndcg@k`` (each k of ``ks``) and ``mrr`` (untruncated) over ``ranks`` [B] (1-based).
+
+    Keys in the order ``hit@k...``, ``ndcg@k...``, ``mrr``. An ``inf`` rank (never ranked) scores 0 everywhere.
+    """
+    r = np.asarray(ranks, dtype=np.float64)  # [B]
+    if r.ndim != 1 or r.size == 0:
+        raise ValueError(f"rank_metrics needs a non-empty 1-d array of ranks, got shape {r.shape}")
+    out = {f"hit@{k}": float(np.mean(hit_at_k(r, k))) for k in ks}
+    out.update({f"ndcg@{k}": float(np.mean(ndcg_at_k(r, k))) for k in ks})
+    out["mrr"] = float(np.mean(mrr(r)))
+    return out
+
+
+def random_order_metrics(
+    num_candidates: Sequence[int] | np.ndarray, ks: Sequence[int] = (1, 3, 5, 10)
+) -> dict[str, float]:
+    """``rank_metrics`` expected from a scorer that knows nothing of the user: the target's rank uniform on
+    ``1..C`` for each example's ``C`` candidates (``num_candidates`` [B]), averaged over the examples.
+
+    Exact, not sampled: ``hit@k = min(k, C) / C``, ``ndcg@k = sum_{r <= min(k, C)} 1 / log2(r + 1) / C``,
+    ``mrr = H_C / C`` (H the harmonic number). With 10 candidates: hit@1 0.1, ndcg@10 0.454, mrr 0.293.
+    """
+    c = np.asarray(num_candidates, dtype=np.int64)  # [B]
+    if c.ndim != 1 or c.size == 0 or (c < 1).any():
+        raise ValueError(f"random_order_metrics needs a non-empty 1-d array of candidate counts >= 1, got {c}")
+    per_size = {int(n): rank_metrics(np.arange(1, n + 1), ks) for n in np.unique(c)}  # every rank equally likely
+    keys = list(per_size[int(c[0])])
+    return {key: float(np.mean([per_size[int(n)][key] for n in c])) for key in keys}
+
+
 def mae(pred: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray) -> float:
     p, t = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     return float(np.mean(np.abs(p - t)))

@@ -129,18 +129,112 @@ def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
 
     bad = lambda prompts: ["nothing"] * len(prompts)  # noqa: E731
     res = e.evaluate({"start": bad, "trained": good}, tmp_path, max_prompts=6)
-    assert list(res) == ["no_profile", "start", "trained"]
+    assert list(res) == ["no_profile", "raw_history", "start", "trained"]
     for row in res.values():
         assert METRICS <= set(row) and all(0.0 <= row[m] <= 1.0 for m in METRICS)
         assert row["num_users"] == 6
     assert res["start"]["parse_rate"] == 0.0 and res["start"]["ndcg@10"] == 0.0  # unparsable: worst rank
     assert res["trained"]["parse_rate"] == 1.0
     assert math.isclose(res["start"]["mrr"], 1 / 20)
-    assert (tmp_path / "eval_samples.jsonl").read_text().count("\n") == 6
+    assert res["no_profile"]["hit@1"] == pytest.approx(1 / 20) and res["no_profile"]["hit@10"] == pytest.approx(0.5)
+    samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 and {"raw_history", "start", "trained", "candidates"} <= set(samples[0])
     assert e.eval_protocol(max_prompts=6) == (
-        "leave_one_out split, valid targets of 6 users; each ranked among 1 + 19 random negatives by the frozen "
-        "ranker's cosine to the user profile; greedy decoding; 'no_profile' ranks by the raw history text"
+        "protocol custom (1 + num_negatives candidates of any negative kind): leave_one_out split, valid targets "
+        "of 6 users; each ranked among 1 + 19 random negatives by the frozen ranker's cosine to the user profile "
+        "(pessimistic ties); greedy decoding; metrics hit@1/3/5/10, ndcg@1/3/5/10, mrr; rows: no_profile (no user "
+        "text: the expected metrics of a random order of the candidates), raw_history (the raw history text as "
+        "the profile), then each policy's profiles (an unparsable one ranks last)"
     )
+
+
+def test_evaluate_under_the_duet_protocol_with_ease_negatives(tmp_path, ranker_reward):
+    e = env(protocol="duet", negatives="ease")
+    examples = e.examples("valid")[:5]
+
+    def template(prompts):
+        return [short_template_completion([e.data.items[i] for i in ex.history], mode="user_only") for ex in examples]
+
+    res = e.evaluate({"start": lambda p: ["junk"] * len(p), "trained": template}, tmp_path, max_prompts=5)
+    assert list(res) == ["no_profile", "raw_history", "start", "trained"]
+    for row in res.values():
+        assert METRICS <= set(row) and row["num_users"] == 5
+    assert res["no_profile"]["hit@1"] == pytest.approx(0.1) and res["no_profile"]["hit@10"] == 1.0  # 1 + 9: chance
+    assert res["start"]["hit@10"] == 1.0 and res["start"]["mrr"] == pytest.approx(0.1)  # unparsable: rank 10 of 10
+    samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+    assert [s["candidates"] for s in samples] == [list(ex.candidates) for ex in examples]
+
+
+def test_duet_protocol_is_1_plus_9_and_refuses_contradictions():
+    e = env(protocol="duet")
+    assert e.args.num_negatives == 9 and env().args.num_negatives == 19  # custom keeps the old 1 + 19
+    for ex in e.examples("valid"):
+        assert len(ex.candidates) == 10 == len(set(ex.candidates)) and ex.candidates[0] == ex.target
+    assert env(protocol="duet", num_negatives=9).args.num_negatives == 9  # the protocol's own value is fine
+    problems = env_arg_problems(DuetEnv, {"protocol": "duet", "num_negatives": 19, "negatives": "popular"})
+    assert any(
+        p.startswith("env.args.num_negatives (19)") and "protocol duet fixes num_negatives = 9" in p
+        and "remove env.args.num_negatives" in p and "env.args.protocol=custom" in p
+        for p in problems
+    ), problems  # fmt: skip
+    assert any(
+        p.startswith("env.args.negatives ('popular')") and "set env.args.negatives to random or ease" in p
+        for p in problems
+    ), problems  # fmt: skip
+    assert env_arg_problems(DuetEnv, {"protocol": "custom", "num_negatives": 4, "negatives": "popular"}) == []
+    assert any("'all'" in p for p in env_arg_problems(DuetEnv, {"num_eval_users": 0}))
+    everyone = env(num_eval_users="all")
+    assert len(everyone.examples("valid")) == 300  # every validation user of the bundled subset
+
+
+def test_ease_negatives_fitted_once_on_training_interactions(monkeypatch):
+    from rewards.rec.data import leave_one_out
+    from rewards.rec.ease import Ease
+
+    fits = []
+    real_fit = Ease.fit.__func__
+    monkeypatch.setattr(Ease, "fit", classmethod(lambda cls, *a, **k: fits.append(1) or real_fit(cls, *a, **k)))
+    e = env(protocol="duet", negatives="ease")
+    train, valid = e.examples("train"), e.examples("valid")
+    assert len(fits) == 1  # one EASE fit per env, shared by every split
+    model = e.ease()
+    assert model.lam == 500.0 and len(fits) == 1
+    split = {ex.target.user: ex for ex in leave_one_out(e.data).valid}
+    for ex in valid:
+        full = [x.item for x in split[ex.user].history]  # the whole history, not just the prompt window
+        assert ex.candidates[0] == ex.target and ex.target not in ex.candidates[1:]
+        assert list(ex.candidates[1:]) == model.top_k(full, 9, exclude=[ex.target])
+        assert not set(ex.candidates[1:]) & set(full)
+    assert all(len(ex.candidates) == 10 for ex in train)
+    assert [x.candidates for x in env(protocol="duet", negatives="ease").examples("valid")] == [
+        x.candidates for x in valid
+    ]  # deterministic
+    assert "1 + 9 EASE-hard negatives" in e.eval_protocol() and "protocol duet" in e.eval_protocol()
+
+
+def test_ease_negatives_never_see_held_out_interactions(tmp_path):
+    """h is the validation item of u1..u3, each of whom trained on a: fitted on held-out events, EASE would
+    put h first for any user with a. Fitted on the training interactions (as the env does), it does not."""
+    from rewards.rec.ease import Ease
+
+    inter = {
+        "u1": ["a", "z1", "h", "x1"],
+        "u2": ["a", "z2", "h", "x2"],
+        "u3": ["a", "z3", "h", "x3"],
+        "u4": ["q", "a", "t", "y"],
+    }
+    path = tmp_path / "Tiny.inter.json"
+    path.write_text(json.dumps(inter))
+    e = build_env(
+        "duet",
+        {"data": {"path": str(path)}, "negatives": "ease", "num_negatives": 3, "num_eval_users": "all"},
+        seed=0,
+    )
+    for which in ("valid", "test"):
+        (u4,) = [ex for ex in e.examples(which) if ex.user == "u4"]
+        assert set(u4.candidates[1:]) == {"z1", "z2", "z3"}, (which, u4)
+    leaky = Ease.fit(inter.values(), e.data.item_ids)  # the counterfactual: every interaction, held-out too
+    assert "h" in leaky.top_k(["q", "a"], 3, exclude=["t"])
 
 
 def test_rating_variant_reward_and_eval(tmp_path, tiny_model_dir):
@@ -232,7 +326,7 @@ def test_shipped_recipe_learns(variant, tmp_path, ray_cluster):
     res = json.loads((run_dir / "eval.json").read_text())
     start, trained = res["start"], res["trained"]
     print(
-        f"duet {variant} seed {cfg.seed} validation ndcg@10: no profile {res['no_profile']['ndcg@10']:.3f}, "
+        f"duet {variant} seed {cfg.seed} validation ndcg@10: raw history {res['raw_history']['ndcg@10']:.3f}, "
         f"start (SFT) {start['ndcg@10']:.3f} (parse {start['parse_rate']:.2f}), "
         f"trained {trained['ndcg@10']:.3f} (parse {trained['parse_rate']:.2f})"
     )

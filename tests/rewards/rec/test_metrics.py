@@ -12,6 +12,8 @@ from rewards.rec.metrics import (
     mrr,
     ndcg_at_k,
     paired_bootstrap,
+    random_order_metrics,
+    rank_metrics,
     rank_of_target,
     recall_at_k,
     rmse,
@@ -56,6 +58,31 @@ def test_batch_versions():
     assert m["hit@1"] == pytest.approx(1 / 3) and m["hit@2"] == pytest.approx(2 / 3)
     assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_rank_metrics_by_hand():
+    m = rank_metrics([1, 3, 20])  # ks 1, 3, 5, 10
+    assert list(m) == ["hit@1", "hit@3", "hit@5", "hit@10", "ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "mrr"]
+    assert m["hit@1"] == pytest.approx(1 / 3) and m["hit@3"] == m["hit@10"] == pytest.approx(2 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 + 0.5) / 3) and m["ndcg@1"] == pytest.approx(1 / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 20) / 3)  # untruncated
+    assert rank_metrics([np.inf])["mrr"] == 0.0
+    with pytest.raises(ValueError, match="non-empty"):
+        rank_metrics([])
+
+
+def test_random_order_metrics_by_hand():
+    m = random_order_metrics([10])  # the target's rank uniform on 1..10
+    assert m["hit@1"] == pytest.approx(0.1) and m["hit@5"] == pytest.approx(0.5) and m["hit@10"] == 1.0
+    assert m["ndcg@3"] == pytest.approx((1 + 1 / math.log2(3) + 0.5) / 10)
+    assert m["mrr"] == pytest.approx(sum(1 / r for r in range(1, 11)) / 10)
+    assert m == pytest.approx(rank_metrics(np.arange(1, 11)))  # the same as averaging every rank once
+    # examples with different candidate counts: the mean of each example's expectation
+    mixed = random_order_metrics([2, 4], ks=(1,))
+    assert mixed["hit@1"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert mixed["mrr"] == pytest.approx(((1 + 1 / 2) / 2 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 2)
+    with pytest.raises(ValueError, match="candidate counts"):
+        random_order_metrics([0])
 
 
 def test_rating_errors():

@@ -4,14 +4,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rewards.rec.ease import Ease
 from rewards.rec.negatives import NegativeSampler
 
 CATALOG = [f"i{j}" for j in range(30)]
+# EASE over the first 25 items (the last 5 are unknown to it: they rank last but may still be drawn)
+EASE = Ease.fit([[f"i{(u * 7 + j * 3) % 25}" for j in range(u % 6 + 1)] for u in range(40)], CATALOG[:25], lam=5.0)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    strategy=st.sampled_from(["random", "popular"]),
+    strategy=st.sampled_from(["random", "popular", "ease"]),
     positive=st.sampled_from(CATALOG),
     history=st.lists(st.sampled_from(CATALOG), max_size=25),
     n=st.integers(0, 40),
@@ -19,7 +22,7 @@ CATALOG = [f"i{j}" for j in range(30)]
 )
 def test_never_positive_nor_history(strategy, positive, history, n, seed):
     pop = {c: j % 7 for j, c in enumerate(CATALOG)}  # some zero counts too
-    s = NegativeSampler(CATALOG, strategy, popularity=pop, seed=seed)
+    s = NegativeSampler(CATALOG, strategy, popularity=pop, seed=seed, ease=EASE)
     neg = s.sample(n, positive, history)
     excluded = {positive, *history}
     assert not excluded & set(neg)
