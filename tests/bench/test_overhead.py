@@ -24,35 +24,23 @@ def _records(n: int, **values) -> list[dict]:
     return [{"reward": 0.5, **values} for _ in range(n)]
 
 
+_RELAY_METRICS = {
+    "rollout/generate_seconds": 0.05,
+    "rollout/sync_seconds": 0.01,
+    "rollout/sync_bytes": 131072,
+    "rewards/letter_fraction/seconds": 0.002,
+}
+
+
 def _relay_sync() -> RunnerResult:
-    recs = _records(
-        5,
-        **{
-            "rollout/generate_seconds": 0.05,
-            "rollout/sync_seconds": 0.01,
-            "rollout/sync_bytes": 131072,
-            "rollout/staleness_mean": 0.0,
-            "rewards/letter_fraction/seconds": 0.002,
-            "completions/mean_length": 20.0,
-        },
-    )
+    recs = _records(5, **_RELAY_METRICS, **{"rollout/staleness_mean": 0.0, "completions/mean_length": 20.0})
     # two slow warm-up steps, then 0.12 s steps; repeats: 0.12 and 0.13 s/step
     return RunnerResult(RUNNERS["relay-hf-sync"], [0.12, 0.13], [1.0, 1.0, 0.12, 0.12, 0.12], recs)
 
 
 def _relay_async() -> RunnerResult:
-    recs = _records(
-        5,
-        **{
-            "rollout/generate_seconds": 0.05,
-            "rollout/sync_seconds": 0.01,
-            "rollout/sync_bytes": 131072,
-            "rollout/wait_seconds": 0.001,
-            "rollout/staleness_mean": 1.0,
-            "rewards/letter_fraction/seconds": 0.002,
-            "completions/mean_length": 22.0,
-        },
-    )
+    async_metrics = {"rollout/wait_seconds": 0.001, "rollout/staleness_mean": 1.0, "completions/mean_length": 22.0}
+    recs = _records(5, **_RELAY_METRICS, **async_metrics)
     return RunnerResult(RUNNERS["relay-vllm-async"], [0.09, 0.11], [2.0, 1.0, 0.1, 0.1, 0.1], recs)
 
 
