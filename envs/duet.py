@@ -345,6 +345,29 @@ def minimal_template_completion(
     return out
 
 
+def recent_template_completion(
+    user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint", n_recent: int = 2
+) -> str:
+    """A compact completion for small real policies (~70 SmolLM2 tokens a user block): the profile names the
+    user's two most frequent narrowest categories and the ``n_recent`` most recent titles (cut to 60 chars),
+    which MiniLM ranks about as well as the whole raw history and the ``full`` template at a third of its length."""
+    _check_mode(mode)
+    cats = [c for c, _ in Counter(_clean(h.categories[-1]) for h in user_history if h.categories).most_common(2)]
+    recent = [_clean(h.title)[:60].rstrip(" .") for h in user_history[-n_recent:] if h.title.strip()]
+    profile = f"Buys {_join(cats) or 'a mix of'} products."
+    if recent:
+        profile += f" Recent: {'; '.join(recent)}."
+    cue = ", ".join(_keywords(user_history, 3) or ["general products"])
+    out = _block("user_profile", cue, "name the product types and the most recent purchases", profile)
+    if mode == "joint":
+        if item is None:
+            raise ValueError("recent_template_completion(mode='joint') needs the item")
+        kind = _clean(item.categories[-1]) if item.categories else "product"
+        title = _clean(item.title)[:60].rstrip(" .") or "An item"
+        out += "\n" + _block("item_profile", kind, "name the item and its type", f"{title}. A {kind} product.")
+    return out
+
+
 # --------------------------------------------------------------------------------------- the env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -555,9 +578,10 @@ class DuetArgs(EnvArgs):
         description="'full': the format explained (``system_prompt``); 'brief': one line naming the tags "
         "(~20 tokens instead of ~300 for the tiny test tokenizer; for tiny policies that learned the format by SFT).",
     )
-    sft_template: Literal["full", "short", "minimal"] = Field(
+    sft_template: Literal["full", "short", "minimal", "recent"] = Field(
         "full",
-        description="SFT completions: 'full' (sentences), 'short' (categories + keywords) or 'minimal' "
+        description="SFT completions: 'full' (sentences), 'short' (categories + keywords), 'recent' (categories + "
+        "the two most recent titles: compact, for small real policies) or 'minimal' "
         "(fixed cue and prompt, the last item's category: for tiny test policies).",
     )
 
@@ -791,6 +815,7 @@ class DuetEnv(Env):
             "full": template_completion,
             "short": short_template_completion,
             "minimal": minimal_template_completion,
+            "recent": recent_template_completion,
         }[self.args.sft_template]
         items = self.data.items
         prompts, completions = [], []

@@ -18,6 +18,7 @@ from envs.duet import (
     DuetRatingReward,
     minimal_template_completion,
     parse_profiles,
+    recent_template_completion,
     short_template_completion,
 )
 from rl.config import DataError
@@ -78,13 +79,23 @@ def test_joint_prompts_profile_the_last_history_item_for_the_ranker():
     assert "The item:" in e.messages(ex)[-1]["content"]
 
 
-@pytest.mark.parametrize("template", ["full", "short", "minimal"])
+@pytest.mark.parametrize("template", ["full", "short", "minimal", "recent"])
 @pytest.mark.parametrize("profile", ["user_only", "joint"])
 def test_sft_completions_parse(template, profile):
     ds = env(sft_template=template, profile=profile).sft_dataset(30)
     assert len(ds) == 30
     assert all(parse_profiles(c, profile) is not None for c in ds["completion"])
     assert short_template_completion and minimal_template_completion  # exported
+
+
+def test_recent_template_names_the_latest_purchase_and_never_the_target():
+    e = env(sft_template="recent", profile="user_only")
+    for ex in e.examples("train")[:20]:
+        history = [e.data.items[i] for i in ex.history]
+        profile = parse_profiles(recent_template_completion(history, mode="user_only"), "user_only").user.profile
+        assert history[-1].title.split()[0].replace("<", " ").replace(">", " ").strip() in profile
+        target = e.data.items[ex.target].title
+        assert ex.target in ex.history or target[:60] not in profile
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
