@@ -50,6 +50,10 @@ Mode = Literal["joint", "user_only"]
 BLOCKS = ("user_profile", "item_profile")
 FIELDS = ("cue", "constructed_prompt", "profile")
 _TAG = re.compile(r"<(/?)(user_profile|item_profile|cue|constructed_prompt|profile)>")
+EVAL_KS = (1, 3, 5, 10)  # every eval row: hit@k and ndcg@k at these cut-offs, and mrr
+# Paired rows (trained-start, trained-raw_history): mean per-user difference with a percentile-bootstrap CI.
+PAIRED_METRICS = ("ndcg@10", "hit@10")
+BOOTSTRAP_RESAMPLES, BOOTSTRAP_ALPHA = 1000, 0.05
 
 
 @dataclass(frozen=True)
@@ -391,6 +395,30 @@ BRIEF_SYSTEM = {
 BUNDLED_INTER = "envs/data/scientific300/Scientific300.inter.json"
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, Any]:
+    """Row ``a`` minus row ``b`` over the same users, from the target's ranks ([B] each): the mean
+    per-user difference of each of ``PAIRED_METRICS`` and its paired bootstrap interval in ``ci95``."""
+    import numpy as np
+
+    from rewards.rec.metrics import hit_at_k, ndcg_at_k, paired_bootstrap
+
+    ra, rb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # [B], [B]
+    per_user = {"ndcg@10": lambda r: ndcg_at_k(r, 10), "hit@10": lambda r: hit_at_k(r, 10)}
+    diff: dict[str, Any] = {"n": float(ra.size)}
+    ci: dict[str, list[float]] = {}
+    for metric in PAIRED_METRICS:
+        mean, lo, hi = paired_bootstrap(
+            per_user[metric](ra),
+            per_user[metric](rb),
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            seed=seed,
+            alpha=BOOTSTRAP_ALPHA,
+        )
+        diff[metric], ci[metric] = mean, [lo, hi]
+    diff["ci95"] = ci
+    return diff
+
+
 def resolve_path(path: str) -> Path:
     """A path as given (absolute, or relative to the working directory), else relative to the repo root.
 
@@ -522,7 +550,6 @@ DUET_PROTOCOLS = {
     ),
     "duet": DuetProtocol("duet", 9, ("random", "ease"), "DUET's 1 + 9 candidates, random or EASE-hard negatives"),
 }
-EVAL_KS = (1, 3, 5, 10)  # every eval row: hit@k and ndcg@k at these cut-offs, and mrr
 
 
 class DuetArgs(EnvArgs):
@@ -860,7 +887,9 @@ class DuetEnv(Env):
             f"ranked among 1 + {self.negatives_label()} by the frozen ranker's cosine to the user profile "
             f"(pessimistic ties); greedy decoding; metrics hit@{ks}, ndcg@{ks}, mrr; rows: no_profile (no user "
             "text: the expected metrics of a random order of the candidates), raw_history (the raw history text "
-            "as the profile), then each policy's profiles (an unparsable one ranks last)"
+            "as the profile), then each policy's profiles (an unparsable one ranks last); trained-start and "
+            f"trained-raw_history: mean per-user difference of {'/'.join(PAIRED_METRICS)} over the same users "
+            f"with a paired bootstrap {1 - BOOTSTRAP_ALPHA:.0%} CI ({BOOTSTRAP_RESAMPLES} resamples)"
             + (
                 "; MAE/RMSE of the rating predictor against the held-out ratings (no_profile: the mid-scale prediction)"
                 if self.args.reward == "rating"
@@ -870,7 +899,9 @@ class DuetEnv(Env):
 
     def evaluate(self, policies: dict, out_dir: Any, max_prompts: int | None = None) -> dict:
         """Ranking metrics (and MAE/RMSE with ratings): ``no_profile`` (chance), ``raw_history``, then each
-        policy's profiles (e.g. ``start``, ``trained``)."""
+        policy's profiles (e.g. ``start``, ``trained``); then ``trained-start`` and ``trained-raw_history``:
+        the mean per-user difference of ndcg@10 and hit@10 with its paired bootstrap 95% CI in ``ci95``.
+        ``OUT/eval_samples.jsonl`` holds every user's candidates, profiles and the target's rank per row."""
         from rewards.rec.metrics import random_order_metrics
 
         examples = self.examples(self.args.eval_split)
@@ -890,10 +921,11 @@ class DuetEnv(Env):
             no_profile.update(self._rating_row(predictor, examples, none, none, data))
         raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
         raw_item = [self._prompt_text(e.target) for e in examples]
-        results = {
-            "no_profile": no_profile,
-            "raw_history": self._score(ranker, predictor, examples, raw_user, raw_item, data),
-        }
+        ranks: dict[str, list[float]] = {}
+        results: dict[str, Any] = {"no_profile": no_profile}
+        results["raw_history"], ranks["raw_history"] = self._score(
+            ranker, predictor, examples, raw_user, raw_item, data
+        )
         samples: dict[str, list[str]] = {}
         for name, generate in policies.items():
             texts = generate([self.messages(e) for e in examples])
@@ -901,17 +933,24 @@ class DuetEnv(Env):
             parsed = [parse_profiles(t, self.args.profile) for t in texts]
             users = [p.user.profile if p else None for p in parsed]
             items_ = [p.item.profile if p and p.item else None for p in parsed]
-            results[name] = self._score(ranker, predictor, examples, users, items_, data)
+            results[name], ranks[name] = self._score(ranker, predictor, examples, users, items_, data)
+        for base in ("start", "raw_history"):
+            if "trained" in ranks and base in ranks:
+                results[f"trained-{base}"] = paired_difference(ranks["trained"], ranks[base], seed=self.seed)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "eval_samples.jsonl", "w") as f:
             for j, e in enumerate(examples):
                 row = {"user": e.user, "target": e.target, "candidates": list(e.candidates)}
                 row.update({"raw_history": raw_user[j], **{name: texts[j] for name, texts in samples.items()}})
+                row["rank"] = {name: int(r[j]) for name, r in ranks.items()}  # 1 = the target ranked first
                 f.write(json.dumps(row) + "\n")
         return results
 
-    def _score(self, ranker, predictor, examples, user_profiles, item_profiles, data) -> dict[str, float]:
+    def _score(
+        self, ranker, predictor, examples, user_profiles, item_profiles, data
+    ) -> tuple[dict[str, float], list[float]]:
+        """One eval row and the target's rank per user (an unparsable profile ranks last)."""
         import numpy as np
 
         from rewards.rec.metrics import rank_metrics
@@ -930,7 +969,7 @@ class DuetEnv(Env):
         row["num_users"] = len(examples)
         if predictor is not None:
             row.update(self._rating_row(predictor, examples, user_profiles, item_profiles, data))
-        return row
+        return row, ranks.tolist()
 
     def _rating_row(self, predictor, examples, user_profiles, item_profiles, data) -> dict[str, float]:
         """MAE/RMSE of the predictor reading both profiles; a missing profile or prediction: mid-scale."""

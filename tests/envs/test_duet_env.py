@@ -140,8 +140,9 @@ def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
 
     bad = lambda prompts: ["nothing"] * len(prompts)  # noqa: E731
     res = e.evaluate({"start": bad, "trained": good}, tmp_path, max_prompts=6)
-    assert list(res) == ["no_profile", "raw_history", "start", "trained"]
-    for row in res.values():
+    rows = ["no_profile", "raw_history", "start", "trained"]
+    assert list(res) == rows + ["trained-start", "trained-raw_history"]
+    for row in (res[r] for r in rows):
         assert METRICS <= set(row) and all(0.0 <= row[m] <= 1.0 for m in METRICS)
         assert row["num_users"] == 6
     assert res["start"]["parse_rate"] == 0.0 and res["start"]["ndcg@10"] == 0.0  # unparsable: worst rank
@@ -150,12 +151,24 @@ def test_evaluate_rows_and_metrics(tmp_path, ranker_reward):
     assert res["no_profile"]["hit@1"] == pytest.approx(1 / 20) and res["no_profile"]["hit@10"] == pytest.approx(0.5)
     samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6 and {"raw_history", "start", "trained", "candidates"} <= set(samples[0])
+    assert all(s["rank"]["start"] == 20 for s in samples)  # unparsable: last of 1 + 19
+    # The paired rows are the per-user differences of the stored ranks, with an interval around them.
+    ndcg = lambda r: 1 / math.log2(r + 1) if r <= 10 else 0.0  # noqa: E731
+    for base in ("start", "raw_history"):
+        diff = res[f"trained-{base}"]
+        expected = sum(ndcg(s["rank"]["trained"]) - ndcg(s["rank"][base]) for s in samples) / 6
+        assert diff["n"] == 6 and diff["ndcg@10"] == pytest.approx(expected)
+        lo, hi = diff["ci95"]["ndcg@10"]
+        assert lo <= diff["ndcg@10"] <= hi and set(diff["ci95"]) == {"ndcg@10", "hit@10"}
+    assert res["trained-start"]["ndcg@10"] == pytest.approx(res["trained"]["ndcg@10"])  # start scored 0 each
     assert e.eval_protocol(max_prompts=6) == (
         "protocol custom (1 + num_negatives candidates of any negative kind): leave_one_out split, valid targets "
         "of 6 users; each ranked among 1 + 19 random negatives by the frozen ranker's cosine to the user profile "
         "(pessimistic ties); greedy decoding; metrics hit@1/3/5/10, ndcg@1/3/5/10, mrr; rows: no_profile (no user "
         "text: the expected metrics of a random order of the candidates), raw_history (the raw history text as "
-        "the profile), then each policy's profiles (an unparsable one ranks last)"
+        "the profile), then each policy's profiles (an unparsable one ranks last); trained-start and "
+        "trained-raw_history: mean per-user difference of ndcg@10/hit@10 over the same users with a paired "
+        "bootstrap 95% CI (1000 resamples)"
     )
 
 
@@ -167,8 +180,8 @@ def test_evaluate_under_the_duet_protocol_with_ease_negatives(tmp_path, ranker_r
         return [short_template_completion([e.data.items[i] for i in ex.history], mode="user_only") for ex in examples]
 
     res = e.evaluate({"start": lambda p: ["junk"] * len(p), "trained": template}, tmp_path, max_prompts=5)
-    assert list(res) == ["no_profile", "raw_history", "start", "trained"]
-    for row in res.values():
+    assert list(res)[:4] == ["no_profile", "raw_history", "start", "trained"]
+    for row in (res[r] for r in ("no_profile", "raw_history", "start", "trained")):
         assert METRICS <= set(row) and row["num_users"] == 5
     assert res["no_profile"]["hit@1"] == pytest.approx(0.1) and res["no_profile"]["hit@10"] == 1.0  # 1 + 9: chance
     assert res["start"]["hit@10"] == 1.0 and res["start"]["mrr"] == pytest.approx(0.1)  # unparsable: rank 10 of 10
