@@ -51,7 +51,9 @@ def _add_train(sub) -> None:
     )
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: configs/quickstart.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. learner.max_steps=10")
-    p.add_argument("--run-dir", default=None, help="run directory (default: runs/<name>-<timestamp>)")
+    p.add_argument(
+        "--run-dir", default=None, help="run directory (default: the config's run_dir, else runs/<name>-<timestamp>)"
+    )
     p.add_argument("--check", action="store_true", help="validate the config and env, print it, start nothing")
     p.add_argument(
         "--resume",
@@ -89,10 +91,11 @@ def _cmd_train(args) -> int:
 
     from rl.driver import resume, train
 
-    if args.resume == "auto" and args.run_dir and (Path(args.run_dir) / "config.yaml").exists():
-        run_dir = resume(args.run_dir, new_cfg=cfg, force=args.force)
+    target = args.run_dir or cfg.run_dir  # --run-dir wins over the config's run_dir
+    if args.resume == "auto" and target and (Path(target) / "config.yaml").exists():
+        run_dir = resume(target, new_cfg=cfg, force=args.force)
     else:
-        run_dir = train(cfg, args.run_dir)
+        run_dir = train(cfg, target)
     print(f"run directory: {run_dir}")
     return 0
 

@@ -445,7 +445,11 @@ class CheckpointConfig(_Section):
 class RelayConfig(_Section):
     seed: int = Field(0, description="Seed for data order, initial adapter and sampling.")
     name: str = Field("relay", description="Run name; the default run dir is runs/<name>-<timestamp>.")
-    run_dir: str | None = Field(None, description="Run directory (resolved config, metrics, logs, checkpoints).")
+    run_dir: str | None = Field(
+        None,
+        description="Run directory (resolved config, metrics, logs, checkpoints); `--run-dir` overrides it; "
+        "unset: runs/<name>-<timestamp>.",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)

@@ -19,6 +19,9 @@ logger = logging.getLogger("relay")
 
 
 def default_run_dir(cfg: RelayConfig) -> Path:
+    """Where a run goes without ``--run-dir``: the config's ``run_dir``, else ``runs/<name>-<timestamp>``."""
+    if cfg.run_dir:
+        return Path(cfg.run_dir)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{cfg.name}-{stamp}"
 
