@@ -395,30 +395,6 @@ BRIEF_SYSTEM = {
 BUNDLED_INTER = "envs/data/scientific300/Scientific300.inter.json"
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], seed: int = 0) -> dict[str, Any]:
-    """Row ``a`` minus row ``b`` over the same users, from the target's ranks ([B] each): the mean
-    per-user difference of each of ``PAIRED_METRICS`` and its paired bootstrap interval in ``ci95``."""
-    import numpy as np
-
-    from rewards.rec.metrics import hit_at_k, ndcg_at_k, paired_bootstrap
-
-    ra, rb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # [B], [B]
-    per_user = {"ndcg@10": lambda r: ndcg_at_k(r, 10), "hit@10": lambda r: hit_at_k(r, 10)}
-    diff: dict[str, Any] = {"n": float(ra.size)}
-    ci: dict[str, list[float]] = {}
-    for metric in PAIRED_METRICS:
-        mean, lo, hi = paired_bootstrap(
-            per_user[metric](ra),
-            per_user[metric](rb),
-            n_resamples=BOOTSTRAP_RESAMPLES,
-            seed=seed,
-            alpha=BOOTSTRAP_ALPHA,
-        )
-        diff[metric], ci[metric] = mean, [lo, hi]
-    diff["ci95"] = ci
-    return diff
-
-
 def resolve_path(path: str) -> Path:
     """A path as given (absolute, or relative to the working directory), else relative to the repo root.
 
@@ -902,7 +878,7 @@ class DuetEnv(Env):
         policy's profiles (e.g. ``start``, ``trained``); then ``trained-start`` and ``trained-raw_history``:
         the mean per-user difference of ndcg@10 and hit@10 with its paired bootstrap 95% CI in ``ci95``.
         ``OUT/eval_samples.jsonl`` holds every user's candidates, profiles and the target's rank per row."""
-        from rewards.rec.metrics import random_order_metrics
+        from rewards.rec.metrics import paired_rank_difference, random_order_metrics
 
         examples = self.examples(self.args.eval_split)
         if max_prompts:
@@ -936,7 +912,9 @@ class DuetEnv(Env):
             results[name], ranks[name] = self._score(ranker, predictor, examples, users, items_, data)
         for base in ("start", "raw_history"):
             if "trained" in ranks and base in ranks:
-                results[f"trained-{base}"] = paired_difference(ranks["trained"], ranks[base], seed=self.seed)
+                results[f"trained-{base}"] = paired_rank_difference(
+                    ranks["trained"], ranks[base], PAIRED_METRICS, BOOTSTRAP_RESAMPLES, self.seed, BOOTSTRAP_ALPHA
+                )
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "eval_samples.jsonl", "w") as f:

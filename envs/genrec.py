@@ -568,8 +568,8 @@ class GenRecEnv(Env):
         (tiger: recall@5/10, ndcg@5/10; minionerec: hr@3/5/10, ndcg@3/5/10) and ``n``; then ``rl-sft`` (or
         ``rl-start``): the mean per-user difference of ndcg@10 and recall@10 / hr@10 with its paired
         bootstrap 95% CI in ``ci95``. Per-example ranks of every policy go to ``OUT/genrec_ranks.json``."""
-        from rewards.rec.genrec_eval import genrec_ranks, metrics_from_ranks, per_example_metrics
-        from rewards.rec.metrics import paired_bootstrap
+        from rewards.rec.genrec_eval import genrec_ranks, metrics_from_ranks
+        from rewards.rec.metrics import paired_rank_difference
         from rewards.rec.semantic_ids import SemanticIndex
 
         out = Path(out_dir)
@@ -607,17 +607,10 @@ class GenRecEnv(Env):
             results[row] = metrics_from_ranks(ranks[row], p.ks, p.hit_name)
         base = names["start"]
         if "rl" in ranks and base in ranks:
-            a = per_example_metrics(ranks["rl"], p.ks, p.hit_name)
-            b = per_example_metrics(ranks[base], p.ks, p.hit_name)
-            diff: dict[str, Any] = {"n": float(len(ranks["rl"]))}
-            ci: dict[str, list[float]] = {}
-            for metric in ("ndcg@10", f"{p.hit_name}@10"):
-                mean, lo, hi = paired_bootstrap(
-                    a[metric], b[metric], n_resamples=BOOTSTRAP_RESAMPLES, seed=self.seed, alpha=BOOTSTRAP_ALPHA
-                )
-                diff[metric], ci[metric] = mean, [lo, hi]
-            diff["ci95"] = ci
-            results[f"rl-{base}"] = diff
+            results[f"rl-{base}"] = paired_rank_difference(
+                ranks["rl"], ranks[base], ("ndcg@10", f"{p.hit_name}@10"),
+                n_resamples=BOOTSTRAP_RESAMPLES, seed=self.seed, alpha=BOOTSTRAP_ALPHA,
+            )  # fmt: skip
         record = {
             "protocol": p.name,
             "eval_split": self.args.eval_split,

@@ -90,9 +90,10 @@ def _cmd_train(args) -> int:
     from pathlib import Path
 
     from rl.driver import resume, train
+    from rl.run_dir import default_run_dir
 
-    target = args.run_dir or cfg.run_dir  # --run-dir wins over the config's run_dir
-    if args.resume == "auto" and target and (Path(target) / "config.yaml").exists():
+    target = args.run_dir or default_run_dir(cfg)  # --run-dir wins over the config's run_dir
+    if args.resume == "auto" and (Path(target) / "config.yaml").exists():
         run_dir = resume(target, new_cfg=cfg, force=args.force)
     else:
         run_dir = train(cfg, target)

@@ -194,3 +194,30 @@ def paired_bootstrap(
     )  # [R]
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(d.mean()), float(lo), float(hi)
+
+
+def paired_rank_difference(
+    ranks_a: Sequence[float] | np.ndarray,
+    ranks_b: Sequence[float] | np.ndarray,
+    metrics: Sequence[str] = ("ndcg@10", "hit@10"),
+    n_resamples: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """Model a minus model b over the same users, from the target's rank under each ([N] each; ``inf`` =
+    never ranked): ``{"n": N, metric: mean per-user difference, ..., "ci95": {metric: [lo, hi]}}`` with
+    ``paired_bootstrap``'s interval. ``metrics``: ``ndcg@k``, or ``hit@k`` / ``recall@k`` / ``hr@k`` (the
+    same indicator for one held-out item)."""
+    ra = np.asarray(ranks_a, dtype=np.float64)  # [N]
+    rb = np.asarray(ranks_b, dtype=np.float64)  # [N]
+    diff: dict = {"n": float(ra.size)}
+    ci: dict[str, list[float]] = {}
+    for metric in metrics:
+        name, k = metric.split("@")
+        per_user = ndcg_at_k if name == "ndcg" else hit_at_k
+        mean, lo, hi = paired_bootstrap(
+            per_user(ra, int(k)), per_user(rb, int(k)), n_resamples=n_resamples, seed=seed, alpha=alpha
+        )
+        diff[metric], ci[metric] = mean, [lo, hi]
+    diff["ci95"] = ci
+    return diff

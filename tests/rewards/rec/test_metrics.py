@@ -12,6 +12,7 @@ from rewards.rec.metrics import (
     mrr,
     ndcg_at_k,
     paired_bootstrap,
+    paired_rank_difference,
     random_order_metrics,
     rank_metrics,
     rank_of_target,
@@ -122,3 +123,13 @@ def test_paired_bootstrap_by_hand():
             paired_bootstrap(*bad)
     with pytest.raises(ValueError, match="alpha"):
         paired_bootstrap([1.0], [0.0], alpha=1.5)
+
+
+def test_paired_rank_difference_by_hand():
+    """Ranks 1 and 3 against ranks 2 and inf (never ranked): per-user ndcg@10 and hit@10 differences."""
+    out = paired_rank_difference([1, 3], [2, np.inf], ("ndcg@10", "recall@10", "hr@10"), n_resamples=200)
+    assert out["n"] == 2.0 and set(out["ci95"]) == {"ndcg@10", "recall@10", "hr@10"}
+    assert out["ndcg@10"] == pytest.approx(((1 - 1 / math.log2(3)) + 1 / math.log2(4)) / 2)
+    assert out["recall@10"] == out["hr@10"] == 0.5  # hit-type metrics: the same indicator
+    lo, hi = out["ci95"]["recall@10"]
+    assert lo == 0.0 and hi == 1.0  # resampling two users: both, either, or neither gained a hit
