@@ -397,7 +397,13 @@ class SFTConfig(_Section):
     )
     num_examples: int = Field(512, ge=1, description="SFT examples drawn from the env.")
     batch_size: int = Field(16, ge=1, description="SFT batch size.")
-    learning_rate: float = Field(2e-3, gt=0, description="SFT learning rate.")
+    learning_rate: float = Field(2e-3, gt=0, description="SFT learning rate (the peak, with a schedule).")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="SFT learning-rate schedule after warm-up (transformers' lr_scheduler_type)."
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="Fraction of sft.steps spent warming the learning rate up linearly from 0."
+    )
     lora: bool = Field(
         False,
         description="Train a LoRA adapter (merged afterwards) instead of all weights; full tuning suits tiny models.",

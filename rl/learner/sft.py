@@ -36,28 +36,18 @@ def sft_lora_config(cfg, env, model_path: str):
     return LoraConfig(**kwargs)
 
 
-def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
-    """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+def sft_training_args(cfg, output_dir: Path):
+    """TRL's ``SFTConfig`` for the warm start: ``cfg.sft``'s steps, batch, learning rate and schedule;
+    loss on the completion only; no checkpoints (the merged model is saved once at the end)."""
+    from trl import SFTConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    rows = env.sft_dataset(cfg.sft.num_examples)
-    # Plain-text prompt/completion pairs: the prompt is rendered exactly as the rollout engine renders
-    # it, so SFT and RL see the same token boundary; the loss covers the completion only.
-    data = Dataset.from_dict(
-        {
-            "prompt": [render_prompt(tokenizer, m) for m in rows["prompt"]],
-            "completion": [c + tokenizer.eos_token for c in rows["completion"]],
-        }
-    )
-    args = SFTConfig(
-        output_dir=str(out_dir.parent / "sft_trainer"),
+    return SFTConfig(
+        output_dir=str(output_dir),
         max_steps=cfg.sft.steps,
         per_device_train_batch_size=cfg.sft.batch_size,
         learning_rate=cfg.sft.learning_rate,
-        lr_scheduler_type="constant",
+        lr_scheduler_type=cfg.sft.lr_scheduler,
+        warmup_steps=round(cfg.sft.warmup_ratio * cfg.sft.steps),
         use_cpu=cfg.learner.device == "cpu",
         bf16=False,
         seed=cfg.seed,
@@ -71,6 +61,25 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
         dataset_num_proc=None,
         gradient_checkpointing=cfg.learner.gradient_checkpointing,
     )
+
+
+def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
+    """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    rows = env.sft_dataset(cfg.sft.num_examples)
+    # Plain-text prompt/completion pairs: the prompt is rendered exactly as the rollout engine renders
+    # it, so SFT and RL see the same token boundary; the loss covers the completion only.
+    data = Dataset.from_dict(
+        {
+            "prompt": [render_prompt(tokenizer, m) for m in rows["prompt"]],
+            "completion": [c + tokenizer.eos_token for c in rows["completion"]],
+        }
+    )
+    args = sft_training_args(cfg, out_dir.parent / "sft_trainer")
     trainer = SFTTrainer(
         model=model_path,
         args=args,
