@@ -41,7 +41,7 @@ def first_code_probabilities(model, tokenizer, env, examples) -> tuple[float, fl
     from rl.learner.sft import render_prompt
 
     def first_code(item: str) -> int:
-        return tokenizer.convert_tokens_to_ids(env.index.id_string(item).split(">")[0] + ">")
+        return tokenizer.convert_tokens_to_ids(env.index.id_tokens(item)[0])
 
     mass, same = 0.0, 0
     with torch.inference_mode():
@@ -71,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.rec.baselines import PopularityBaseline, evaluate_scores
-    from rewards.rec.genrec_eval import build_trie, constrained_beam_search, genrec_ranks, metrics_from_ranks
+    from rewards.rec.genrec_eval import constrained_beam_search, id_groups, metrics_from_ranks, ranks_from_beams
     from rewards.rec.metrics import paired_rank_difference
+    from rewards.rec.trie import CodeTrie
     from rl.base_model import resolve_model
     from rl.config import load_config
     from rl.env_api import build_env
@@ -91,12 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     model = AutoModelForCausalLM.from_pretrained(sft_dir).eval()
 
-    examples = env.eval_examples()[: args.users]
+    examples = env.eval_examples()[: args.users]  # targets all in the index
     n = len(examples)
     other = [dataclasses.replace(e, history=examples[(i + 1) % n].history) for i, e in enumerate(examples)]
-    kw = {"num_beams": env.args.num_beams, "history_cap": env.args.history_cap, "batch_size": 64}
-    real_ranks = genrec_ranks(model, tokenizer, env.index, examples, **kw)
-    other_ranks = genrec_ranks(model, tokenizer, env.index, other, **kw)
+    # One constrained beam search per history variant, as the eval runs it (genrec_ranks); the real
+    # history's beams also give the distinct-items count.
+    seqs = env.index.token_sequences(tokenizer)
+    trie, groups = CodeTrie(seqs, eos_token_id=tokenizer.eos_token_id), id_groups(env.index.items, seqs)
+    targets = [e.target.item for e in examples]
+    beams, other_beams = (
+        constrained_beam_search(model, tokenizer, [env.prompt(e) for e in exs], trie, groups, env.args.num_beams, 64)
+        for exs in (examples, other)
+    )
+    real_ranks, other_ranks = ranks_from_beams(beams, targets), ranks_from_beams(other_beams, targets)
     pop = PopularityBaseline(env.data.item_ids).fit(env.split.train)
     rows = {
         "popularity": evaluate_scores(pop.scores, examples, env.data.item_ids, ks=(10,), history_cap=None),
@@ -104,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "sft, next user's history": metrics_from_ranks(other_ranks, (10,)),
     }
     diff = paired_rank_difference(real_ranks, other_ranks, ("recall@10", "ndcg@10"), seed=cfg.seed)
-    trie, seq_to_item = build_trie(env.index, tokenizer)
-    prompts = [env.prompt(e) for e in examples]
-    beams = constrained_beam_search(
-        model, tokenizer, prompts, trie, seq_to_item, num_beams=env.args.num_beams, batch_size=64
-    )
-    counts = Counter(item for bl in beams for item, _ in bl)
+    counts = Counter(item for bl in beams for item, _ in bl)  # item groups (one item each without collisions)
     p_last, share_last = first_code_probabilities(model, tokenizer, env, examples)
     record = {
         "config": args.config,
@@ -128,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "genrec_sft.json").write_text(json.dumps(record, indent=1) + "\n")
 
     def cell(r: dict) -> str:
-        recall = r.get("recall@10", r.get("hr@10", 0.0))
-        return f"{recall:.4f} / {r['ndcg@10']:.4f}"
+        return f"{r['recall@10']:.4f} / {r['ndcg@10']:.4f}"
 
     lo, hi = diff["ci95"]["recall@10"]
     body = "\n".join(

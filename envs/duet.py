@@ -913,8 +913,9 @@ class DuetEnv(Env):
         for base in ("start", "raw_history"):
             if "trained" in ranks and base in ranks:
                 results[f"trained-{base}"] = paired_rank_difference(
-                    ranks["trained"], ranks[base], PAIRED_METRICS, BOOTSTRAP_RESAMPLES, self.seed, BOOTSTRAP_ALPHA
-                )
+                    ranks["trained"], ranks[base], PAIRED_METRICS,
+                    n_resamples=BOOTSTRAP_RESAMPLES, seed=self.seed, alpha=BOOTSTRAP_ALPHA,
+                )  # fmt: skip
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "eval_samples.jsonl", "w") as f:

@@ -165,17 +165,6 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10), hit_name:
     return out
 
 
-def per_example_metrics(
-    ranks: np.ndarray, ks: Sequence[int] = (5, 10), hit_name: str = "recall"
-) -> dict[str, np.ndarray]:
-    """The metrics of ``metrics_from_ranks`` before averaging: name -> values [N] (for paired comparisons)."""
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        out[f"{hit_name}@{k}"] = np.asarray(hit_at_k(ranks, k), dtype=np.float64).reshape(-1)
-        out[f"ndcg@{k}"] = np.asarray(ndcg_at_k(ranks, k), dtype=np.float64).reshape(-1)
-    return out
-
-
 def genrec_ranks(
     model: Any,
     tokenizer: Any,

@@ -29,8 +29,8 @@ def test_reports_the_history_checks_for_a_short_sft(tmp_path):
     assert 0 < record["p_last_first_code"] < 1
     # the data side of the first-code check, recomputed here from the split and the index
     env = build_env("genrec", load_config(REPO / "configs" / "genrec.yaml").env.args, seed=0)
-    first = lambda item: env.index.id_string(item).split(">")[0]  # noqa: E731
-    shared = [first(e.history[-1].item) == first(e.target.item) for e in env.eval_examples()[:24]]
+    first = env.index.code_of  # the first code is the first entry of an item's code tuple
+    shared = [first(e.history[-1].item)[0] == first(e.target.item)[0] for e in env.eval_examples()[:24]]
     assert record["target_shares_last_first_code"] == pytest.approx(sum(shared) / 24)
     text = docs.read_text()
     assert "## Genrec SFT: does it use the history" in text and "sft, next user's history" in text

@@ -20,7 +20,6 @@ from rewards.rec.genrec_eval import (
     id_groups,
     item_rank,
     metrics_from_ranks,
-    per_example_metrics,
     ranks_from_beams,
 )
 from rewards.rec.semantic_ids import SemanticIndex, add_code_tokens
@@ -39,8 +38,6 @@ def test_ranks_from_beams():
     assert ranks_from_beams(beams, ["b", "a", "a"]).tolist() == [2.0, 2.0, np.inf]
     m = metrics_from_ranks(np.array([1.0, 4.0]), ks=(3, 5), hit_name="hr")
     assert set(m) == {"n", "hr@3", "ndcg@3", "hr@5", "ndcg@5"} and m["hr@3"] == 0.5 and m["hr@5"] == 1.0
-    per = per_example_metrics(np.array([1.0, 4.0, np.inf]), ks=(3,), hit_name="hr")
-    assert per["hr@3"].tolist() == [1.0, 0.0, 0.0] and per["ndcg@3"].tolist() == [1.0, 0.0, 0.0]
 
 
 def test_item_ranks_with_shared_ids_and_duplicates():
