@@ -75,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     from rewards.rec.metrics import paired_rank_difference
     from rewards.rec.trie import CodeTrie
     from rl.base_model import resolve_model
-    from rl.config import load_config
-    from rl.env_api import build_env
+    from rl.config import ConfigError, load_config
     from rl.learner.sft import warm_start
+    from rl.preflight import preflight
 
-    cfg = load_config(args.config, args.overrides)
+    try:  # bad config, env args or data: the problems by field, exit 2 (as `relay train`)
+        cfg = load_config(args.config, args.overrides)
+        env = preflight(cfg).env
+    except ConfigError as exc:
+        print(f"genrec_sft: {exc}", file=sys.stderr)
+        return 2
     torch.manual_seed(cfg.seed)
-    env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     out = Path(args.out or tempfile.mkdtemp(prefix="genrec-sft-"))
     out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()

