@@ -44,7 +44,13 @@ class TinyModelConfig(_Section):
     num_attention_heads: int = Field(4, ge=1, description="Attention heads (must divide hidden_size).")
     num_key_value_heads: int = Field(2, ge=1, description="KV heads (must divide num_attention_heads).")
     intermediate_size: int = Field(128, ge=8, description="MLP width.")
-    initializer_range: float = Field(0.2, gt=0, description="Init std; ~0.2 lets a tiny policy learn quickly.")
+    initializer_range: float = Field(
+        0.2,
+        gt=0,
+        description="Init std. 0.2 gives the random policy peaked, input-dependent logits that GRPO moves within tens "
+        "of steps; a policy trained from scratch by a long SFT learns far better from the usual 0.02 (full-data genrec: "
+        "SFT recall@10 0.040 -> 0.065, docs/genrec.md).",
+    )
     seed: int = Field(0, description="Seed the weights and tokenizer are built from.")
 
 
