@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rewards.rec.baselines import PopularityBaseline, evaluate_scores
-    from rewards.rec.genrec_eval import constrained_beam_search, id_groups, metrics_from_ranks, ranks_from_beams
+    from rewards.rec.genrec_eval import genrec_beams, metrics_from_ranks, ranks_from_beams
     from rewards.rec.metrics import paired_rank_difference
-    from rewards.rec.trie import CodeTrie
     from rl.base_model import resolve_model
     from rl.config import ConfigError, load_config
     from rl.learner.sft import warm_start
@@ -101,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     other = [dataclasses.replace(e, history=examples[(i + 1) % n].history) for i, e in enumerate(examples)]
     # One constrained beam search per history variant, as the eval runs it (genrec_ranks); the real
     # history's beams also give the distinct-items count.
-    seqs = env.index.token_sequences(tokenizer)
-    trie, groups = CodeTrie(seqs, eos_token_id=tokenizer.eos_token_id), id_groups(env.index.items, seqs)
     targets = [e.target.item for e in examples]
     beams, other_beams = (
-        constrained_beam_search(model, tokenizer, [env.prompt(e) for e in exs], trie, groups, env.args.num_beams, 64)
+        genrec_beams(
+            model, tokenizer, env.index, [env.prompt(e) for e in exs], num_beams=env.args.num_beams, batch_size=64
+        )
         for exs in (examples, other)
     )
     real_ranks, other_ranks = ranks_from_beams(beams, targets), ranks_from_beams(other_beams, targets)

@@ -180,11 +180,30 @@ def genrec_ranks(
 ) -> np.ndarray:
     """Per-item rank of each example's target (``item_rank``) by constrained beam search: ranks [N] for the
     examples whose target is in ``index`` (the others are dropped), ``inf`` outside the beams."""
+    examples = [ex for ex in examples if ex.target.item in index]
+    prompts = [prompt_fn([x.item for x in ex.history], index, history_cap) for ex in examples]
+    beams = genrec_beams(
+        model, tokenizer, index, prompts, num_beams=num_beams, batch_size=batch_size, progress=progress, desc=desc
+    )
+    return ranks_from_beams(beams, [ex.target.item for ex in examples])
+
+
+def genrec_beams(
+    model: Any,
+    tokenizer: Any,
+    index: SemanticIndex,
+    prompts: Sequence[Prompt],
+    *,
+    num_beams: int = NUM_BEAMS,
+    batch_size: int = 8,
+    progress: bool = False,
+    desc: str = "beam search",
+) -> list[list[tuple[tuple[str, ...], float]]]:
+    """``constrained_beam_search`` over every item ID of ``index`` (the trie and the ID groups built from
+    ``tokenizer``), with ``model`` in eval mode for the search: per prompt its beams, best first."""
     seqs = index.token_sequences(tokenizer)
     trie = CodeTrie(seqs, eos_token_id=tokenizer.eos_token_id)
     groups = id_groups(index.items, seqs)
-    examples = [ex for ex in examples if ex.target.item in index]
-    prompts = [prompt_fn([x.item for x in ex.history], index, history_cap) for ex in examples]
     was_training = model.training
     model.eval()
     start = time.perf_counter()
@@ -195,7 +214,7 @@ def genrec_ranks(
     finally:
         model.train(was_training)
     logger.debug("%s: %d prompts, %d beams in %.1f s", desc, len(prompts), num_beams, time.perf_counter() - start)
-    return ranks_from_beams(beams, [ex.target.item for ex in examples])
+    return beams
 
 
 def evaluate_genrec(
