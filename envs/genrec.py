@@ -576,8 +576,11 @@ class GenRecEnv(Env):
         p = self.args.spec
         examples = self.eval_examples()[:max_prompts] if max_prompts else self.eval_examples()
         results = self.baselines(examples)
-        index = SemanticIndex.load(self.run_index_file(out))
-        names = {"start": "sft" if (out / "sft_model" / "config.json").is_file() else "start", "trained": "rl"}
+        # The run's own files (its SFT model, its copy of the index) sit beside the start model; ``out`` is
+        # RUN_DIR/eval-<hash>/ when `relay eval RUN` has overrides (e.g. env.args.eval_split=test).
+        start_model = Path(getattr(policies.get("start"), "model_path", out / "genrec_model"))
+        index = SemanticIndex.load(self.run_index_file(start_model.parent))
+        names = {"start": "sft" if start_model.name == "sft_model" else "start", "trained": "rl"}
         ranks: dict[str, Any] = {}
         for name, generate in policies.items():
             engine = getattr(generate, "engine", None)

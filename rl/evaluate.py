@@ -52,6 +52,7 @@ def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, b
         return texts
 
     generate.engine = engine  # type: ignore[attr-defined]  # for envs that decode their own way (beam search)
+    generate.model_path = model_path  # type: ignore[attr-defined]  # where the run's files are (envs.genrec)
     return generate
 
 

@@ -483,6 +483,10 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
     assert json.loads((run_dir / "eval.json").read_text()) == res
     ranks = json.loads((run_dir / "genrec_ranks.json").read_text())
     assert ranks["protocol"] == "tiger" and len(ranks["ranks"]["rl"]) == len(ranks["examples"]) == 8
+    # with overrides, `relay eval RUN` writes to RUN/eval-<hash>/ and still scores the run's SFT model as `sft`
+    held = run_eval(run_dir, ["env.args.eval_split=test"])
+    assert list(held) == ["popularity", "sasrec", "sft", "rl", "rl-sft"] and held["sft"]["n"] == 8
+    assert json.loads((run_dir / "eval.json").read_text()) == res  # the run's own eval is kept
 
 
 @pytest.mark.long
