@@ -5,7 +5,8 @@ tensors to the rollout pool if the policy moved (one object-store put), (2) gene
 per-(step, prompt, sample) seeds and the expected adapter version, so no worker can answer with a
 stale adapter, and (3) hands TRL token ids and logprobs. Rewards are async functions that call the
 reward pools, so TRL runs all components concurrently. Everything else (advantages, loss, KL to
-the adapter-disabled base, optimizer, LoRA) is TRL's.
+the adapter-disabled base, optimizer, LoRA) is TRL's. When the rollout engines run logits processors
+(the genrec trie), the learner's log-probs are taken under the same masks (``_constrained_logps``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -23,6 +24,8 @@ from rl.adapter import lora_state_dict
 from rl.rollout.client import RolloutClient, rollout_metrics
 
 logger = logging.getLogger(__name__)
+
+MASKED_LOGIT = -1e9  # a token the rollout's processors forbid (finite, so entropies and 0 * logp stay defined)
 
 
 class StepStats:
@@ -62,7 +65,11 @@ TRL_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),  # keep [B*G, F]
     "_generate_and_score_completions": ("self", "inputs"),  # other estimators; the on-policy mask
     "_compute_loss": ("self", "model", "inputs"),  # hands the batch to the loss's policy forward
-    "_get_per_token_logps_and_entropies": ("self", "model", "input_ids", "attention_mask", "logits_to_keep"),
+    # the constrained path (_constrained_logps) also takes batch_size, compute_entropy and compute_aux_loss by name
+    "_get_per_token_logps_and_entropies": (
+        ("self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy")
+        + ("compute_aux_loss",)
+    ),
 }
 
 
@@ -95,6 +102,7 @@ class RelayGRPOTrainer(GRPOTrainer):
         step_sampler: Callable[[int], Any] | None = None,
         is_correction: str | None = None,
         is_cap: float = 3.0,
+        logit_constraints: Sequence[Any] = (),
         **kwargs: Any,
     ):
         """TRL's arguments, plus Relay's options:
@@ -105,7 +113,9 @@ class RelayGRPOTrainer(GRPOTrainer):
         ``step_sampler``: async mode, ``len(train_dataset) -> rl.algos.off_policy.StepSampler`` (a prompt order
         known in advance); None: TRL's RepeatSampler;
         ``is_correction``/``is_cap``: an ``rl.algos.off_policy.IS_MODES`` entry and its weight cap; None: no
-        IS weights.
+        IS weights;
+        ``logit_constraints``: the rollout engines' processor factories (``rl.rollout.processors``, e.g. the
+        genrec trie): the learner's log-probs are then taken under the same masks (``_constrained_logps``).
         """
         super().__init__(*args, **kwargs)
         self.relay_stats = relay_stats
@@ -114,6 +124,7 @@ class RelayGRPOTrainer(GRPOTrainer):
         self.step_sampler = step_sampler(len(self.train_dataset)) if step_sampler is not None else None
         self.is_correction = is_correction
         self.is_cap = is_cap
+        self.logit_constraints = list(logit_constraints)
 
     def _get_train_sampler(self, dataset=None):
         if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
@@ -153,8 +164,11 @@ class RelayGRPOTrainer(GRPOTrainer):
             self._loss_inputs = None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
-                                                         **kwargs)  # fmt: skip
+        if self.logit_constraints:
+            out = self._constrained_logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        else:
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args,
+                                                             **kwargs)  # fmt: skip
         inputs, self._loss_inputs = getattr(self, "_loss_inputs", None), None
         if inputs is not None:
             # TRL's _compute_loss runs the policy forward first and reads inputs["advantages"] after it.
@@ -166,6 +180,37 @@ class RelayGRPOTrainer(GRPOTrainer):
             if self.is_correction is not None:
                 self._apply_importance_weights(inputs, current)
         return out
+
+    def _constrained_logps(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                           compute_entropy=False, compute_aux_loss=False, **extra):  # fmt: skip
+        """TRL's (log-probs [B, L], entropies [B, L] | None, None) of the completion tokens, with every token the
+        rollout's processors forbid masked out before the softmax.
+
+        Without it the learner trains the unconstrained softmax while the engines sample from the masked one:
+        a negative advantage then pushes probability onto tokens the sampler never emits, and with a dense
+        reward that leak grew until the learner's log-probs were nats away from the engine's (docs/genrec.md).
+        TRL's fused LM head never materialises the logits, so this path runs the plain forward instead.
+        """
+        import torch
+        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+        from rl.rollout.processors import disallowed_tokens
+
+        if compute_aux_loss or any(v is not None for v in extra.values()):
+            raise NotImplementedError("logits processors in the learner: text-only models without MoE aux loss only")
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]  # [b, T]
+            with self.accelerator.autocast():
+                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1).logits
+            logits = logits[:, -logits_to_keep - 1 : -1].float() / self.temperature  # [b, L, V]: j predicts token j
+            forbidden = disallowed_tokens(self.logit_constraints, ids, logits_to_keep, logits.size(-1))  # [b, L, V]
+            logits = logits.masked_fill(forbidden, MASKED_LOGIT)  # finite: p = 0 exactly, and 0 * logp stays 0
+            logps.append(selective_log_softmax(logits, ids[:, -logits_to_keep:]))
+            if compute_entropy:
+                entropies.append(entropy_from_logits(logits))
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
 
     def _record_agreement(self, inputs, current) -> None:
         """Rollout engine vs learner logprobs of the on-policy samples (``rl.algos.agreement``)."""

@@ -43,6 +43,7 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
     )
     from rl.metrics import MetricsFile, RelayProgress, RunIdToTensorBoard, run_identity, start_wandb
     from rl.rollout.client import RolloutClient, rollout_sampling
+    from rl.rollout.processors import build_factories
 
     plan, cfg, run_dir, model_path = session.plan, session.cfg, Path(session.run_dir), session.model_path
     rollout_pool, reward_pools, resume_from = session.rollout_pool, session.reward_pools, session.resume_from
@@ -77,15 +78,20 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
         options["step_sampler"] = lambda n_rows: StepSampler(seed, n_rows, prompts_per_step, g, max_steps)
         if cfg.rollout.is_correction != "none":
             options.update(is_correction=cfg.rollout.is_correction, is_cap=cfg.rollout.is_cap)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # The engines' logits processors (the genrec trie) also mask the learner's log-probs: one policy, sampled
+    # and trained under the same constraint.
+    constraints = build_factories(plan.env.logits_processors(run_dir), tokenizer)
     trainer = RelayGRPOTrainer(
         model=model_path,
         reward_funcs=[make_reward_func(pool, stats) for pool in reward_pools],
         args=args,
         train_dataset=plan.train_dataset,
-        processing_class=AutoTokenizer.from_pretrained(model_path),
+        processing_class=tokenizer,
         peft_config=PeftLoraConfig(**cfg.lora.peft_kwargs()),
         rollout_func=rollout_func,
         relay_stats=stats,
+        logit_constraints=constraints,
         **options,
     )
     if async_rollouts is not None:
