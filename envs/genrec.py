@@ -149,6 +149,13 @@ class GenRecArgs(EnvArgs):
         description="Weight of the similarity reward (cosine of the generated item's MiniLM text embedding to the "
         "target's; dense where the rule reward is flat on a large catalogue; 0 = off; docs/genrec.md suggests 0.5).",
     )
+    teacher_weight: float = Field(
+        0.0,
+        description="Weight of the teacher reward: NDCG@teacher_k credit of the generated item in a frozen SASRec's "
+        "ranking for the user's history (SASRec trained once on the training split, early-stopped on validation, "
+        "cached; the same model is the eval's sasrec row). Dense and history-aware; 0 = off.",
+    )
+    teacher_k: int = Field(50, ge=1, description="Depth of the teacher's ranking that earns credit (teacher reward).")
     sasrec_epochs: int = Field(
         300,
         ge=1,
@@ -228,10 +235,10 @@ def short_title(data: RecData, item: str, max_chars: int = 60) -> str:
 
 
 @contextmanager
-def _stage_lines_on_stderr() -> Iterator[None]:
-    """Show ``rewards.rec.semantic_ids``' INFO stage lines (with wall times) on stderr for the block: the index
-    is built at preflight, before the run's log file exists. They still reach any root handler."""
-    log = logging.getLogger("rewards.rec.semantic_ids")
+def _stage_lines_on_stderr(name: str = "rewards.rec.semantic_ids") -> Iterator[None]:
+    """Show logger ``name``'s INFO stage lines (with wall times) on stderr for the block: the index and the
+    SASRec teacher are built at preflight, before the run's log file exists. They still reach any root handler."""
+    log = logging.getLogger(name)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("genrec: %(message)s"))
     level = log.level
@@ -245,8 +252,13 @@ def _stage_lines_on_stderr() -> Iterator[None]:
 
 
 def _file_key(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+    """A file's content hash: a cache key that survives copies and fresh checkouts of the same data
+    (path + mtime did not: re-materialised data rebuilt the index and its embeddings)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ the env
@@ -287,9 +299,14 @@ class GenRecEnv(Env):
     def _data_key(self) -> str:
         self.data  # noqa: B018  a missing or malformed data file: a DataError (file:line, fix) before any stat
         d = self.args.data
-        parts = [d.format, _file_key(resolve_path(d.path))]
-        if d.item_path:
-            parts.append(_file_key(resolve_path(d.item_path)))
+        inter = resolve_path(d.path)
+        parts = [d.format, _file_key(inter)]
+        items = resolve_path(d.item_path) if d.item_path else None
+        if items is None and d.format == "lcrec" and inter.name.endswith(".inter.json"):  # load_lcrec's own guess
+            guess = inter.with_name(inter.name[: -len(".inter.json")] + ".item.json")
+            items = guess if guess.is_file() else None
+        if items is not None:
+            parts.append(_file_key(items))
         return "|".join(parts)
 
     @cached_property
@@ -398,6 +415,7 @@ class GenRecEnv(Env):
                 "prompt": [self.prompt(ex) for ex in examples],
                 "target_item": [ex.target.item for ex in examples],
                 "user": [ex.user for ex in examples],
+                "history": [[x.item for x in ex.history] for ex in examples],
             }
         )
 
@@ -440,6 +458,7 @@ class GenRecEnv(Env):
                 "prompt": [self.prompt(ex) for ex in examples],
                 "target_item": [ex.target.item for ex in examples],
                 "user": [ex.user for ex in examples],
+                "history": [[x.item for x in ex.history] for ex in examples],
             }
         )
 
@@ -459,6 +478,11 @@ class GenRecEnv(Env):
             RewardSpec("genrec_validity", f"{mod}:GenRecValidityReward", self.args.validity_weight, dict(kw)),
             RewardSpec("genrec_prefix", f"{mod}:GenRecPrefixReward", self.args.prefix_weight, dict(kw)),
         ]
+        if self.args.teacher_weight:
+            teacher = {"teacher_path": str(self.sasrec_file), "k": self.args.teacher_k}
+            out.append(
+                RewardSpec("genrec_teacher", f"{mod}:GenRecTeacherReward", self.args.teacher_weight, kw | teacher)
+            )
         if self.args.similarity_weight:
             # rows in the index's own item order (the reward maps generated IDs to index rows)
             emb = {"embeddings_path": str(self._embeddings_file(list(self.index.items)))}
@@ -516,17 +540,38 @@ class GenRecEnv(Env):
         hit = self.args.spec.hit_name
         return {(f"{hit}@{k[7:]}" if k.startswith("recall@") else k): v for k, v in row.items()}
 
+    @cached_property
+    def sasrec_file(self) -> Path:
+        """SASRec trained on this split's training part (early-stopped on validation), cached per (data,
+        protocol, seed, epochs): the eval's ``sasrec`` row and the teacher reward's judge."""
+        from rewards.rec.baselines import SASRecBaseline, SASRecConfig
+
+        settings = [self._data_key(), self.args.protocol, self.seed, self.args.sasrec_epochs]
+        key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+        path = self._cache_dir() / f"sasrec-{key}.pt"
+        if path.is_file():
+            return path
+        msg = f"genrec: training SASRec on the {self.args.protocol} split's training part (max {self.args.sasrec_epochs} epochs)"
+        print(msg, file=sys.stderr)
+        logger.info(msg)
+        sas = SASRecBaseline(self.data.item_ids, SASRecConfig(max_epochs=self.args.sasrec_epochs, seed=self.seed))
+        with _stage_lines_on_stderr("rewards.rec.baselines"):  # one line per epoch
+            sas.fit(self.split.train, self.split.valid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            sas.save(tmp)
+        msg = f"genrec: SASRec trained in {sas.train_seconds:.1f} s (best epoch {sas.best_epoch}); cached as {path}"
+        print(msg, file=sys.stderr)
+        logger.info(msg)
+        return path
+
     def baselines(self, examples: list[Example]) -> dict[str, dict[str, float]]:
-        """Popularity and SASRec (early-stopped on validation) on the same split, full catalogue."""
-        from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, SASRecConfig, evaluate_scores
+        """Popularity and SASRec (early-stopped on validation, ``sasrec_file``) on the same split, full catalogue."""
+        from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, evaluate_scores
 
         catalog = self.data.item_ids
-        train = self.split.train
-        start = time.perf_counter()
-        pop = PopularityBaseline(catalog).fit(train)
-        sas = SASRecBaseline(catalog, SASRecConfig(max_epochs=self.args.sasrec_epochs, seed=self.seed))
-        sas.fit(train, self.split.valid)
-        logger.info("genrec: baselines trained in %.1f s", time.perf_counter() - start)
+        pop = PopularityBaseline(catalog).fit(self.split.train)
+        sas = SASRecBaseline.load(self.sasrec_file)
         cap, ks = self.args.history_cap, self.args.spec.ks
         return {
             "popularity": self._rename(evaluate_scores(pop.scores, examples, catalog, ks=ks, history_cap=cap)),

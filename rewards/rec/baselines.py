@@ -28,7 +28,8 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -316,6 +317,28 @@ class SASRecBaseline:
             self.train_seconds,
         )
         return self
+
+    def save(self, path: str | Path) -> None:
+        """The trained model, its catalogue, settings and training log in one torch file (``load`` reads it)."""
+        blob = {
+            "catalog": self.catalog,
+            "config": asdict(self.cfg),
+            "state": self.model.state_dict(),
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+            "log": self.log,
+        }
+        torch.save(blob, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> SASRecBaseline:
+        """A model saved by ``save``, in eval mode on ``device``."""
+        blob = torch.load(path, map_location=device, weights_only=True)
+        out = cls(blob["catalog"], SASRecConfig(**{**blob["config"], "device": device}))
+        out.model.load_state_dict(blob["state"])
+        out.model.eval()
+        out.best_epoch, out.train_seconds, out.log = blob["best_epoch"], blob["train_seconds"], blob["log"]
+        return out
 
     @torch.no_grad()
     def scores(self, histories: list[list[str]]) -> np.ndarray:

@@ -23,6 +23,12 @@ a ``.npy`` in the index's item order, or ``item_texts_path=`` embedded with Mini
 - ``GenRecNeighbourRankReward(k=50)``: NDCG@k of the target in the catalogue ranked by similarity to
   the generated item (1 for the target, 1/log2(r + 1) at neighbour rank r, 0 beyond k).
 A completion naming no item gets ``invalid`` (None by default: excluded); an unknown target gets None.
+
+A reward from another model (the frozen recommender as the judge, as in DUET):
+- ``GenRecTeacherReward(teacher_path=, k=50)``: NDCG@k credit of the generated item in a frozen
+  SASRec's ranking of the catalogue for the user's history (column ``history``: item ids, oldest
+  first); no target needed. The env trains the teacher once on the training split
+  (``env.args.teacher_weight``).
 """
 
 from __future__ import annotations
@@ -324,3 +330,74 @@ class GenRecNeighbourRankReward(_EmbeddingReward):
 
     def _score(self, gen: np.ndarray, tgt: np.ndarray) -> np.ndarray:
         return neighbour_rank_credit(self.emb, gen, tgt, self.k)
+
+
+# ------------------------------------------------------------------------- a frozen recommender as the judge
+
+
+def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k credit of each generated item in its own row's teacher ranking.
+
+    scores [B, N] (the teacher's scores over the catalogue), generated [B] column indices -> [B]:
+    1 / log2(r + 1) where r is the generated item's rank (pessimistic ties), 0 beyond ``k``.
+    """
+    ranks = batch_rank_of_target(scores, generated, "pessimistic")  # [B]
+    return np.asarray(ndcg_at_k(ranks, k), dtype=np.float64).reshape(-1)
+
+
+class GenRecTeacherReward(_GenRecReward):
+    """How highly a frozen SASRec ranks the generated item for this user: NDCG@k credit of the item in
+    the teacher's full-catalogue ranking from the ``history`` column (1 for the teacher's top item,
+    1 / log2(r + 1) at rank r, 0 beyond ``k``). It needs no target: a dense, history-aware judgement
+    from a sequential model that uses the history better than the policy does, so GRPO distils the
+    teacher's ranking into the generative policy (within what the rule reward keeps as the goal).
+
+    ``teacher_path``: a file written by ``rewards.rec.baselines.SASRecBaseline.save`` (the env trains
+    and caches one on the training split). A completion naming no catalogue item gets ``invalid``
+    (None = excluded, the default). Rows that share a history are scored once.
+    """
+
+    def __init__(
+        self,
+        index_path: str | Path | None = None,
+        index: SemanticIndex | None = None,
+        teacher_path: str | Path | None = None,
+        teacher: Any = None,
+        k: int = 50,
+        invalid: float | None = None,
+        name: str = "",
+    ):
+        super().__init__(index_path, index, name)
+        if self.index is None:
+            raise ValueError(f"{self.__name__} needs the semantic index; pass index_path=")
+        if k < 1:
+            raise ValueError(f"k ({k}) must be >= 1: the depth of the teacher's ranking that earns credit")
+        if teacher is None:
+            if teacher_path is None:
+                raise ValueError(f"{self.__name__} needs the teacher; pass teacher_path= (SASRecBaseline.save)")
+            from rewards.rec.baselines import SASRecBaseline
+
+            teacher = SASRecBaseline.load(teacher_path)
+        self.teacher = teacher
+        self.column = {item: i for i, item in enumerate(teacher.catalog)}
+        self.k, self.invalid = k, invalid
+
+    def __call__(self, prompts, completions, completion_ids=None, *, history=None, **_: Any):
+        if history is None:
+            raise ValueError(f"{self.__name__} needs a 'history' column (the user's item ids, oldest first)")
+        idx: SemanticIndex = self.index  # type: ignore[assignment]  # checked in __init__
+        items = [idx.item_of_text(message_text(c)) for c in completions]
+        ok = [i for i, item in enumerate(items) if item in self.column]
+        out: list[float | None] = [self.invalid] * len(completions)
+        if not ok:
+            return out
+        keys = [tuple(history[i]) for i in ok]
+        unique = list(dict.fromkeys(keys))
+        scores = self.teacher.scores([list(h) for h in unique])  # [U, N]
+        row = {h: j for j, h in enumerate(unique)}
+        credit = teacher_rank_credit(
+            scores[[row[h] for h in keys]], np.array([self.column[items[i]] for i in ok]), self.k
+        )  # [len(ok)]
+        for i, v in zip(ok, credit.tolist(), strict=True):
+            out[i] = float(v)
+        return out

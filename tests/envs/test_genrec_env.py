@@ -209,6 +209,38 @@ def test_similarity_reward_is_wired_with_the_index_order_embeddings(env):
     assert abs(out[0] - 1.0) < 1e-5 and -1.0 <= out[1] < 0.999 and out[2] is None
 
 
+def test_teacher_reward_is_wired_to_a_cached_sasrec(env, tmp_path):
+    """teacher_weight > 0 trains SASRec once on the training split (cached per data/protocol/seed/epochs; the
+    eval's sasrec row loads the same file) and adds GenRecTeacherReward, which reads the `history` column:
+    the teacher's top item for a user scores 1, its 60th item 0 (beyond teacher_k = 50)."""
+    import numpy as np
+
+    from rewards.rec.baselines import SASRecBaseline
+    from rewards.registry import load_reward
+
+    # the module's cached index (a fresh cache_dir would rebuild it: minutes); SASRec goes to the fresh one
+    args = {"teacher_weight": 0.5, "sasrec_epochs": 2, "cache_dir": str(tmp_path), "index_path": str(env.index_file)}
+    t_env = build_env("genrec", args, seed=0)
+    comps = {c.name: c for c in t_env.rewards()}
+    assert comps["genrec_teacher"].weight == 0.5 and comps["genrec_teacher"].kwargs["k"] == 50
+    path = t_env.sasrec_file
+    assert path.parent == tmp_path and path.is_file()
+    stamp = path.stat().st_mtime_ns
+    again = build_env("genrec", args, seed=0)
+    assert again.sasrec_file == path and path.stat().st_mtime_ns == stamp  # cached: not trained again
+    assert build_env("genrec", {**args, "sasrec_epochs": 3}, seed=0).sasrec_file != path  # other settings
+    row = t_env.train_dataset()[5]
+    history = [x.item for x in train_examples(t_env.split)[5].history]
+    assert row["history"] == history and t_env.index.id_string(history[-1]) in row["prompt"][0]["content"]
+    teacher = SASRecBaseline.load(path)
+    order = np.argsort(-teacher.scores([row["history"]])[0], kind="stable")
+    top, far = teacher.catalog[order[0]], teacher.catalog[order[59]]
+    reward = load_reward(comps["genrec_teacher"].source, comps["genrec_teacher"].kwargs)
+    ids = [t_env.index.id_string(top), t_env.index.id_string(far), "hello"]
+    out = reward([row["prompt"]] * 3, ids, history=[row["history"]] * 3, target_item=[row["target_item"]] * 3)
+    assert out == [1.0, 0.0, None]
+
+
 def test_prepare_model_adds_code_tokens_once(env, prepared, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -470,6 +502,10 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["rewards/genrec_validity/mean"] == 1.0 for r in records)  # the trie held in the rollout actors
+    # ... and masks the learner's log-probs too: the learner's policy is the engine's constrained one. Without
+    # the mask this near-random model puts most of its mass off the trie, nats away from the engine's log-probs.
+    for r in records:
+        assert r["rollout/logprob_diff_mean"] < 1e-4 and r["rollout/logprob_diff_max"] < 2e-3, r  # vLLM's bounds
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     assert (run_dir / "semantic_index.json").is_file() and (run_dir / "genrec_model" / "config.json").is_file()
     res = run_eval(run_dir)

@@ -112,6 +112,17 @@ def test_sasrec_scores_use_its_own_cap_and_are_deterministic_in_eval():
     assert not np.allclose(a[2], a[3])  # an unknown item is skipped, "i1" remains
 
 
+def test_save_and_load_give_the_same_scores(tmp_path):
+    catalog = [f"i{k}" for k in range(10)]
+    model = SASRecBaseline(catalog, SASRecConfig(max_len=4, hidden_size=16, inner_size=32, seed=3))
+    model.best_epoch, model.log = 7, [{"epoch": 0, "loss": 2.0}]
+    model.save(tmp_path / "sasrec.pt")
+    back = SASRecBaseline.load(tmp_path / "sasrec.pt")
+    hist = [["i1", "i2"], ["i9"], []]
+    np.testing.assert_allclose(back.scores(hist), model.scores(hist), atol=1e-6)
+    assert back.catalog == catalog and back.cfg.max_len == 4 and back.best_epoch == 7 and back.log == model.log
+
+
 def test_early_stopping_restores_the_best_epoch(monkeypatch):
     """Validation NDCG is scripted: best at epoch 1, then patience 2 -> stop after 3 worse epochs, weights
     of epoch 1 restored."""

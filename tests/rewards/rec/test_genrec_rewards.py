@@ -13,12 +13,14 @@ from rewards.rec.genrec_rewards import (
     GenRecRankingReward,
     GenRecRuleReward,
     GenRecSimilarityReward,
+    GenRecTeacherReward,
     GenRecValidityReward,
     cosine_of_pairs,
     load_item_embeddings,
     neighbour_rank_credit,
     prefix_match,
     ranking_penalties,
+    teacher_rank_credit,
 )
 from rewards.rec.semantic_ids import SemanticIndex
 
@@ -165,3 +167,40 @@ def test_embeddings_load_from_npy_and_item_texts(index, tmp_path, monkeypatch):
     (tmp_path / "items.txt").write_text("x xx\ny yy\n")
     with pytest.raises(ValueError, match="no text for 1 of 3 index items.*'z'"):
         GenRecSimilarityReward(index=index, item_texts_path=tmp_path / "items.txt")
+
+
+def test_teacher_rank_credit_math():
+    scores = np.array([[0.9, 0.5, 0.1], [0.2, 0.2, 0.7]])  # [B=2, N=3]
+    # row 0: item 0 ranks 1, item 2 ranks 3; row 1: items 0 and 1 tie behind 2 (pessimistic: rank 3)
+    credit = teacher_rank_credit(scores[[0, 0, 1, 1]], np.array([0, 2, 2, 0]), k=2)
+    assert credit == pytest.approx([1.0, 0.0, 1.0, 0.0])  # rank 3 is beyond k = 2
+    assert teacher_rank_credit(scores[[0]], np.array([1]), k=3) == pytest.approx([1 / math.log2(3)])
+
+
+class _Teacher:
+    """Scores item columns [x, y, z] by the last history item: after x, y is best, then z, then x."""
+
+    catalog = ["x", "y", "z"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def scores(self, histories):
+        self.calls += 1
+        table = {"x": [0.0, 2.0, 1.0], "z": [2.0, 1.0, 0.0]}
+        return np.array([table[h[-1]] for h in histories])
+
+
+def test_teacher_reward_ranks_the_generated_item_in_the_teachers_list(index):
+    teacher = _Teacher()
+    reward = GenRecTeacherReward(index=index, teacher=teacher, k=3)
+    comps = ["<a_0><b_1><c_3>", "<a_4><b_0><c_0>", "<a_0><b_1><c_2>", "<a_0><b_1><c_2>", "text"]
+    hist = [["z", "x"], ["z", "x"], ["z", "x"], ["z"], ["z"]]
+    out = reward(["p"] * 5, comps, history=hist, target_item=["q"] * 5)  # the target plays no part
+    # after x: y rank 1, z rank 2, x rank 3; after z: x rank 1; "text" names no item -> None
+    assert out == pytest.approx([1.0, 1 / math.log2(3), 0.5, 1.0, None])
+    assert teacher.calls == 1  # one scoring call; the three rows with history [z, x] share one row
+    with pytest.raises(ValueError, match="'history' column"):
+        reward(["p"], comps[:1])
+    with pytest.raises(ValueError, match="teacher_path="):
+        GenRecTeacherReward(index=index)
