@@ -48,7 +48,15 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from envs.duet import DataArgs, data_report, load_data, resolve_path
-from rewards.rec.data import Example, RecData, Split, chronological_split, leave_one_out, split_order
+from rewards.rec.data import (
+    Example,
+    RecData,
+    Split,
+    chronological_split,
+    lcrec_item_path,
+    leave_one_out,
+    split_order,
+)
 from rewards.spec import RewardSpec
 from rl.atomic import atomic_path, atomic_write_text
 from rl.env_api import Env, EnvArgs
@@ -296,18 +304,14 @@ class GenRecEnv(Env):
     def _cache_dir(self) -> Path:
         return Path(self.args.cache_dir or Path(tempfile.gettempdir()) / "relay-genrec").expanduser()
 
+    @cached_property
     def _data_key(self) -> str:
+        """The data files' format and content hashes (hashed once per env): the caches' data key."""
         self.data  # noqa: B018  a missing or malformed data file: a DataError (file:line, fix) before any stat
         d = self.args.data
         inter = resolve_path(d.path)
-        parts = [d.format, _file_key(inter)]
-        items = resolve_path(d.item_path) if d.item_path else None
-        if items is None and d.format == "lcrec" and inter.name.endswith(".inter.json"):  # load_lcrec's own guess
-            guess = inter.with_name(inter.name[: -len(".inter.json")] + ".item.json")
-            items = guess if guess.is_file() else None
-        if items is not None:
-            parts.append(_file_key(items))
-        return "|".join(parts)
+        items = resolve_path(d.item_path) if d.item_path else lcrec_item_path(inter) if d.format == "lcrec" else None
+        return "|".join([d.format, _file_key(inter), *([_file_key(items)] if items is not None else [])])
 
     @cached_property
     def index_file(self) -> Path:
@@ -322,7 +326,7 @@ class GenRecEnv(Env):
                 raise FileNotFoundError(f"env.args.index_path ({a.index_path!r}): no such file; build one or unset it")
             return path
         settings = [
-            self._data_key(),
+            self._data_key,
             a.method,
             a.levels,
             size,
@@ -366,7 +370,7 @@ class GenRecEnv(Env):
 
         from rewards.rec.semantic_ids import embed_texts
 
-        key = hashlib.sha256(json.dumps([self._data_key(), self.args.embed_model, items]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps([self._data_key, self.args.embed_model, items]).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"emb-{key}.npy"
         if path.is_file():
             return path
@@ -546,7 +550,7 @@ class GenRecEnv(Env):
         protocol, seed, epochs): the eval's ``sasrec`` row and the teacher reward's judge."""
         from rewards.rec.baselines import SASRecBaseline, SASRecConfig
 
-        settings = [self._data_key(), self.args.protocol, self.seed, self.args.sasrec_epochs]
+        settings = [self._data_key, self.args.protocol, self.seed, self.args.sasrec_epochs]
         key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"sasrec-{key}.pt"
         if path.is_file():

@@ -245,6 +245,15 @@ def _json_file(path: Path, report: LoadReport) -> Any:
 # ------------------------------------------------------------------------------------------ loaders
 
 
+def lcrec_item_path(inter_path: str | Path) -> Path | None:
+    """The ``X.item.json`` next to an ``X.inter.json``, if it exists (LC-Rec's layout)."""
+    inter_path = Path(inter_path)
+    if not inter_path.name.endswith(".inter.json"):
+        return None
+    guess = inter_path.with_name(inter_path.name[: -len(".inter.json")] + ".item.json")
+    return guess if guess.exists() else None
+
+
 def load_lcrec(
     inter_path: str | Path,
     item_path: str | Path | None = None,
@@ -257,9 +266,8 @@ def load_lcrec(
     ``item_path`` defaults to the ``X.item.json`` next to ``X.inter.json`` when it exists.
     """
     inter_path = Path(inter_path)
-    if item_path is None and inter_path.name.endswith(".inter.json"):
-        guess = inter_path.with_name(inter_path.name[: -len(".inter.json")] + ".item.json")
-        item_path = guess if guess.exists() else None
+    if item_path is None:
+        item_path = lcrec_item_path(inter_path)
     report = LoadReport()
     raw = _json_file(inter_path, report)
     if not isinstance(raw, dict):

@@ -67,8 +67,14 @@ TRL_OVERRIDES: dict[str, tuple[str, ...]] = {
     "_compute_loss": ("self", "model", "inputs"),  # hands the batch to the loss's policy forward
     # the constrained path (_constrained_logps) also takes batch_size, compute_entropy and compute_aux_loss by name
     "_get_per_token_logps_and_entropies": (
-        ("self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy")
-        + ("compute_aux_loss",)
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
     ),
 }
 
