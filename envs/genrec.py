@@ -164,6 +164,11 @@ class GenRecArgs(EnvArgs):
         "cached; the same model is the eval's sasrec row). Dense and history-aware; 0 = off.",
     )
     teacher_k: int = Field(50, ge=1, description="Depth of the teacher's ranking that earns credit (teacher reward).")
+    teacher_credit: Literal["ndcg", "topk"] = Field(
+        "ndcg",
+        description="Teacher reward's credit for rank r <= teacher_k: ndcg = 1/log2(r+1) (mode-seeking: the policy "
+        "chases the teacher's top item); topk = 1 (any item of the teacher's top-k set; docs/genrec.md).",
+    )
     sasrec_epochs: int = Field(
         300,
         ge=1,
@@ -483,7 +488,11 @@ class GenRecEnv(Env):
             RewardSpec("genrec_prefix", f"{mod}:GenRecPrefixReward", self.args.prefix_weight, dict(kw)),
         ]
         if self.args.teacher_weight:
-            teacher = {"teacher_path": str(self.sasrec_file), "k": self.args.teacher_k}
+            teacher = {
+                "teacher_path": str(self.sasrec_file),
+                "k": self.args.teacher_k,
+                "credit": self.args.teacher_credit,
+            }
             out.append(
                 RewardSpec("genrec_teacher", f"{mod}:GenRecTeacherReward", self.args.teacher_weight, kw | teacher)
             )

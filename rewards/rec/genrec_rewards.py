@@ -335,13 +335,21 @@ class GenRecNeighbourRankReward(_EmbeddingReward):
 # ------------------------------------------------------------------------- a frozen recommender as the judge
 
 
-def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int) -> np.ndarray:
-    """NDCG@k credit of each generated item in its own row's teacher ranking.
+TEACHER_CREDITS = ("ndcg", "topk")
+
+
+def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int, credit: str = "ndcg") -> np.ndarray:
+    """Credit of each generated item for its rank r in its own row's teacher ranking (pessimistic ties).
 
     scores [B, N] (the teacher's scores over the catalogue), generated [B] column indices -> [B]:
-    1 / log2(r + 1) where r is the generated item's rank (pessimistic ties), 0 beyond ``k``.
+    ``ndcg``: 1 / log2(r + 1) if r <= k, else 0 (the teacher's top item is worth most);
+    ``topk``: 1 if r <= k, else 0 (every item of the teacher's top-k list is worth the same).
     """
+    if credit not in TEACHER_CREDITS:
+        raise ValueError(f"credit {credit!r} is not one of {TEACHER_CREDITS}")
     ranks = batch_rank_of_target(scores, generated, "pessimistic")  # [B]
+    if credit == "topk":
+        return (np.asarray(ranks).reshape(-1) <= k).astype(np.float64)
     return np.asarray(ndcg_at_k(ranks, k), dtype=np.float64).reshape(-1)
 
 
@@ -351,6 +359,11 @@ class GenRecTeacherReward(_GenRecReward):
     1 / log2(r + 1) at rank r, 0 beyond ``k``). It needs no target: a dense, history-aware judgement
     from a sequential model that uses the history better than the policy does, so GRPO distils the
     teacher's ranking into the generative policy (within what the rule reward keeps as the goal).
+
+    ``credit="topk"`` pays 1 for any item in the teacher's top ``k`` instead: a set to cover, not a top
+    item to chase. Per-sample NDCG credit is mode-seeking (the policy collapses onto the teacher's top
+    item, and a beam-search top-10 needs ten good items); with set credit a group whose samples all lie
+    in the set is flat, so nothing pushes the policy to concentrate inside it.
 
     ``teacher_path``: a file written by ``rewards.rec.baselines.SASRecBaseline.save`` (the env trains
     and caches one on the training split). A completion naming no catalogue item gets ``invalid``
@@ -365,11 +378,14 @@ class GenRecTeacherReward(_GenRecReward):
         teacher: Any = None,
         k: int = 50,
         invalid: float | None = None,
+        credit: str = "ndcg",
         name: str = "",
     ):
         super().__init__(index_path, index, name)
         if self.index is None:
             raise ValueError(f"{self.__name__} needs the semantic index; pass index_path=")
+        if credit not in TEACHER_CREDITS:
+            raise ValueError(f"credit={credit!r} is not one of {TEACHER_CREDITS}: ndcg (rank-graded) or topk (set)")
         if k < 1:
             raise ValueError(f"k ({k}) must be >= 1: the depth of the teacher's ranking that earns credit")
         if teacher is None:
@@ -380,7 +396,7 @@ class GenRecTeacherReward(_GenRecReward):
             teacher = SASRecBaseline.load(teacher_path)
         self.teacher = teacher
         self.column = {item: i for i, item in enumerate(teacher.catalog)}
-        self.k, self.invalid = k, invalid
+        self.k, self.invalid, self.credit = k, invalid, credit
 
     def __call__(self, prompts, completions, completion_ids=None, *, history=None, **_: Any):
         if history is None:
@@ -396,7 +412,7 @@ class GenRecTeacherReward(_GenRecReward):
         scores = self.teacher.scores([list(h) for h in unique])  # [U, N]
         row = {h: j for j, h in enumerate(unique)}
         credit = teacher_rank_credit(
-            scores[[row[h] for h in keys]], np.array([self.column[items[i]] for i in ok]), self.k
+            scores[[row[h] for h in keys]], np.array([self.column[items[i]] for i in ok]), self.k, self.credit
         )  # [len(ok)]
         for i, v in zip(ok, credit.tolist(), strict=True):
             out[i] = float(v)

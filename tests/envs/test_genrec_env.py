@@ -223,6 +223,7 @@ def test_teacher_reward_is_wired_to_a_cached_sasrec(env, tmp_path):
     t_env = build_env("genrec", args, seed=0)
     comps = {c.name: c for c in t_env.rewards()}
     assert comps["genrec_teacher"].weight == 0.5 and comps["genrec_teacher"].kwargs["k"] == 50
+    assert comps["genrec_teacher"].kwargs["credit"] == "ndcg"  # rank-graded unless teacher_credit says topk
     path = t_env.sasrec_file
     assert path.parent == tmp_path and path.is_file()
     stamp = path.stat().st_mtime_ns

@@ -175,6 +175,10 @@ def test_teacher_rank_credit_math():
     credit = teacher_rank_credit(scores[[0, 0, 1, 1]], np.array([0, 2, 2, 0]), k=2)
     assert credit == pytest.approx([1.0, 0.0, 1.0, 0.0])  # rank 3 is beyond k = 2
     assert teacher_rank_credit(scores[[0]], np.array([1]), k=3) == pytest.approx([1 / math.log2(3)])
+    # set credit: every item within the top k is worth 1 (rank 2 too), beyond k 0
+    assert teacher_rank_credit(scores[[0, 0, 0]], np.array([0, 1, 2]), k=2, credit="topk") == pytest.approx([1, 1, 0])
+    with pytest.raises(ValueError, match="not one of"):
+        teacher_rank_credit(scores, np.array([0, 0]), k=2, credit="mrr")
 
 
 class _Teacher:
@@ -204,3 +208,7 @@ def test_teacher_reward_ranks_the_generated_item_in_the_teachers_list(index):
         reward(["p"], comps[:1])
     with pytest.raises(ValueError, match="teacher_path="):
         GenRecTeacherReward(index=index)
+    top2 = GenRecTeacherReward(index=index, teacher=_Teacher(), k=2, credit="topk")
+    assert top2(["p"] * 5, comps, history=hist) == pytest.approx([1.0, 1.0, 0.0, 1.0, None])
+    with pytest.raises(ValueError, match="credit='dcg'.*ndcg.*topk"):
+        GenRecTeacherReward(index=index, teacher=_Teacher(), credit="dcg")
