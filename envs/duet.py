@@ -53,6 +53,13 @@ _TAG = re.compile(r"<(/?)(user_profile|item_profile|cue|constructed_prompt|profi
 EVAL_KS = (1, 3, 5, 10)  # every eval row: hit@k and ndcg@k at these cut-offs, and mrr
 # Paired rows (trained-start, trained-raw_history): mean per-user difference with a percentile-bootstrap CI.
 PAIRED_METRICS = ("ndcg@10", "hit@10")
+
+
+def paired_metrics(num_candidates: int) -> tuple[str, ...]:
+    """The paired rows' metrics: ndcg@10 and hit@k at the largest eval cut-off below the candidate count
+    (hit@10 among 1 + 19; hit@5 among DUET's 1 + 9, where hit@10 is 1 for every user and every policy)."""
+    k = max((k for k in EVAL_KS if k < num_candidates), default=EVAL_KS[0])
+    return PAIRED_METRICS if k == 10 else ("ndcg@10", f"hit@{k}")
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_ALPHA = 1000, 0.05
 
 
@@ -864,7 +871,8 @@ class DuetEnv(Env):
             f"(pessimistic ties); greedy decoding; metrics hit@{ks}, ndcg@{ks}, mrr; rows: no_profile (no user "
             "text: the expected metrics of a random order of the candidates), raw_history (the raw history text "
             "as the profile), then each policy's profiles (an unparsable one ranks last); trained-start and "
-            f"trained-raw_history: mean per-user difference of {'/'.join(PAIRED_METRICS)} over the same users "
+            f"trained-raw_history: mean per-user difference of {'/'.join(paired_metrics(1 + a.num_negatives))} "
+            "over the same users "
             f"with a paired bootstrap {1 - BOOTSTRAP_ALPHA:.0%} CI ({BOOTSTRAP_RESAMPLES} resamples)"
             + (
                 "; MAE/RMSE of the rating predictor against the held-out ratings (no_profile: the mid-scale prediction)"
@@ -913,7 +921,7 @@ class DuetEnv(Env):
         for base in ("start", "raw_history"):
             if "trained" in ranks and base in ranks:
                 results[f"trained-{base}"] = paired_rank_difference(
-                    ranks["trained"], ranks[base], PAIRED_METRICS,
+                    ranks["trained"], ranks[base], paired_metrics(1 + self.args.num_negatives),
                     n_resamples=BOOTSTRAP_RESAMPLES, seed=self.seed, alpha=BOOTSTRAP_ALPHA,
                 )  # fmt: skip
         out = Path(out_dir)

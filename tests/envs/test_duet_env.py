@@ -187,6 +187,11 @@ def test_evaluate_under_the_duet_protocol_with_ease_negatives(tmp_path, ranker_r
     assert res["start"]["hit@10"] == 1.0 and res["start"]["mrr"] == pytest.approx(0.1)  # unparsable: rank 10 of 10
     samples = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
     assert [s["candidates"] for s in samples] == [list(ex.candidates) for ex in examples]
+    # hit@10 is 1 for everyone among 10 candidates, so the paired rows use hit@5 (trained vs start: the
+    # start ranks every target last, so the difference is the trained row's own hit@5)
+    diff = res["trained-start"]
+    assert set(diff["ci95"]) == {"ndcg@10", "hit@5"} and diff["hit@5"] == pytest.approx(res["trained"]["hit@5"])
+    assert "mean per-user difference of ndcg@10/hit@5 " in e.eval_protocol(max_prompts=5)
 
 
 def test_duet_protocol_is_1_plus_9_and_refuses_contradictions():
