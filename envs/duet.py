@@ -60,6 +60,8 @@ def paired_metrics(num_candidates: int) -> tuple[str, ...]:
     (hit@10 among 1 + 19; hit@5 among DUET's 1 + 9, where hit@10 is 1 for every user and every policy)."""
     k = max((k for k in EVAL_KS if k < num_candidates), default=EVAL_KS[0])
     return PAIRED_METRICS if k == 10 else ("ndcg@10", f"hit@{k}")
+
+
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_ALPHA = 1000, 0.05
 
 
