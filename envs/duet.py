@@ -52,7 +52,6 @@ FIELDS = ("cue", "constructed_prompt", "profile")
 _TAG = re.compile(r"<(/?)(user_profile|item_profile|cue|constructed_prompt|profile)>")
 EVAL_KS = (1, 3, 5, 10)  # every eval row: hit@k and ndcg@k at these cut-offs, and mrr
 # Paired rows (trained-start, trained-raw_history): mean per-user difference with a percentile-bootstrap CI.
-PAIRED_METRICS = ("ndcg@10", "hit@10")
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_ALPHA = 1000, 0.05
 
 
@@ -60,7 +59,7 @@ def paired_metrics(num_candidates: int) -> tuple[str, ...]:
     """The paired rows' metrics: ndcg@10 and hit@k at the largest eval cut-off below the candidate count
     (hit@10 among 1 + 19; hit@5 among DUET's 1 + 9, where hit@10 is 1 for every user and every policy)."""
     k = max((k for k in EVAL_KS if k < num_candidates), default=EVAL_KS[0])
-    return PAIRED_METRICS if k == 10 else ("ndcg@10", f"hit@{k}")
+    return ("ndcg@10", f"hit@{k}")
 
 
 @dataclass(frozen=True)

@@ -415,10 +415,11 @@ class GenRecEnv(Env):
 
         return genrec_prompt([x.item for x in ex.history], self.index, self.args.history_cap)
 
-    def train_dataset(self):
+    def _rows(self, examples: list[Example]):
+        """The GRPO columns of ``examples`` (training and held-out rows alike): prompt, target_item, user,
+        history (item ids, oldest first: the teacher reward's input)."""
         from datasets import Dataset
 
-        examples = train_examples(self.split, self.args.num_train_examples)
         return Dataset.from_dict(
             {
                 "prompt": [self.prompt(ex) for ex in examples],
@@ -427,6 +428,9 @@ class GenRecEnv(Env):
                 "history": [[x.item for x in ex.history] for ex in examples],
             }
         )
+
+    def train_dataset(self):
+        return self._rows(train_examples(self.split, self.args.num_train_examples))
 
     def sft_dataset(self, n: int):
         """``n`` examples of the task mix: next-item examples cycle through the training examples, the
@@ -459,17 +463,7 @@ class GenRecEnv(Env):
 
     def eval_dataset(self):
         """The held-out users (``eval_split``), with the training rows' columns (eval.every_steps)."""
-        from datasets import Dataset
-
-        examples = self.eval_examples()
-        return Dataset.from_dict(
-            {
-                "prompt": [self.prompt(ex) for ex in examples],
-                "target_item": [ex.target.item for ex in examples],
-                "user": [ex.user for ex in examples],
-                "history": [[x.item for x in ex.history] for ex in examples],
-            }
-        )
+        return self._rows(self.eval_examples())
 
     def eval_examples(self) -> list[Example]:
         """The held-out examples of ``eval_split`` under the protocol's split, the first ``num_eval_users``."""

@@ -25,9 +25,9 @@ a ``.npy`` in the index's item order, or ``item_texts_path=`` embedded with Mini
 A completion naming no item gets ``invalid`` (None by default: excluded); an unknown target gets None.
 
 A reward from another model (the frozen recommender as the judge, as in DUET):
-- ``GenRecTeacherReward(teacher_path=, k=50)``: NDCG@k credit of the generated item in a frozen
-  SASRec's ranking of the catalogue for the user's history (column ``history``: item ids, oldest
-  first); no target needed. The env trains the teacher once on the training split
+- ``GenRecTeacherReward(teacher_path=, k=50, credit="ndcg")``: NDCG@k credit of the generated item in
+  a frozen SASRec's ranking of the catalogue for the user's history (column ``history``: item ids,
+  oldest first), or 1 within the top k (``credit="topk"``); no target needed. The env trains the teacher once on the training split
   (``env.args.teacher_weight``).
 """
 
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from rewards.contract import message_text
-from rewards.rec.metrics import batch_rank_of_target, ndcg_at_k
+from rewards.rec.metrics import batch_rank_of_target, hit_at_k, ndcg_at_k
 from rewards.rec.semantic_ids import SemanticIndex, parse_code
 
 
@@ -348,9 +348,8 @@ def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int, credi
     if credit not in TEACHER_CREDITS:
         raise ValueError(f"credit {credit!r} is not one of {TEACHER_CREDITS}")
     ranks = batch_rank_of_target(scores, generated, "pessimistic")  # [B]
-    if credit == "topk":
-        return (np.asarray(ranks).reshape(-1) <= k).astype(np.float64)
-    return np.asarray(ndcg_at_k(ranks, k), dtype=np.float64).reshape(-1)
+    per_item = ndcg_at_k if credit == "ndcg" else hit_at_k
+    return np.asarray(per_item(ranks, k), dtype=np.float64).reshape(-1)
 
 
 class GenRecTeacherReward(_GenRecReward):
