@@ -164,10 +164,12 @@ class GenRecArgs(EnvArgs):
         "cached; the same model is the eval's sasrec row). Dense and history-aware; 0 = off.",
     )
     teacher_k: int = Field(50, ge=1, description="Depth of the teacher's ranking that earns credit (teacher reward).")
-    teacher_credit: Literal["ndcg", "topk"] = Field(
+    teacher_credit: Literal["ndcg", "topk", "logprob"] = Field(
         "ndcg",
         description="Teacher reward's credit for rank r <= teacher_k: ndcg = 1/log2(r+1) (mode-seeking: the policy "
-        "chases the teacher's top item); topk = 1 (any item of the teacher's top-k set; docs/genrec.md).",
+        "chases the teacher's top item); topk = 1 (any item of the teacher's top-k set); logprob = the teacher's "
+        "log-probability of the item, any rank (with algorithm.beta=1 and scale_rewards=none the optimum is the "
+        "start policy times the teacher; docs/genrec.md).",
     )
     sasrec_epochs: int = Field(
         300,

@@ -335,18 +335,25 @@ class GenRecNeighbourRankReward(_EmbeddingReward):
 # ------------------------------------------------------------------------- a frozen recommender as the judge
 
 
-TEACHER_CREDITS = ("ndcg", "topk")
+TEACHER_CREDITS = ("ndcg", "topk", "logprob")
 
 
 def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int, credit: str = "ndcg") -> np.ndarray:
-    """Credit of each generated item for its rank r in its own row's teacher ranking (pessimistic ties).
+    """Credit of each generated item in its own row's teacher ranking (pessimistic ties).
 
     scores [B, N] (the teacher's scores over the catalogue), generated [B] column indices -> [B]:
-    ``ndcg``: 1 / log2(r + 1) if r <= k, else 0 (the teacher's top item is worth most);
-    ``topk``: 1 if r <= k, else 0 (every item of the teacher's top-k list is worth the same).
+    ``ndcg``: 1 / log2(r + 1) at rank r <= k, else 0 (the teacher's top item is worth most);
+    ``topk``: 1 if r <= k, else 0 (every item of the teacher's top-k list is worth the same);
+    ``logprob``: log softmax(scores)[generated], the teacher's log-probability of the item (k unused).
+    With a KL penalty of weight beta to the start policy, the policy that maximises this reward is
+    start * teacher^(1/beta) (renormalised): at beta = 1 the product of the two recommenders.
     """
     if credit not in TEACHER_CREDITS:
         raise ValueError(f"credit {credit!r} is not one of {TEACHER_CREDITS}")
+    if credit == "logprob":
+        from scipy.special import log_softmax
+
+        return log_softmax(scores.astype(np.float64), axis=1)[np.arange(len(generated)), generated]
     ranks = batch_rank_of_target(scores, generated, "pessimistic")  # [B]
     per_item = ndcg_at_k if credit == "ndcg" else hit_at_k
     return np.asarray(per_item(ranks, k), dtype=np.float64).reshape(-1)
@@ -363,6 +370,9 @@ class GenRecTeacherReward(_GenRecReward):
     item to chase. Per-sample NDCG credit is mode-seeking (the policy collapses onto the teacher's top
     item, and a beam-search top-10 needs ten good items); with set credit a group whose samples all lie
     in the set is flat, so nothing pushes the policy to concentrate inside it.
+    ``credit="logprob"`` pays the teacher's log-probability of the item (a softmax over its catalogue
+    scores): with ``algorithm.beta`` = 1 and unscaled advantages the KL-regularised optimum is the
+    product of the start policy and the teacher (``teacher_rank_credit``).
 
     ``teacher_path``: a file written by ``rewards.rec.baselines.SASRecBaseline.save`` (the env trains
     and caches one on the training split). A completion naming no catalogue item gets ``invalid``
@@ -384,7 +394,9 @@ class GenRecTeacherReward(_GenRecReward):
         if self.index is None:
             raise ValueError(f"{self.__name__} needs the semantic index; pass index_path=")
         if credit not in TEACHER_CREDITS:
-            raise ValueError(f"credit={credit!r} is not one of {TEACHER_CREDITS}: ndcg (rank-graded) or topk (set)")
+            raise ValueError(
+                f"credit={credit!r} is not one of {TEACHER_CREDITS}: ndcg (rank-graded), topk (set) or logprob"
+            )
         if k < 1:
             raise ValueError(f"k ({k}) must be >= 1: the depth of the teacher's ranking that earns credit")
         if teacher is None:

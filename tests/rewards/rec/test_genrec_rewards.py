@@ -177,6 +177,11 @@ def test_teacher_rank_credit_math():
     assert teacher_rank_credit(scores[[0]], np.array([1]), k=3) == pytest.approx([1 / math.log2(3)])
     # set credit: every item within the top k is worth 1 (rank 2 too), beyond k 0
     assert teacher_rank_credit(scores[[0, 0, 0]], np.array([0, 1, 2]), k=2, credit="topk") == pytest.approx([1, 1, 0])
+    # log-probability credit: log softmax over the row's scores, at any rank (k plays no part)
+    logp = teacher_rank_credit(scores[[0, 0, 1]], np.array([0, 2, 1]), k=1, credit="logprob")
+    z0, z1 = math.log(sum(math.exp(v) for v in scores[0])), math.log(sum(math.exp(v) for v in scores[1]))
+    assert logp == pytest.approx([0.9 - z0, 0.1 - z0, 0.2 - z1])
+    assert np.exp(teacher_rank_credit(scores[[1] * 3], np.arange(3), k=1, credit="logprob")).sum() == pytest.approx(1)
     with pytest.raises(ValueError, match="not one of"):
         teacher_rank_credit(scores, np.array([0, 0]), k=2, credit="mrr")
 
