@@ -37,7 +37,8 @@ def summarise(values: list[float]) -> str:
 
 def seed_table(results: list[dict], metric: str) -> str:
     """Markdown: one line per eval row (raw/start/trained/...) with the metric per seed and its summary,
-    plus trained - start per seed when both rows exist."""
+    plus trained - start per seed when both rows exist and the eval has no paired ``trained-start`` row
+    (the same per-seed numbers, already among the rows)."""
     rows = [r for r in results[0]["eval"] if all(metric in res["eval"].get(r, {}) for res in results)]
     seeds = [res["seed"] for res in results]
     head = f"| {metric} | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std (min-max) |\n"
@@ -45,7 +46,7 @@ def seed_table(results: list[dict], metric: str) -> str:
     for row in rows:
         vals = [res["eval"][row][metric] for res in results]
         lines.append(f"| {row} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {summarise(vals)} |\n")
-    if {"start", "trained"} <= set(rows):
+    if {"start", "trained"} <= set(rows) and "trained-start" not in rows:
         gains = [res["eval"]["trained"][metric] - res["eval"]["start"][metric] for res in results]
         lines.append("| trained − start | " + " | ".join(f"{g:+.3f}" for g in gains) + f" | {summarise(gains)} |\n")
     return "".join(lines)

@@ -34,6 +34,14 @@ def test_table_has_each_seed_the_summary_and_the_gain(tmp_path):
     assert summarise([0.7]) == "0.700"
 
 
+def test_an_eval_with_its_own_paired_row_gets_no_second_gain_row(tmp_path):
+    runs = [load_run(_run_dir(tmp_path, s, start, trained)) for s, start, trained in [(0, 0.4, 0.6), (1, 0.2, 0.5)]]
+    for r in runs:  # DUET's eval.json: a paired trained-start row with the same metric
+        r["eval"]["trained-start"] = {"overall": r["eval"]["trained"]["overall"] - r["eval"]["start"]["overall"]}
+    lines = seed_table(runs, "overall").splitlines()
+    assert [line.split(" |")[0] for line in lines[2:]] == ["| raw", "| start", "| trained", "| trained-start"]
+
+
 def test_a_run_without_eval_json_is_refused_by_name(tmp_path, capsys):
     d = _run_dir(tmp_path, 0, 0.1, 0.2)
     (d / "eval.json").unlink()
