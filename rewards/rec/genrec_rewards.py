@@ -27,7 +27,8 @@ A completion naming no item gets ``invalid`` (None by default: excluded); an unk
 A reward from another model (the frozen recommender as the judge, as in DUET):
 - ``GenRecTeacherReward(teacher_path=, k=50, credit="ndcg")``: NDCG@k credit of the generated item in
   a frozen SASRec's ranking of the catalogue for the user's history (column ``history``: item ids,
-  oldest first), or 1 within the top k (``credit="topk"``); no target needed. The env trains the teacher once on the training split
+  oldest first), 1 within the top k (``credit="topk"``), or the teacher's log-probability of the item
+  (``credit="logprob"``); no target needed. The env trains the teacher once on the training split
   (``env.args.teacher_weight``).
 """
 
@@ -339,7 +340,7 @@ TEACHER_CREDITS = ("ndcg", "topk", "logprob")
 
 
 def teacher_rank_credit(scores: np.ndarray, generated: np.ndarray, k: int, credit: str = "ndcg") -> np.ndarray:
-    """Credit of each generated item in its own row's teacher ranking (pessimistic ties).
+    """Credit of each generated item in its own row's teacher ranking (rank credits: pessimistic ties).
 
     scores [B, N] (the teacher's scores over the catalogue), generated [B] column indices -> [B]:
     ``ndcg``: 1 / log2(r + 1) at rank r <= k, else 0 (the teacher's top item is worth most);
@@ -370,6 +371,7 @@ class GenRecTeacherReward(_GenRecReward):
     item to chase. Per-sample NDCG credit is mode-seeking (the policy collapses onto the teacher's top
     item, and a beam-search top-10 needs ten good items); with set credit a group whose samples all lie
     in the set is flat, so nothing pushes the policy to concentrate inside it.
+
     ``credit="logprob"`` pays the teacher's log-probability of the item (a softmax over its catalogue
     scores): with ``algorithm.beta`` = 1 and unscaled advantages the KL-regularised optimum is the
     product of the start policy and the teacher (``teacher_rank_credit``).
