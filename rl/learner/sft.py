@@ -8,9 +8,39 @@ rollout workers load the merged model as their base, RL trains a fresh adapter o
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+def sft_progress_line(step: int, max_steps: int, loss: float, elapsed_s: float) -> str:
+    """One progress line of the warm start: step, loss, time so far and a linear estimate of the rest."""
+    left = elapsed_s / step * (max_steps - step) if step else float("nan")
+    return f"SFT step {step}/{max_steps}: loss {loss:.3f}, {elapsed_s / 60:.1f} min elapsed, ~{left / 60:.1f} min left"
+
+
+def sft_progress_callback(echo: bool):
+    """A ``TrainerCallback`` that writes ``sft_progress_line`` to the log at each of TRL's logging steps (every
+    tenth of the run), and to stderr too when ``echo`` (the progress bar is off, so the console would otherwise
+    show nothing for the whole stage)."""
+    from transformers import TrainerCallback
+
+    class SFTProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                line = sft_progress_line(
+                    state.global_step, state.max_steps, logs["loss"], time.perf_counter() - self.start
+                )
+                logger.info(line)
+                if echo:
+                    print(line, file=sys.stderr)
+
+    return SFTProgress()
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> str:
@@ -90,11 +120,15 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console; the log keeps the summary
+    trainer.add_callback(sft_progress_callback(echo=not cfg.logging.progress_bar))
+    start = time.perf_counter()
     trainer.train()
     merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    logger.info("SFT warm start: %d steps, loss %.3f -> %.3f", cfg.sft.steps, losses[0], losses[-1])
+    msg = f"SFT warm start: {cfg.sft.steps} steps in {(time.perf_counter() - start) / 60:.1f} min, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    logger.info(msg)
+    print(msg, file=sys.stderr)  # the stage's one line with its wall time, bar or no bar
     return str(out_dir)

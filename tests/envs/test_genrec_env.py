@@ -509,6 +509,8 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
         assert r["rollout/logprob_diff_mean"] < 1e-4 and r["rollout/logprob_diff_max"] < 2e-3, r  # vLLM's bounds
     assert (run_dir / "adapter" / "adapter_config.json").exists()
     assert (run_dir / "semantic_index.json").is_file() and (run_dir / "genrec_model" / "config.json").is_file()
+    log = (run_dir / "relay.log").read_text()  # the SFT stage: a line per logging step, then its wall time
+    assert "SFT step 2/2: loss" in log and "SFT warm start: 2 steps in" in log, log[-2000:]
     res = run_eval(run_dir)
     assert list(res) == ["popularity", "sasrec", "sft", "rl", "rl-sft"]
     for name in ("popularity", "sasrec", "sft", "rl"):

@@ -39,3 +39,31 @@ def test_bad_schedule_names_the_field():
         load_config(None, ["sft.lr_scheduler=exponential"])
     with pytest.raises(ConfigError, match="sft.warmup_ratio"):
         load_config(None, ["sft.warmup_ratio=1.5"])
+
+
+def test_progress_lines_give_step_loss_and_time_left(capsys, caplog):
+    """At each of TRL's logging steps the warm start logs its step, loss and a linear estimate of the time
+    left; with the progress bar off (echo) the same line goes to stderr, else only to the log."""
+    import logging
+
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from rl.learner.sft import sft_progress_callback, sft_progress_line
+
+    assert sft_progress_line(250, 1000, 1.23456, 120.0) == (
+        "SFT step 250/1000: loss 1.235, 2.0 min elapsed, ~6.0 min left"
+    )
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    for echo in (True, False):
+        callback = sft_progress_callback(echo=echo)
+        state = TrainerState(max_steps=10)
+        callback.on_train_begin(args, state, TrainerControl())
+        state.global_step = 5
+        with caplog.at_level(logging.INFO, logger="rl.learner.sft"):
+            callback.on_log(args, state, TrainerControl(), logs={"loss": 2.5, "learning_rate": 1e-3})
+            callback.on_log(args, state, TrainerControl(), logs={"train_runtime": 3.0})  # the summary: no line
+        logged = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        assert len(logged) == 1 and logged[0].startswith("SFT step 5/10: loss 2.500, 0.0 min elapsed"), logged
+        err = capsys.readouterr().err
+        assert (logged[0] in err) is echo, err
