@@ -119,7 +119,7 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     )
     from transformers import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console; the log keeps the summary
+    trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console: SFTProgress writes readable lines
     trainer.add_callback(sft_progress_callback(echo=not cfg.logging.progress_bar))
     start = time.perf_counter()
     trainer.train()
