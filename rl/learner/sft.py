@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 def sft_progress_line(step: int, max_steps: int, loss: float, elapsed_s: float) -> str:
     """One progress line of the warm start: step, loss, time so far and a linear estimate of the rest."""
-    left = elapsed_s / step * (max_steps - step) if step else float("nan")
+    left = elapsed_s / max(step, 1) * (max_steps - step)
     return f"SFT step {step}/{max_steps}: loss {loss:.3f}, {elapsed_s / 60:.1f} min elapsed, ~{left / 60:.1f} min left"
 
 
@@ -121,14 +121,13 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
 
     trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console: SFTProgress writes readable lines
     trainer.add_callback(sft_progress_callback(echo=not cfg.logging.progress_bar))
-    start = time.perf_counter()
-    trainer.train()
+    runtime_s = trainer.train().metrics["train_runtime"]  # the Trainer's own wall time of the loop
     merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    msg = f"SFT warm start: {cfg.sft.steps} steps in {(time.perf_counter() - start) / 60:.1f} min, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    msg = f"SFT warm start: {cfg.sft.steps} steps in {runtime_s / 60:.1f} min, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     logger.info(msg)
     print(msg, file=sys.stderr)  # the stage's one line with its wall time, bar or no bar
     return str(out_dir)
