@@ -1,0 +1,67 @@
+"""On-policy distillation math (rl.algos.distill) on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rl.algos.distill import MASKED, distill_loss, reverse_kl_per_token, tilted_target
+
+NEG = float("-inf")
+
+
+def test_tilted_target_is_the_renormalised_product_over_allowed_tokens():
+    ref = torch.tensor([0.0, math.log(2.0), 5.0])  # the forbidden third token must not count
+    teacher = torch.tensor([math.log(0.5), math.log(0.5), 0.0])
+    allowed = torch.tensor([True, True, False])
+    q = tilted_target(ref, teacher, allowed, lam=1.0).exp()
+    assert q.tolist() == pytest.approx([1 / 3, 2 / 3, 0.0], abs=1e-6)  # ∝ ref (1, 2) · teacher (.5, .5)
+    # lam = 0: the reference renormalised over the allowed tokens
+    assert tilted_target(ref, teacher, allowed, lam=0.0).exp().tolist() == pytest.approx([1 / 3, 2 / 3, 0.0], abs=1e-6)
+    # the teacher decides when lam is large: teacher (.9, .1) at lam 2 -> ∝ (1 · .81, 2 · .01)
+    sharp = tilted_target(ref, torch.tensor([math.log(0.9), math.log(0.1), NEG]), allowed, lam=2.0).exp()
+    assert sharp.tolist() == pytest.approx([0.81 / 0.83, 0.02 / 0.83, 0.0], abs=1e-6)
+
+
+def test_positions_without_teacher_mass_fall_back_to_the_reference():
+    ref = torch.tensor([[0.0, math.log(3.0)], [0.0, 0.0]])  # [2 positions, V=2]
+    teacher = torch.tensor([[NEG, NEG], [math.log(0.2), math.log(0.8)]])  # position 0: the teacher is silent
+    allowed = torch.ones(2, 2, dtype=torch.bool)
+    q = tilted_target(ref, teacher, allowed, lam=1.0).exp()
+    assert q[0].tolist() == pytest.approx([0.25, 0.75], abs=1e-6)
+    assert q[1].tolist() == pytest.approx([0.2, 0.8], abs=1e-6)
+
+
+def test_reverse_kl_matches_the_formula_and_vanishes_at_the_target():
+    allowed = torch.tensor([True, True, True, False])
+    logq = tilted_target(torch.zeros(4), torch.log(torch.tensor([0.5, 0.3, 0.2, 0.0])), allowed, lam=1.0)
+    policy = torch.log(torch.tensor([0.2, 0.2, 0.6, 0.3]))  # the 4th (forbidden) logit is ignored
+    p = torch.tensor([0.2, 0.2, 0.6]) / 1.0
+    want = float((p * (p.log() - torch.tensor([0.5, 0.3, 0.2]).log())).sum())
+    assert float(reverse_kl_per_token(policy, logq, allowed)) == pytest.approx(want, abs=1e-5)
+    assert float(reverse_kl_per_token(logq.clone(), logq, allowed)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distill_loss_masks_padding_has_finite_gradients_and_moves_towards_the_target():
+    torch.manual_seed(0)
+    B, L, V = 2, 3, 5
+    allowed = torch.ones(B, L, V, dtype=torch.bool)
+    allowed[:, :, 3:] = False  # two forbidden tokens everywhere
+    ref = torch.randn(B, L, V)
+    teacher = torch.log_softmax(torch.randn(B, L, V).masked_fill(~allowed, MASKED), -1)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # padding after the completions
+    logits = torch.randn(B, L, V, requires_grad=True)
+    loss, stats = distill_loss(logits, ref, teacher, allowed, mask, lam=1.0)
+    per_token = reverse_kl_per_token(logits, tilted_target(ref, teacher, allowed, 1.0), allowed)
+    assert float(loss) == pytest.approx(float(per_token[mask.bool()].mean()), abs=1e-6)
+    assert stats["kl_target"] == pytest.approx(float(loss)) and stats["kl_ref"] >= 0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    assert logits.grad[0, 2].abs().sum() == 0 and logits.grad[1, 1:].abs().sum() == 0  # padding: no gradient
+    assert logits.grad[..., 3:].abs().sum() == 0  # forbidden tokens: no gradient
+    with torch.no_grad():
+        stepped = logits - 1.0 * logits.grad
+    after, _ = distill_loss(stepped, ref, teacher, allowed, mask, lam=1.0)
+    assert float(after) < float(loss)
