@@ -543,6 +543,15 @@ class GenRecEnv(Env):
     def logits_processors(self, run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
         return [("rewards.rec.trie:trie_constraint", {"index_path": str(self.run_index_file(run_dir).resolve())})]
 
+    def token_teacher(self, run_dir: Path) -> tuple[str, dict[str, Any]]:
+        """SASRec (``sasrec_file``, trained once on the training split) through the ID trie, for
+        ``algorithm.distill_coef`` (``rewards.rec.genrec_teacher``)."""
+        index_path = str(self.run_index_file(run_dir).resolve())
+        return (
+            "rewards.rec.genrec_teacher:trie_teacher",
+            {"index_path": index_path, "teacher_path": str(self.sasrec_file)},
+        )
+
     # ---- evaluation
     def _rename(self, row: dict[str, float]) -> dict[str, float]:
         """Baseline rows come as recall@k; the protocol may call it hr@k (the same number)."""

@@ -172,6 +172,22 @@ class AlgorithmConfig(_Section):
     num_iterations: int = Field(
         1, ge=1, description="Optimisation passes per generated batch. Not PPO (its passes: algorithm.ppo.ppo_epochs)."
     )
+    distill_coef: float = Field(
+        0.0,
+        ge=0,
+        description="On-policy distillation (rl.algos.distill; GRPO-family algorithms, not PPO): weight of a loss "
+        "term, added to the algorithm's own, of KL(π_θ || q) at every completion token of the rollouts, with "
+        "q ∝ π_ref · m_T^distill_lambda over the tokens the rollout constraint allows; m_T is the env's token "
+        "teacher (Env.token_teacher: genrec's is its SASRec pushed through the ID trie). q is the token-level "
+        "form of the optimum of the KL-regularised RL objective with reward distill_lambda · log p_T. "
+        "0: off; the env must have a token teacher.",
+    )
+    distill_lambda: float = Field(
+        1.0,
+        ge=0,
+        description="The teacher's exponent in the distillation target q ∝ π_ref · m_T^λ (algorithm.distill_coef "
+        "> 0 only): 0 distils the reference itself, 1 the product of the reference and the teacher.",
+    )
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo only).")
 
 
@@ -853,6 +869,8 @@ _NOT_READ_BY_PPO = {
     "loss_type": "PPO's loss is its own clipped token mean; remove it",
     "scale_rewards": "use algorithm.ppo.whiten_advantages or remove it",
     "num_iterations": "use algorithm.ppo.ppo_epochs or remove it",
+    "distill_coef": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
+    "distill_lambda": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
 }
 
 
@@ -868,6 +886,8 @@ def _algorithm_field_problems(a: AlgorithmConfig) -> list[str]:
                 "only algorithm.name=reinforce_pp folds a KL into the reward; use algorithm.beta for a KL term "
                 "in the loss, or remove it"
             )
+        if a.distill_coef == 0:
+            unused["distill_lambda"] = "it weights the teacher in on-policy distillation; set algorithm.distill_coef"
         if a.name != "grpo":
             unused["scale_rewards"] = f"{a.name} computes its own advantages; remove it or set algorithm.name=grpo"
     p = []

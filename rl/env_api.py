@@ -72,6 +72,16 @@ class Env:
         """
         return []
 
+    def token_teacher(self, run_dir: Path) -> tuple[str, dict[str, Any]] | None:
+        """The env's token-level teacher for on-policy distillation (``algorithm.distill_coef``), as a
+        ``("module:factory", kwargs)`` spec, or None (the default: the env has none).
+
+        ``factory(tokenizer, **kwargs)`` runs once in the learner and returns a ``TokenTeacher``
+        (``rl.algos.distill``): ``log_probs(input_ids [B, T], logits_to_keep L, vocab_size V) -> [B, L, V]``,
+        the teacher's log-probabilities of the next token at each completion position (``-inf`` = none).
+        """
+        return None
+
     def evaluate(self, policies: dict[str, Any], out_dir: Any, max_prompts: int | None = None) -> dict[str, Any]:
         """Score each policy (name -> ``generate(list_of_prompts) -> list[str]``) on the env's eval set.
 

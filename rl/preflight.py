@@ -121,6 +121,11 @@ def preflight(cfg: RelayConfig) -> Plan:
             env.sft_dataset(2)
         except NotImplementedError as exc:
             problems.append(f"sft.steps ({cfg.sft.steps}): {exc}")
+    if cfg.algorithm.distill_coef > 0 and type(env).token_teacher is Env.token_teacher:
+        problems.append(
+            f"algorithm.distill_coef ({cfg.algorithm.distill_coef}): env {cfg.env.name!r} has no token teacher "
+            "to distil from (Env.token_teacher); set algorithm.distill_coef=0 or use an env that has one (genrec)"
+        )
     from rl.learner.periodic_eval import eval_problems
 
     eval_issues, eval_dataset = eval_problems(cfg, env)  # eval.every_steps needs a held-out split

@@ -90,6 +90,8 @@ CASES = [
     ("reward-runtime-env-path", lambda t, m: ["train", f"rewards.functions=[{{name: letter_fraction, runtime_env: {{py_modules: ['{t}/nope']}}}}]"],
      ["rewards.functions.0.runtime_env.py_modules.0", "no such file or directory"]),
     ("sft-without-data", lambda t, m: ["train", "sft.steps=5"], ["sft.steps (5)", "has no SFT data"]),
+    ("distill-without-teacher", lambda t, m: ["train", "algorithm.distill_coef=1"],
+     ["algorithm.distill_coef (1.0): env 'letters' has no token teacher", "set algorithm.distill_coef=0"]),
     ("reprompt-prompts-missing", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={t}/none.jsonl"],
      ["none.jsonl"]),
     ("reprompt-prompts-txt", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={_write(t, 'p.txt', 'a cat' + chr(10))}"],

@@ -109,6 +109,9 @@ class RelayGRPOTrainer(GRPOTrainer):
         is_correction: str | None = None,
         is_cap: float = 3.0,
         logit_constraints: Sequence[Any] = (),
+        token_teacher: Any = None,
+        distill_coef: float = 0.0,
+        distill_lambda: float = 1.0,
         **kwargs: Any,
     ):
         """TRL's arguments, plus Relay's options:
@@ -121,7 +124,9 @@ class RelayGRPOTrainer(GRPOTrainer):
         ``is_correction``/``is_cap``: an ``rl.algos.off_policy.IS_MODES`` entry and its weight cap; None: no
         IS weights;
         ``logit_constraints``: the rollout engines' processor factories (``rl.rollout.processors``, e.g. the
-        genrec trie): the learner's log-probs are then taken under the same masks (``_constrained_logps``).
+        genrec trie): the learner's log-probs are then taken under the same masks (``_constrained_logps``);
+        ``token_teacher``/``distill_coef``/``distill_lambda``: on-policy distillation (``rl.algos.distill``): the
+        loss adds ``distill_coef`` x the per-token KL(π_θ || π_ref · teacher^distill_lambda) on the rollouts.
         """
         super().__init__(*args, **kwargs)
         self.relay_stats = relay_stats
@@ -131,6 +136,7 @@ class RelayGRPOTrainer(GRPOTrainer):
         self.is_correction = is_correction
         self.is_cap = is_cap
         self.logit_constraints = list(logit_constraints)
+        self.token_teacher, self.distill_coef, self.distill_lambda = token_teacher, distill_coef, distill_lambda
 
     def _get_train_sampler(self, dataset=None):
         if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
@@ -165,9 +171,39 @@ class RelayGRPOTrainer(GRPOTrainer):
             raise RuntimeError("importance-sampling correction needs the rollout logprobs; the rollout_func gave none")
         self._loss_inputs = inputs  # picked up by the loss's own policy forward, below
         try:
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)
         finally:
             self._loss_inputs = None
+        if self.token_teacher is not None and self.distill_coef > 0:
+            loss = loss + self.distill_coef * self._distill_loss(model, inputs)
+        return loss
+
+    def _distill_loss(self, model, inputs):
+        """Per-token reverse KL to π_ref tilted by the env's token teacher, on this batch's completions
+        (``rl.algos.distill``). Costs one more policy forward and a reference forward (adapter off)."""
+        import torch
+
+        from rl.algos.distill import distill_loss
+        from rl.rollout.processors import disallowed_tokens
+
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)  # [B, T]
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        width = inputs["completion_ids"].size(1)  # L
+
+        def logits_of(net):  # [B, L, V]: position j predicts completion token j
+            out = net(input_ids=ids, attention_mask=mask, logits_to_keep=width + 1).logits
+            return out[:, :-1].float() / self.temperature
+
+        policy = logits_of(model)
+        with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+            ref = logits_of(model)
+        vocab = policy.size(-1)
+        allowed = ~disallowed_tokens(self.logit_constraints, ids, width, vocab)  # [B, L, V]
+        teacher = self.token_teacher.log_probs(ids, width, vocab).to(policy.device)  # [B, L, V]
+        loss, stats = distill_loss(policy, ref, teacher, allowed, inputs["completion_mask"], self.distill_lambda)
+        for key, value in stats.items():
+            self.relay_stats.add(f"distill/{key}", value)
+        return loss
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self.logit_constraints:

@@ -82,6 +82,15 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
     # The engines' logits processors (the genrec trie) also mask the learner's log-probs: one policy, sampled
     # and trained under the same constraint.
     constraints = build_factories(plan.env.logits_processors(run_dir), tokenizer)
+    if cfg.algorithm.distill_coef > 0:  # on-policy distillation towards the env's token teacher (rl.algos.distill)
+        from rl.registry import import_object
+
+        target, kwargs = plan.env.token_teacher(run_dir)  # preflight checked that the env has one
+        options.update(
+            token_teacher=import_object(target, what="env token_teacher")(tokenizer, **kwargs),
+            distill_coef=cfg.algorithm.distill_coef,
+            distill_lambda=cfg.algorithm.distill_lambda,
+        )
     trainer = RelayGRPOTrainer(
         model=model_path,
         reward_funcs=[make_reward_func(pool, stats) for pool in reward_pools],

@@ -7,6 +7,7 @@ items + RQ-KMeans) is built once and cached in the temp dir (~60 s the first tim
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -497,11 +498,14 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
             "env.args.sasrec_epochs=2",
             "eval.after_train=false",
             "logging.progress_bar=false",
+            "algorithm.distill_coef=1.0",  # on-policy distillation towards SASRec through the trie, on top
         ],
     )
     run_dir = train(cfg, tmp_path / "run")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
+    for r in records:  # the distillation term ran every step (kl_ref: 0 at step 1, where the adapter is still 0)
+        assert math.isfinite(r["distill/kl_target"]) and r["distill/kl_target"] > 0 and r["distill/kl_ref"] > -1e-6, r
     assert all(r["rewards/genrec_validity/mean"] == 1.0 for r in records)  # the trie held in the rollout actors
     # ... and masks the learner's log-probs too: the learner's policy is the engine's constrained one. Without
     # the mask this near-random model puts most of its mass off the trie, nats away from the engine's log-probs.

@@ -54,6 +54,11 @@ BAD_CONFIGS = [
      ["algorithm.scale_rewards ('batch') does not apply to algorithm.name=rloo", "set algorithm.name=grpo"]),
     ({"algorithm": {"name": "grpo", "ppo": {"vf_coef": 0.5}}},
      ["algorithm.ppo.vf_coef (0.5) does not apply to algorithm.name=grpo; set algorithm.name=ppo or remove it"]),
+    ({"algorithm": {"name": "ppo", "distill_coef": 1.0}},
+     ["algorithm.distill_coef (1.0) does not apply to algorithm.name=ppo", "GRPO-family learner"]),
+    ({"algorithm": {"distill_lambda": 0.5}},
+     ["algorithm.distill_lambda (0.5) does not apply to algorithm.name=grpo", "set algorithm.distill_coef"]),
+    ({"algorithm": {"distill_coef": -1}}, ["algorithm.distill_coef (-1)", "greater than or equal to 0"]),
 ]  # fmt: skip
 
 
