@@ -105,7 +105,7 @@ class TrieTeacher:
                             out[b, j, torch.as_tensor(kids)] = torch.as_tensor(np.log(mass / total), dtype=out.dtype)
                 elif j == self.levels and prefix in self.complete:
                     out[b, j, self.eos] = 0.0
-                if j >= len(comp) or (j < len(comp) and comp[j] == self.eos):
+                if comp[j] == self.eos:
                     break  # the completion ended here: later positions are padding
         return out
 
