@@ -38,18 +38,23 @@ class TrieTeacher:
         table = index.token_id_table(tokenizer)  # [level][code] -> token id
         self.levels = len(table)
         self.code_of_token = {int(t): (lvl, c) for lvl, row in enumerate(table) for c, t in enumerate(row)}
-        codes = np.asarray(index.codes)  # [N, levels], index.items order
-        self.tokens = np.array([[table[lvl][c] for lvl, c in enumerate(row)] for row in codes.tolist()])  # [N, lv]
+        self.tokens = np.asarray(index.token_sequences(tokenizer))  # [N, levels], index.items order
         column = {item: i for i, item in enumerate(teacher.catalog)}
         # teacher column of each index item (-1: the teacher does not know it, so it gets no mass)
         self.column = np.array([column.get(str(item), -1) for item in index.items])
-        # per level: prefix (token tuple) -> the items under it
-        self.under: list[dict[tuple[int, ...], np.ndarray]] = []
+        # per level: prefix (token tuple) -> (the items under it, its child tokens, each item's child slot),
+        # fixed by the index, so a step only sums the teacher's mass per slot
+        self.under: list[dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
         for lvl in range(self.levels):
             groups: dict[tuple[int, ...], list[int]] = {}
             for i, row in enumerate(self.tokens[:, :lvl].tolist()):
                 groups.setdefault(tuple(row), []).append(i)
-            self.under.append({k: np.array(v) for k, v in groups.items()})
+            level = {}
+            for prefix, members in groups.items():
+                items = np.array(members)
+                kids, slot = np.unique(self.tokens[items, lvl], return_inverse=True)
+                level[prefix] = (items, kids, slot)
+            self.under.append(level)
         self.complete = {tuple(row) for row in self.tokens.tolist()}
 
     def history_of(self, prompt_ids: Any) -> list[str]:
@@ -95,9 +100,7 @@ class TrieTeacher:
             for j in range(logits_to_keep):
                 prefix = tuple(comp[:j])
                 if j < self.levels and prefix in self.under[j]:
-                    items = self.under[j][prefix]
-                    child = self.tokens[items, j]  # [n_under]
-                    kids, slot = np.unique(child, return_inverse=True)
+                    items, kids, slot = self.under[j][prefix]
                     mass = np.bincount(slot, weights=p[items], minlength=len(kids))  # [children]
                     total = mass.sum()
                     if total > 0:

@@ -43,9 +43,8 @@ def tilted_target(ref_logits: Any, teacher_logp: Any, allowed: Any, lam: float) 
     import torch
 
     ref = torch.log_softmax(ref_logits.float().masked_fill(~allowed, MASKED), dim=-1)  # [..., V]
-    teacher = teacher_logp.float().masked_fill(~allowed, MASKED)
-    has_teacher = torch.isfinite(teacher) & (teacher > MASKED / 2) & allowed  # [..., V]
-    teacher = torch.where(has_teacher, teacher, torch.full_like(teacher, MASKED))
+    has_teacher = torch.isfinite(teacher_logp) & allowed  # [..., V]
+    teacher = teacher_logp.float().masked_fill(~has_teacher, MASKED)
     tilt = torch.where(has_teacher.any(-1, keepdim=True), lam * teacher, torch.zeros_like(teacher))
     return torch.log_softmax((ref + tilt).masked_fill(~allowed, MASKED), dim=-1)
 
