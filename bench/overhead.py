@@ -65,6 +65,7 @@ class Runner:
     engine: str | None = None  # rollout.engine; None: plain TRL, in-process generation
     mode: str = "sync"  # rollout.mode
     goal: tuple[str, float] | None = None  # (operator, bound) on the ratio to plain TRL
+    split_cores: bool = False  # learner and rollout actor each get half the cores' threads (not both all of them)
 
     def goal_text(self, ratio: float) -> str:
         if self.goal is None:
@@ -83,6 +84,8 @@ RUNNERS = {
         Runner("relay-hf-async", "Relay, hf rollout actor, async", "hf", "async"),
         Runner("relay-vllm-sync", "Relay, vLLM rollout actor, sync", "vllm", "sync"),
         Runner("relay-vllm-async", "Relay, vLLM rollout actor, async", "vllm", "async", ("<", 1.0)),
+        Runner("relay-vllm-async-split", "Relay, vLLM rollout actor, async, cores split between learner and actor",
+               "vllm", "async", ("<", 1.0), split_cores=True),  # fmt: skip
     )
 }
 DEFAULT_RUNNERS = "trl,relay-hf-sync"
@@ -223,13 +226,18 @@ def base_overrides(opts, model_dir: str) -> list[str]:
     return out
 
 
-def runner_overrides(runner: Runner) -> list[str]:
-    """What makes a Relay runner: its engine and rollout mode (vLLM with configs/reprompt_smollm2.yaml's KV cache)."""
+def runner_overrides(runner: Runner, cores: int) -> list[str]:
+    """What makes a Relay runner: its engine and rollout mode (vLLM with configs/reprompt_smollm2.yaml's KV cache);
+    a split runner's learner gets ``cores // 2`` torch threads and its rollout actor the rest (after the shared
+    overrides, so these win over ``--threads``/``--rollout-threads``)."""
     if runner.engine is None:
         return []
     out = [f"rollout.engine={runner.engine}", f"rollout.mode={runner.mode}"]
     if runner.engine == "vllm":
         out.append("rollout.vllm_cpu_kv_cache_gib=1")
+    if runner.split_cores:
+        learner = max(1, cores // 2)
+        out += [f"learner.torch_threads={learner}", f"rollout.torch_threads={max(1, cores - learner)}"]
     return out
 
 
@@ -451,7 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         for_vllm = any(r.engine == "vllm" for r in opts.runners)
         model_dir, model_desc = resolve_model(opts.model, work, for_vllm)
         base = base_overrides(opts, model_dir)
-        cfgs = {r.name: load_config(LETTERS, [*base, *runner_overrides(r)]) for r in opts.runners}
+        cores = os.cpu_count() or 1
+        cfgs = {r.name: load_config(LETTERS, [*base, *runner_overrides(r, cores)]) for r in opts.runners}
     except (UsageError, ConfigError) as exc:
         parser.error(str(exc))
     load_before = os.getloadavg()
