@@ -7,9 +7,34 @@ the worker loads the learner's dict with ``set_peft_model_state_dict``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+
+
+def policy_lora_kwargs(cfg, env, model_path: str) -> dict[str, Any]:
+    """The ``peft.LoraConfig`` kwargs every copy of the policy wraps ``model_path`` with (learner and rollout
+    actors, so their state-dict keys match): ``cfg.lora``'s, and with ``lora.train_env_tokens`` the embedding
+    rows of the env's own tokens (``Env.trainable_token_ids``) as PEFT ``trainable_token_indices``; PEFT ties
+    the output layer's rows to them when the model ties its embeddings."""
+    kwargs = cfg.lora.peft_kwargs()
+    if cfg.lora.train_env_tokens:
+        kwargs["trainable_token_indices"] = {"embed_tokens": [int(i) for i in env.trainable_token_ids(model_path)]}
+    return kwargs
+
+
+def saved_lora_kwargs(cfg, adapter_dir) -> dict[str, Any]:
+    """``cfg.lora``'s kwargs plus what a saved adapter trained beyond them (its ``trainable_token_indices``), so
+    an engine built from them loads the adapter's tensors."""
+    kwargs = cfg.lora.peft_kwargs()
+    path = Path(adapter_dir) / "adapter_config.json"
+    indices = json.loads(path.read_text()).get("trainable_token_indices") if path.is_file() else None
+    if indices:
+        kwargs["trainable_token_indices"] = indices
+    return kwargs
 
 
 def lora_state_dict(peft_model, adapter_name: str = "default") -> dict[str, torch.Tensor]:

@@ -79,6 +79,14 @@ class LoraConfig(_Section):
     target_modules: str | list[str] = Field(
         "all-linear", description="Modules to adapt: 'all-linear' or a list of module names."
     )
+    train_env_tokens: bool = Field(
+        False,
+        description="Also train the embedding rows of the tokens the env adds (Env.trainable_token_ids: genrec's "
+        "semantic-ID codes) during RL, with PEFT's trainable_token_indices (a tied output layer shares the rows, "
+        "so each code's logit moves too; the rows travel with the adapter). LoRA alone cannot move a code's "
+        "embedding. Needs rollout.engine=hf (vLLM's LoRA loader takes no embedding rows), a GRPO-family "
+        "algorithm and an env that adds tokens.",
+    )
 
     def peft_kwargs(self) -> dict[str, Any]:
         return {
@@ -777,6 +785,17 @@ def _semantic_problems(cfg: RelayConfig) -> list[str]:
         p.append(
             "rollout.colocate is implemented for the group-based learners (grpo, dr_grpo, rloo, reinforce_pp), "
             "not algorithm.name='ppo'; set rollout.colocate=false or pick a group-based algorithm"
+        )
+    if cfg.lora.train_env_tokens and cfg.rollout.engine != "hf":
+        p.append(
+            f"lora.train_env_tokens (True) needs rollout.engine=hf, not {cfg.rollout.engine!r}: vLLM's LoRA loader "
+            "takes no embedding rows, so its rollouts would sample from a different policy; set rollout.engine=hf "
+            "or lora.train_env_tokens=false"
+        )
+    if cfg.lora.train_env_tokens and cfg.algorithm.name == "ppo":
+        p.append(
+            "lora.train_env_tokens is implemented for the GRPO-family learners (grpo, dr_grpo, rloo, reinforce_pp), "
+            "not algorithm.name='ppo'; set lora.train_env_tokens=false or pick a group-based algorithm"
         )
     p += _algorithm_field_problems(cfg.algorithm)
     p += _learner_worker_problems(cfg)

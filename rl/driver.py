@@ -149,6 +149,7 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             model_path = str(sft_dir)  # a resumed run keeps the warm start it already made
         else:
             model_path = warm_start(cfg, plan.env, model_path, sft_dir)
+    from rl.adapter import policy_lora_kwargs
     from rl.placement import CapacityWatch, check_fits, node_resources, plan_placement
 
     request = resource_request(cfg, plan.rewards, learner_gpus_per_worker(cfg, cfg.cluster.num_gpus))
@@ -185,7 +186,8 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                 watchdog.start()
         placement_group, scheduling = create_placement(cfg, request)
         rollout_pool = build_rollout_pool(
-            cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir)
+            cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir),
+            lora=policy_lora_kwargs(cfg, plan.env, model_path),
         )
         pools.append(rollout_pool)
         reward_pools = build_reward_pools(cfg, plan, pools, watch, scheduling)

@@ -37,10 +37,12 @@ def load_adapter_tensors(adapter_dir: Path) -> dict:
 
 def policy(cfg: RelayConfig, model_path: str, adapter_dir: Path | None = None, batch_size: int = 64) -> Generate:
     """A greedy ``generate(prompts) -> texts`` for ``model_path`` (+ a saved LoRA adapter)."""
+    from rl.adapter import saved_lora_kwargs
     from rl.rollout.hf import HFEngine
     from rl.rollout.types import SamplingParams
 
-    engine = HFEngine(model_path, lora=cfg.lora.peft_kwargs(), dtype=cfg.model.dtype)
+    lora = cfg.lora.peft_kwargs() if adapter_dir is None else saved_lora_kwargs(cfg, adapter_dir)
+    engine = HFEngine(model_path, lora=lora, dtype=cfg.model.dtype)
     if adapter_dir is not None:
         engine.load_adapter(0, load_adapter_tensors(adapter_dir))
     sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=0.0)

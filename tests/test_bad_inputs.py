@@ -92,6 +92,8 @@ CASES = [
     ("sft-without-data", lambda t, m: ["train", "sft.steps=5"], ["sft.steps (5)", "has no SFT data"]),
     ("distill-without-teacher", lambda t, m: ["train", "algorithm.distill_coef=1"],
      ["algorithm.distill_coef (1.0): env 'letters' has no token teacher", "set algorithm.distill_coef=0"]),
+    ("env-tokens-without-tokens", lambda t, m: ["train", "lora.train_env_tokens=true"],
+     ["lora.train_env_tokens (True): env 'letters' adds no tokens", "set lora.train_env_tokens=false"]),
     ("reprompt-prompts-missing", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={t}/none.jsonl"],
      ["none.jsonl"]),
     ("reprompt-prompts-txt", lambda t, m: ["train", "configs/quickstart.yaml", f"env.args.train_prompts={_write(t, 'p.txt', 'a cat' + chr(10))}"],

@@ -360,6 +360,67 @@ def test_lora_warm_start_trains_new_token_rows(env, prepared, tmp_path, monkeypa
         warm_start(cfg, env, path, tmp_path / "sft_token_indices")
 
 
+def test_rl_trains_code_rows_and_they_travel_with_the_adapter(env, prepared, tmp_path):
+    """lora.train_env_tokens: the RL policy's PEFT model trains the code tokens' embedding rows besides the LoRA
+    (the tied output rows with them, so a code's logit moves), no other row; the rows are in the adapter tensors
+    the rollout actors load, and in the saved adapter that evaluation rebuilds its engine from."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rl.adapter import lora_state_dict, policy_lora_kwargs, saved_lora_kwargs
+    from rl.config import load_config
+    from rl.rollout.hf import HFEngine
+
+    _, path = prepared
+    codes = env.trainable_token_ids(path)
+    plain = load_config(REPO / "configs" / "genrec.yaml")
+    assert "trainable_token_indices" not in policy_lora_kwargs(plain, env, path)
+    cfg = load_config(REPO / "configs" / "genrec.yaml", ["lora.train_env_tokens=true"])
+    kwargs = policy_lora_kwargs(cfg, env, path)
+    assert kwargs["trainable_token_indices"] == {"embed_tokens": codes}
+
+    torch.manual_seed(0)
+    learner = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(**kwargs))
+    trained = [n for n, p in learner.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n or "trainable_tokens" in n for n in trained), trained
+    assert any("trainable_tokens" in n for n in trained)
+    inner = learner.get_base_model()
+    vocab = inner.config.vocab_size
+    every = torch.arange(vocab)
+    rows_before = inner.get_input_embeddings()(every).detach()  # [V, H]: the effective (wrapped) rows
+    probe = torch.randn(3, inner.config.hidden_size)
+    out_before = inner.get_output_embeddings()(probe).detach()  # [3, V]
+
+    ids = torch.tensor([codes[:4]])  # [1, 4]: a code prefix; raise the next code's log-probability
+    opt = torch.optim.SGD([p for p in learner.parameters() if p.requires_grad], lr=1.0)
+    for _ in range(3):
+        loss = -learner(input_ids=ids).logits[0, -1].log_softmax(-1)[codes[4]]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    rows_after = inner.get_input_embeddings()(every).detach()
+    moved = (rows_after - rows_before).abs().sum(dim=1) > 0  # [V]
+    is_code = torch.zeros(vocab, dtype=torch.bool)
+    is_code[codes] = True
+    assert moved[is_code].any() and not moved[~is_code].any()
+    out_after = inner.get_output_embeddings()(probe).detach()
+    logit_moved = (out_after - out_before).abs().sum(dim=0) > 0  # [V]: the tied output rows follow the input rows
+    assert logit_moved[codes[4]] and not logit_moved[~is_code].any()
+
+    engine = HFEngine(path, lora=kwargs)  # a rollout actor: the learner's tensors, rows included, load into it
+    tensors = lora_state_dict(learner)
+    assert any("trainable_tokens" in k for k in tensors)
+    engine.load_adapter(1, tensors)
+    with torch.no_grad():
+        torch.testing.assert_close(engine.model(input_ids=ids).logits, learner(input_ids=ids).logits)
+
+    learner.save_pretrained(tmp_path / "adapter")  # evaluation: the engine's kwargs come from the saved adapter
+    assert saved_lora_kwargs(plain, tmp_path / "adapter")["trainable_token_indices"] == {"embed_tokens": codes}
+    assert "trainable_token_indices" not in saved_lora_kwargs(plain, tmp_path)  # no adapter_config.json there
+
+
 def test_p5_format(tmp_path, capfd):
     """P5 user_sequence.txt + item texts: the same env, dataset and index; building the index shows one
     timed line per stage on stderr."""
@@ -468,7 +529,7 @@ def _fast_sft_run(tmp_path):
 
 # vLLM's CPU kernels need head size >= 32: hidden 64 with 2 heads (the hf run keeps the recipe's 4 heads).
 ENGINE_OVERRIDES = {
-    "hf": [],
+    "hf": ["lora.train_env_tokens=true"],  # the code rows train too (hf only: vLLM loads no embedding rows)
     "vllm": ["rollout.engine=vllm", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"],
 }
 

@@ -59,6 +59,10 @@ BAD_CONFIGS = [
     ({"algorithm": {"distill_lambda": 0.5}},
      ["algorithm.distill_lambda (0.5) does not apply to algorithm.name=grpo", "set algorithm.distill_coef"]),
     ({"algorithm": {"distill_coef": -1}}, ["algorithm.distill_coef (-1)", "greater than or equal to 0"]),
+    ({"lora": {"train_env_tokens": True}, "rollout": {"engine": "vllm"}},
+     ["lora.train_env_tokens (True) needs rollout.engine=hf, not 'vllm'", "lora.train_env_tokens=false"]),
+    ({"lora": {"train_env_tokens": True}, "algorithm": {"name": "ppo"}},
+     ["lora.train_env_tokens is implemented for the GRPO-family learners", "lora.train_env_tokens=false"]),
 ]  # fmt: skip
 
 
