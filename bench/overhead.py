@@ -84,8 +84,14 @@ RUNNERS = {
         Runner("relay-hf-async", "Relay, hf rollout actor, async", "hf", "async"),
         Runner("relay-vllm-sync", "Relay, vLLM rollout actor, sync", "vllm", "sync"),
         Runner("relay-vllm-async", "Relay, vLLM rollout actor, async", "vllm", "async", ("<", 1.0)),
-        Runner("relay-vllm-async-split", "Relay, vLLM rollout actor, async, cores split between learner and actor",
-               "vllm", "async", ("<", 1.0), split_cores=True),  # fmt: skip
+        Runner(
+            "relay-vllm-async-split",
+            "Relay, vLLM rollout actor, async, cores split between learner and actor",
+            "vllm",
+            "async",
+            ("<", 1.0),
+            split_cores=True,
+        ),
     )
 }
 DEFAULT_RUNNERS = "trl,relay-hf-sync"

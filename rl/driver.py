@@ -186,7 +186,11 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
                 watchdog.start()
         placement_group, scheduling = create_placement(cfg, request)
         rollout_pool = build_rollout_pool(
-            cfg, model_path, watch, scheduling.get("rollout"), logits_processors=plan.env.logits_processors(run_dir),
+            cfg,
+            model_path,
+            watch,
+            scheduling.get("rollout"),
+            logits_processors=plan.env.logits_processors(run_dir),
             lora=policy_lora_kwargs(cfg, plan.env, model_path),
         )
         pools.append(rollout_pool)

@@ -409,6 +409,11 @@ def test_rl_trains_code_rows_and_they_travel_with_the_adapter(env, prepared, tmp
     logit_moved = (out_after - out_before).abs().sum(dim=0) > 0  # [V]: the tied output rows follow the input rows
     assert logit_moved[codes[4]] and not logit_moved[~is_code].any()
 
+    with torch.no_grad(), learner.disable_adapter():  # the reference policy (adapter off) has the start rows
+        torch.testing.assert_close(
+            learner(input_ids=ids).logits, AutoModelForCausalLM.from_pretrained(path)(ids).logits
+        )
+
     engine = HFEngine(path, lora=kwargs)  # a rollout actor: the learner's tensors, rows included, load into it
     tensors = lora_state_dict(learner)
     assert any("trainable_tokens" in k for k in tensors)
