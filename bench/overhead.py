@@ -9,7 +9,9 @@ Runners (``--runners``, comma-separated; ``trl`` is required: every ratio is to 
   reward called in-process;
 - ``relay-<engine>-<mode>`` (engine hf or vllm, mode sync or async): the same GRPOTrainer with generation
   in one Ray rollout actor (adapter synced every step) and the reward in one Ray reward actor. The vllm
-  runners use vLLM's CPU build with a 1 GiB KV cache, as configs/reprompt_smollm2.yaml does.
+  runners use vLLM's CPU build with a 1 GiB KV cache, as configs/reprompt_smollm2.yaml does;
+- ``relay-vllm-async-split``: relay-vllm-async with the cores split, half the threads to the learner and the
+  rest to the rollout actor (the other runners give each of them all the cores, so overlapped work shares them).
 Goals (issue #14): relay-hf-sync <= 1.05x plain TRL; relay-vllm-async < 1.0x (generation overlaps the learner).
 
 Workload, identical for every runner: the model (``--model``: ``tiny``, the tiny Qwen2 built locally, with

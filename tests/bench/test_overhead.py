@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 
 from bench.overhead import (
+    LETTERS,
     RUNNERS,
     TINY_TITLE,
     RunnerResult,
     UsageError,
+    base_overrides,
     breakdown,
     breakdown_table,
     build_parser,
     resolve_model,
     run_order,
+    runner_overrides,
     section_title,
     timing_table,
     workload_problems,
@@ -139,3 +142,20 @@ def test_breakdown_table_has_one_row_per_relay_runner():
         "| `relay-vllm-async` | 0.100 | 0.050 (overlapped) | 0.010 (overlapped) (128 KiB) | 0.0020 | 0.0010 | "
         "0.097 | 1.00 |"
     )
+
+
+def test_split_runner_gives_learner_and_actor_half_the_cores_each():
+    """relay-vllm-async-split: learner cores // 2 threads, the actor the rest, winning over --threads; the other
+    runners leave the threads to the shared overrides."""
+    from rl.config import load_config
+
+    split = RUNNERS["relay-vllm-async-split"]
+    assert split.engine == "vllm" and split.mode == "async"
+    assert runner_overrides(split, 2)[-2:] == ["learner.torch_threads=1", "rollout.torch_threads=1"]
+    assert runner_overrides(split, 5)[-2:] == ["learner.torch_threads=2", "rollout.torch_threads=3"]
+    assert not any("threads" in o for o in runner_overrides(RUNNERS["relay-vllm-async"], 2))
+    assert runner_overrides(RUNNERS["trl"], 2) == []
+    opts = build_parser().parse_args(["--threads", "2", "--rollout-threads", "2"])
+    vllm_heads = ["model.tiny.hidden_size=64", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"]
+    cfg = load_config(LETTERS, [*base_overrides(opts, "tiny"), *vllm_heads, *runner_overrides(split, 2)])
+    assert (cfg.learner.torch_threads, cfg.rollout.torch_threads) == (1, 1)
