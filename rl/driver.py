@@ -185,18 +185,19 @@ def _run(plan: Plan, run_dir: Path, callbacks: list, resume_from: Path | None = 
             if cfg.algorithm.name == "ppo":  # no TrainerCallback there: watch from now on
                 watchdog.start()
         placement_group, scheduling = create_placement(cfg, request)
+        lora = policy_lora_kwargs(cfg, plan.env, model_path)  # learner and rollout actors: one layout
         rollout_pool = build_rollout_pool(
             cfg,
             model_path,
             watch,
             scheduling.get("rollout"),
             logits_processors=plan.env.logits_processors(run_dir),
-            lora=policy_lora_kwargs(cfg, plan.env, model_path),
+            lora=lora,
         )
         pools.append(rollout_pool)
         reward_pools = build_reward_pools(cfg, plan, pools, watch, scheduling)
         session = Session(plan, run_dir, model_path, rollout_pool, tuple(reward_pools), resume_from,
-                          tuple(callbacks), learner_gpus=learner_gpus, actor_env=actor_env())  # fmt: skip
+                          tuple(callbacks), learner_gpus=learner_gpus, actor_env=actor_env(), lora=lora)  # fmt: skip
         build_learner(cfg).train(session)  # rl.learner.session.LEARNERS: grpo | grpo-data-parallel | ppo
     except KeyboardInterrupt:
         if watchdog is not None and watchdog.interrupted:  # stuck outside a polled call: the watchdog's stop

@@ -32,7 +32,6 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
     from peft import LoraConfig as PeftLoraConfig
     from transformers import AutoTokenizer, PrinterCallback
 
-    from rl.adapter import policy_lora_kwargs
     from rl.checkpoint import FinalizeCheckpoints
     from rl.learner.grpo import (
         RelayGRPOTrainer,
@@ -98,7 +97,7 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
         args=args,
         train_dataset=plan.train_dataset,
         processing_class=tokenizer,
-        peft_config=PeftLoraConfig(**policy_lora_kwargs(cfg, plan.env, model_path)),
+        peft_config=PeftLoraConfig(**(session.lora if session.lora is not None else cfg.lora.peft_kwargs())),
         rollout_func=rollout_func,
         relay_stats=stats,
         logit_constraints=constraints,

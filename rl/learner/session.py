@@ -28,6 +28,7 @@ class Session:
     callbacks: tuple[Any, ...] = ()  # extra transformers TrainerCallbacks (the watchdog's, a test's)
     learner_gpus: float = 0.0  # GPUs per data-parallel learner worker (0: CPU, gloo)
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars for learner worker processes
+    lora: dict[str, Any] | None = None  # LoraConfig kwargs every policy copy shares (rl.adapter); None: cfg.lora's
 
     @property
     def cfg(self):  # -> rl.config.RelayConfig
