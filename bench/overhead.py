@@ -244,9 +244,15 @@ def runner_overrides(runner: Runner, cores: int) -> list[str]:
     if runner.engine == "vllm":
         out.append("rollout.vllm_cpu_kv_cache_gib=1")
     if runner.split_cores:
-        learner = max(1, cores // 2)
-        out += [f"learner.torch_threads={learner}", f"rollout.torch_threads={max(1, cores - learner)}"]
+        learner, actor = split_threads(cores)
+        out += [f"learner.torch_threads={learner}", f"rollout.torch_threads={actor}"]
     return out
+
+
+def split_threads(cores: int) -> tuple[int, int]:
+    """A split runner's torch threads: (learner, rollout actor), half the cores each (at least 1)."""
+    learner = max(1, cores // 2)
+    return learner, max(1, cores - learner)
 
 
 class StepRecords(TrainerCallback):
@@ -435,11 +441,15 @@ BREAKDOWN_NOTE = (
 def report(opts, model_desc: str, results: list[RunnerResult], loads: tuple, threads: tuple[int, int]) -> str:
     """The docs section's body: how it was run, the timing table, the breakdown table and how to read it."""
     (b1, b5, b15), (a1, a5, a15) = loads
+    split = ""
+    if any(r.runner.split_cores for r in results):
+        learner, actor = split_threads(os.cpu_count() or 1)
+        split = f" (the split runner: learner {learner}, rollout actor {actor})"
     return (
         f"`{command_line(opts)}` on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
         f"{model_desc}, {opts.batch_size} completions (groups of {opts.num_generations}) x up to "
         f"{opts.max_new_tokens} tokens per step, `letters` env, LoRA r=16 on all linear layers, {opts.steps} steps "
-        f"per run; torch threads: learner {threads[0]}, rollout actor {threads[1]}. Load average (1/5/15 min) "
+        f"per run; torch threads: learner {threads[0]}, rollout actor {threads[1]}{split}. Load average (1/5/15 min) "
         f"before {b1:.2f}/{b5:.2f}/{b15:.2f}, after {a1:.2f}/{a5:.2f}/{a15:.2f}.\n\n"
         f"{timing_table(results, opts.repeats)}\n{breakdown_table(results)}\n"
         f"{BREAKDOWN_NOTE.format(warmup=WARMUP)}\n"

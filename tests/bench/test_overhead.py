@@ -14,6 +14,7 @@ from bench.overhead import (
     breakdown,
     breakdown_table,
     build_parser,
+    report,
     resolve_model,
     run_order,
     runner_overrides,
@@ -159,3 +160,16 @@ def test_split_runner_gives_learner_and_actor_half_the_cores_each():
     vllm_heads = ["model.tiny.hidden_size=64", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"]
     cfg = load_config(LETTERS, [*base_overrides(opts, "tiny"), *vllm_heads, *runner_overrides(split, 2)])
     assert (cfg.learner.torch_threads, cfg.rollout.torch_threads) == (1, 1)
+
+
+def test_report_names_the_split_runners_threads_only_when_it_ran(monkeypatch):
+    """The section's first line gives the shared threads, and the split runner's own when it is in the table."""
+    monkeypatch.setattr("bench.overhead.os.cpu_count", lambda: 2)
+    opts = build_parser().parse_args(["--threads", "2"])
+    loads = ((1.0, 1.0, 1.0), (2.0, 2.0, 2.0))
+    a = _relay_async()
+    split = RunnerResult(RUNNERS["relay-vllm-async-split"], a.step_medians, a.step_times, a.records)
+    without = report(opts, "tiny", [_plain(), a], loads, (2, 2)).splitlines()[0]
+    assert "torch threads: learner 2, rollout actor 2. Load" in without
+    with_split = report(opts, "tiny", [_plain(), a, split], loads, (2, 2)).splitlines()[0]
+    assert "learner 2, rollout actor 2 (the split runner: learner 1, rollout actor 1). Load" in with_split
