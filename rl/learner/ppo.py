@@ -209,7 +209,7 @@ class PPORecipe:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, cfg.model.dtype))
-        self.model = get_peft_model(base, LoraConfig(**cfg.lora.peft_kwargs())).to(self.device)
+        self.model = get_peft_model(base, LoraConfig(**self.session.lora)).to(self.device)
         hidden = self.model.config.hidden_size
         self.value_head = ValueHead(hidden, init_std=self.args.value_init_std).to(self.device)
         # What policy_and_values calls on the hidden states [B, L, H] -> [B, L].

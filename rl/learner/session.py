@@ -28,7 +28,10 @@ class Session:
     callbacks: tuple[Any, ...] = ()  # extra transformers TrainerCallbacks (the watchdog's, a test's)
     learner_gpus: float = 0.0  # GPUs per data-parallel learner worker (0: CPU, gloo)
     actor_env: dict[str, str] = field(default_factory=dict)  # env vars for learner worker processes
-    lora: dict[str, Any] | None = None  # LoraConfig kwargs every policy copy shares (rl.adapter); None: cfg.lora's
+    # LoraConfig kwargs every copy of the policy shares (rl.adapter.policy_lora_kwargs: the learner's and the
+    # rollout actors'), so their state-dict keys match; keyword-only and required, so no learner can fall back to
+    # cfg.lora's and drop what the run added (lora.train_env_tokens' embedding rows).
+    lora: dict[str, Any] = field(kw_only=True)
 
     @property
     def cfg(self):  # -> rl.config.RelayConfig

@@ -30,6 +30,7 @@ def _cfg(*overrides: str):
 
 def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, args: PPOArgs | None = None) -> None:
     """Build the pools with the driver's own helpers, run PPO, close the pools."""
+    from rl.adapter import policy_lora_kwargs
     from rl.learner.session import Session
     from rl.preflight import Plan, preflight
     from rl.run_dir import create_run_dir
@@ -42,10 +43,11 @@ def _ppo(cfg, run_dir: Path, model_dir: Path, resume_from: Path | None = None, a
     torch.set_num_threads(cfg.learner.torch_threads or 1)
     pools = []
     try:
-        rollout_pool = build_rollout_pool(cfg, str(model_dir))
+        lora = policy_lora_kwargs(cfg, plan.env, str(model_dir))
+        rollout_pool = build_rollout_pool(cfg, str(model_dir), lora=lora)
         pools.append(rollout_pool)
         reward_pools = build_reward_pools(cfg, plan, pools)
-        session = Session(plan, run_dir, str(model_dir), rollout_pool, tuple(reward_pools), resume_from)
+        session = Session(plan, run_dir, str(model_dir), rollout_pool, tuple(reward_pools), resume_from, lora=lora)
         run_ppo(session, args=args)
     finally:
         for pool in pools:

@@ -40,6 +40,15 @@ def test_every_table_entry_is_a_learner():
 
 
 def test_a_session_is_frozen():
-    session = Session(plan=None, run_dir=Path("run"), model_path="m", rollout_pool=None, reward_pools=())
+    session = Session(plan=None, run_dir=Path("run"), model_path="m", rollout_pool=None, reward_pools=(), lora={})
     with pytest.raises(dataclasses.FrozenInstanceError):
         session.model_path = "other"  # type: ignore[misc]
+
+
+def test_a_session_needs_the_policys_lora_kwargs_by_name():
+    # No fallback to cfg.lora's: it would drop what the run added (lora.train_env_tokens' embedding rows), and a
+    # learner's adapter would no longer match the rollout actors'.
+    with pytest.raises(TypeError, match="lora"):
+        Session(None, Path("run"), "m", None, ())
+    with pytest.raises(TypeError):
+        Session(None, Path("run"), "m", None, (), None, (), 0.0, {}, {"r": 8})  # type: ignore[misc]
