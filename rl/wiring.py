@@ -88,17 +88,18 @@ def build_rollout_pool(
     capacity_watch: Any = None,
     scheduling: list | None = None,
     logits_processors: list | None = None,
-    lora: dict[str, Any] | None = None,
+    *,
+    lora: dict[str, Any],
 ):
     """The rollout actors, each holding ``model_path`` plus a LoRA adapter shaped like the learner's;
     ``logits_processors``: the env's extra processor specs (``Env.logits_processors``); ``lora``: the
-    learner's LoraConfig kwargs (``rl.adapter.policy_lora_kwargs``; default ``cfg.lora``'s)."""
+    LoraConfig kwargs the learner gets too (``rl.adapter.policy_lora_kwargs``, ``Session.lora``)."""
     from rl.rollout.pool import RolloutPool
 
     threads = cfg.rollout.torch_threads or max(1, (os.cpu_count() or 1) // cfg.rollout.num_workers)
     engine_kwargs: dict[str, Any] = {
         "model_path": model_path,
-        "lora": lora if lora is not None else cfg.lora.peft_kwargs(),
+        "lora": lora,
         "dtype": cfg.model.dtype,
         "torch_threads": threads,
     }
