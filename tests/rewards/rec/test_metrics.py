@@ -18,6 +18,7 @@ from rewards.rec.metrics import (
     rank_of_target,
     recall_at_k,
     rmse,
+    softmax_of_target,
 )
 
 
@@ -59,6 +60,20 @@ def test_batch_versions():
     assert m["hit@1"] == pytest.approx(1 / 3) and m["hit@2"] == pytest.approx(2 / 3)
     assert m["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_softmax_of_target_by_hand():
+    scores = np.array([[0.5, 0.3, 0.3], [0.2, 0.2, -np.inf], [0.4, 0.6, float("nan")]])
+    p = softmax_of_target(scores, [0, 1, 0], temperature=0.1)
+    e2 = math.exp(2.0)  # a 0.2 cosine lead at T = 0.1
+    np.testing.assert_allclose(p, [e2 / (e2 + 2), 0.5, 1 / (1 + e2)])  # padding (-inf, NaN) weighs nothing
+    # Smooth where the rank is not: the same rank 1, a wider lead, a larger reward.
+    wider = softmax_of_target(np.array([[0.7, 0.3, 0.3]]), [0], temperature=0.1)[0]
+    assert rank_of_target([0.7, 0.3, 0.3], 0) == rank_of_target([0.5, 0.3, 0.3], 0) == 1 and wider > p[0]
+    with pytest.raises(ValueError, match="temperature"):
+        softmax_of_target(scores, [0, 0, 0], temperature=0.0)
+    with pytest.raises(ValueError, match="target_index"):
+        softmax_of_target(scores, [3, 0, 0], temperature=0.1)
 
 
 def test_rank_metrics_by_hand():

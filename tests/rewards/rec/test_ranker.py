@@ -92,6 +92,24 @@ def test_full_catalog_matches_brute_force(ranker, index):
         ranker.full_catalog, ranker.index_kind, ranker._index, ranker.k = False, "flat", None, 5
 
 
+def test_softmax_reward_is_the_targets_probability_among_its_candidates():
+    r = EmbeddingRanker(metric="softmax", temperature=0.05, batch_size=16)
+    r.set_catalog(ITEMS)
+    profiles = ["This user bakes bread at home", "Bakes bread and cakes with organic flour", "Plays acoustic guitar"]
+    cands = [["flour", "drill", "guitar", "tent"]] * 3
+    got = r.rewards(profiles, ["flour"] * 3, candidates=cands)
+    scores = r.candidate_scores(profiles, ["flour"] * 3, [[]] * 3, cands)  # [3, 4] cosines, the target first
+    expected = np.exp(scores[:, 0] / 0.05) / np.exp(scores / 0.05).sum(1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # Both baking profiles rank flour first (a rank reward ties them); the softmax tells them apart.
+    np.testing.assert_array_equal(r.rank(profiles[:2], ["flour"] * 2, candidates=cands[:2]), [1, 1])
+    assert got[0] != got[1] and min(got[:2]) > 0.5 > got[2] and r.rewards([], []) == []
+    with pytest.raises(ValueError, match="full_catalog"):
+        EmbeddingRanker(metric="softmax", full_catalog=True)
+    with pytest.raises(ValueError, match="temperature"):
+        EmbeddingRanker(metric="softmax", temperature=0)
+
+
 def test_reward_contract(ranker):
     extract = lambda t: t.split("PROFILE:", 1)[1].strip() if "PROFILE:" in t else None  # noqa: E731
     fn = RankerReward(ranker, extract)
