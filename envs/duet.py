@@ -601,14 +601,15 @@ class DuetArgs(EnvArgs):
         500.0, gt=0, description="negatives=ease: EASE's L2 strength λ (Steck 2019; 500 is its typical value)."
     )
     k: int = Field(10, ge=1, description="Cutoff of the training reward metric.")
-    metric: Literal["ndcg", "hit", "mrr", "softmax"] = Field(
+    metric: Literal["ndcg", "hit", "mrr", "approx_ndcg", "softmax"] = Field(
         "ndcg",
-        description="Training reward: a rank metric @k, or 'softmax': the target's softmax probability among the "
-        "candidates at `temperature` (smooth: profiles that tie on the rank still differ, so GRPO groups whose "
-        "profiles all rank the target alike keep an advantage). Eval always reports the rank metrics.",
+        description="Training reward: a rank metric @k, or a smooth one over the candidates at `temperature`, "
+        "where profiles that tie on the rank still differ (so a GRPO group whose profiles all rank the target "
+        "alike keeps an advantage): 'approx_ndcg' (ndcg of the soft rank 1 + sum sigmoid((s_c - s_t) / T), no "
+        "cutoff) or 'softmax' (the target's probability among the candidates). Eval always reports the rank metrics.",
     )
     temperature: float = Field(
-        0.05, gt=0, description="metric=softmax: temperature on the ranker's cosines (InfoNCE-style)."
+        0.05, gt=0, description="metric approx_ndcg or softmax: the temperature on the ranker's cosines."
     )
     item_fields: list[str] = Field(
         default_factory=lambda: ["title", "brand", "categories"],

