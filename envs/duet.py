@@ -377,10 +377,7 @@ def recent_template_completion(
     if mode == "joint":
         if item is None:
             raise ValueError("recent_template_completion(mode='joint') needs the item")
-        kind = _clean(item.categories[-1]) if item.categories else "product"
-        out += "\n" + _block(
-            "item_profile", kind, "the item", f"{_cut(_clean(item.title), 40) or 'An item'}. A {kind} product."
-        )
+        out += "\n" + _compact_item_block(item)
     return out
 
 
@@ -400,11 +397,14 @@ def history_template_completion(
     if mode == "joint":
         if item is None:
             raise ValueError("history_template_completion(mode='joint') needs the item")
-        kind = _clean(item.categories[-1]) if item.categories else "product"
-        out += "\n" + _block(
-            "item_profile", kind, "the item", f"{_cut(_clean(item.title), 40) or 'An item'}. A {kind} product."
-        )
+        out += "\n" + _compact_item_block(item)
     return out
+
+
+def _compact_item_block(item: ItemInfo) -> str:
+    """The joint mode's item block of the compact templates: the title (40 characters) and its kind."""
+    kind = _clean(item.categories[-1]) if item.categories else "product"
+    return _block("item_profile", kind, "the item", f"{_cut(_clean(item.title), 40) or 'An item'}. A {kind} product.")
 
 
 def _cut(text: str, n: int) -> str:

@@ -40,14 +40,7 @@ def batch_rank_of_target(
     Rows may be padded with ``-inf`` (or NaN) for unequal candidate counts; those never outrank a
     finite target.
     """
-    s = _clean(scores)  # [B, C]
-    if s.ndim != 2:
-        raise ValueError(f"scores must be [batch, candidates], got shape {s.shape}")
-    idx = np.asarray(target_index, dtype=np.int64)  # [B]
-    if idx.shape != (s.shape[0],) or (idx < 0).any() or (idx >= s.shape[1]).any():
-        raise ValueError(
-            f"target_index {idx.tolist()} must be one index in [0, {s.shape[1]}) per row of scores {s.shape}"
-        )
+    s, idx = _scores_and_targets(scores, target_index)  # [B, C], [B]
     t = s[np.arange(s.shape[0]), idx][:, None]  # [B, 1]
     greater = (s > t).sum(1)  # [B]
     equal = (s == t).sum(1) - 1  # [B] other candidates tied with the target
@@ -129,6 +122,11 @@ def approx_ndcg_of_target(
 def _checked(scores: np.ndarray, target_index: Sequence[int] | np.ndarray, temperature: float):
     if temperature <= 0:
         raise ValueError(f"temperature={temperature!r}; use a positive number (e.g. 0.05 for cosine scores)")
+    return _scores_and_targets(scores, target_index)
+
+
+def _scores_and_targets(scores: np.ndarray, target_index: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` [B, C] (NaN -> -inf) and ``target_index`` [B] as arrays, or a ValueError naming the mismatch."""
     s = _clean(scores)  # [B, C]
     if s.ndim != 2:
         raise ValueError(f"scores must be [batch, candidates], got shape {s.shape}")
