@@ -606,7 +606,8 @@ class DuetArgs(EnvArgs):
         description="Training reward: a rank metric @k, or a smooth one over the candidates at `temperature`, "
         "where profiles that tie on the rank still differ (so a GRPO group whose profiles all rank the target "
         "alike keeps an advantage): 'approx_ndcg' (ndcg of the soft rank 1 + sum sigmoid((s_c - s_t) / T), no "
-        "cutoff) or 'softmax' (the target's probability among the candidates). Eval always reports the rank metrics.",
+        "cutoff) or 'softmax' (the target's probability among the candidates; it pays for betting on one kind of item: "
+        "with SmolLM2 it taught the policy to repeat a title, docs/rec.md). Eval always reports the rank metrics.",
     )
     temperature: float = Field(
         0.05, gt=0, description="metric approx_ndcg or softmax: the temperature on the ranker's cosines."
@@ -1047,8 +1048,8 @@ def build_rating_predictor(model_path: str = "tiny", **kwargs):
 
 
 class DuetRankerReward:
-    """TRL reward: rank metric (or softmax probability) of ``target_item`` among ``candidates`` by the user
-    ``<profile>``.
+    """TRL reward: rank metric (or a smooth one: ``approx_ndcg``, ``softmax``) of ``target_item`` among
+    ``candidates`` by the user ``<profile>``.
 
     A class so that ``load_reward`` builds it once per reward actor: MiniLM loads once and item
     embeddings stay cached for the actor's life. Plain kwargs (data paths), so it ships to Ray.
