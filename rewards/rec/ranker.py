@@ -222,8 +222,7 @@ class EmbeddingRanker:
         candidates: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:
         """1-based ranks [B] of each target for each profile text (``inf`` = beyond the full-catalog cutoff)."""
-        targets = [str(t) for t in targets]
-        histories = [[str(h) for h in hist] for hist in histories] if histories is not None else [[] for _ in targets]
+        targets, histories = _as_ids(targets, histories)
         if not targets:
             return np.zeros(0)
         if self.full_catalog and candidates is None:
@@ -293,15 +292,20 @@ class EmbeddingRanker:
         candidates: Sequence[Sequence[str]] | None = None,
     ) -> list[float]:
         if self.metric in SMOOTH_METRICS:
+            targets, histories = _as_ids(targets, histories)
             if not targets:
                 return []
-            targets = [str(t) for t in targets]
-            histories = [[str(h) for h in hist] for hist in histories] if histories is not None else [[]] * len(targets)
             scores = self.candidate_scores(profiles, targets, histories, candidates)  # [B, C]
             smooth = SMOOTH_METRICS[self.metric](scores, np.zeros(len(scores), np.int64), self.temperature)
             return [float(x) for x in smooth]
         ranks = self.rank(profiles, targets, histories, candidates)
         return [float(x) for x in np.atleast_1d(metric_from_rank(ranks, self.metric, self.k))]
+
+
+def _as_ids(targets: Sequence[str], histories: Sequence[Sequence[str]] | None) -> tuple[list[str], list[list[str]]]:
+    """Item ids as strings; no histories given = an empty history per target."""
+    targets = [str(t) for t in targets]
+    return targets, [[str(h) for h in hist] for hist in histories] if histories is not None else [[] for _ in targets]
 
 
 def whole_text(text: str) -> str | None:
