@@ -401,6 +401,20 @@ def history_template_completion(
     return out
 
 
+def copy_template_completion(history_lines: Sequence[str], item: ItemInfo | None = None, mode: Mode = "joint") -> str:
+    """The prompt's own history lines, oldest first, joined by "; " as the profile: the very text the eval's
+    ``raw_history`` row ranks. A policy warm-started on it starts where the raw history is (where it copies
+    exactly), so whatever RL then drops, reorders or adds is measured against the raw history itself."""
+    _check_mode(mode)
+    cue = "purchase history"
+    out = _block("user_profile", cue, "the history as written", "; ".join(history_lines) or "a mix of products")
+    if mode == "joint":
+        if item is None:
+            raise ValueError("copy_template_completion(mode='joint') needs the item")
+        out += "\n" + _compact_item_block(item)
+    return out
+
+
 def _compact_item_block(item: ItemInfo) -> str:
     """The joint mode's item block of the compact templates: the title (40 characters) and its kind."""
     kind = _clean(item.categories[-1]) if item.categories else "product"
@@ -633,11 +647,12 @@ class DuetArgs(EnvArgs):
         description="'full': the format explained (``system_prompt``); 'brief': one line naming the tags "
         "(~20 tokens instead of ~300 for the tiny test tokenizer; for tiny policies that learned the format by SFT).",
     )
-    sft_template: Literal["full", "short", "minimal", "recent", "history"] = Field(
+    sft_template: Literal["full", "short", "minimal", "recent", "history", "copy"] = Field(
         "full",
         description="SFT completions: 'full' (sentences), 'short' (categories + keywords), 'recent' (categories + "
         "the two most recent titles: compact, for small real policies), 'history' (the three most recent "
-        "purchases, newest first, title and category: ranks at the raw history's level) or 'minimal' "
+        "purchases, newest first, title and category: ranks at the raw history's level), 'copy' (the prompt's "
+        "history lines verbatim: the raw_history row's own text, so RL starts from it) or 'minimal' "
         "(fixed cue and prompt, the last item's category: for tiny test policies).",
     )
 
@@ -874,12 +889,16 @@ class DuetEnv(Env):
             "minimal": minimal_template_completion,
             "recent": recent_template_completion,
             "history": history_template_completion,
+            "copy": copy_template_completion,
         }[self.args.sft_template]
         items = self.data.items
         prompts, completions = [], []
         for j in range(n):
             ex = examples[j % len(examples)]
-            history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
+            if self.args.sft_template == "copy":  # the prompt's lines, not the items: copied as the prompt shows them
+                history = [self._prompt_text(i) for i in ex.history]
+            else:
+                history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
             shown = items.get(self.shown_item(ex), ItemInfo()) if self.args.profile == "joint" else None
             prompts.append(self.messages(ex))
             completions.append(template(history, shown, mode=self.args.profile))

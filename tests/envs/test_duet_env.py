@@ -16,6 +16,7 @@ from envs.duet import (
     DuetEnv,
     DuetRankerReward,
     DuetRatingReward,
+    copy_template_completion,
     history_template_completion,
     minimal_template_completion,
     parse_profiles,
@@ -81,7 +82,7 @@ def test_joint_prompts_profile_the_last_history_item_for_the_ranker():
     assert "The item:" in e.messages(ex)[-1]["content"]
 
 
-@pytest.mark.parametrize("template", ["full", "short", "minimal", "recent", "history"])
+@pytest.mark.parametrize("template", ["full", "short", "minimal", "recent", "history", "copy"])
 @pytest.mark.parametrize("profile", ["user_only", "joint"])
 def test_sft_completions_parse(template, profile):
     ds = env(sft_template=template, profile=profile).sft_dataset(30)
@@ -110,6 +111,19 @@ def test_history_template_lists_the_latest_purchases_newest_first():
         for line, item in zip(lines, reversed(history), strict=False):  # newest first
             assert line.startswith(item.title.replace("<", " ").replace(">", " ").split()[0])
             assert not item.categories or line.endswith(f"({item.categories[-1].strip()})")
+
+
+def test_copy_template_profile_is_the_raw_history_rows_text():
+    e = env(sft_template="copy", profile="user_only")
+    ds = e.sft_dataset(20)
+    for ex, completion in zip(e.examples("train"), ds["completion"], strict=False):
+        profile = parse_profiles(completion, "user_only").user.profile
+        # what evaluate() ranks as raw_history for this user, character for character
+        assert profile == "; ".join(e._prompt_text(i) for i in ex.history)
+        prompt = e.messages(ex)[-1]["content"]
+        assert all(e._prompt_text(i) in prompt for i in ex.history)  # copied from what the policy reads
+    with pytest.raises(ValueError, match="needs the item"):
+        copy_template_completion(["a (b)"], mode="joint")
 
 
 def test_softmax_metric_reaches_the_reward_actor(ranker_reward):
