@@ -373,12 +373,8 @@ def recent_template_completion(
     if recent:
         profile += f" Recent: {'; '.join(recent)}."
     cue = ", ".join(_keywords(user_history, 2) or ["general products"])
-    out = _block("user_profile", cue, "types and recent buys", profile)
-    if mode == "joint":
-        if item is None:
-            raise ValueError("recent_template_completion(mode='joint') needs the item")
-        out += "\n" + _compact_item_block(item)
-    return out
+    user = _block("user_profile", cue, "types and recent buys", profile)
+    return _with_compact_item("recent_template_completion", user, item, mode)
 
 
 def history_template_completion(
@@ -393,12 +389,8 @@ def history_template_completion(
         title = _cut(_clean(h.title), 30) or "an item"
         lines.append(f"{title} ({_clean(h.categories[-1])})" if h.categories else title)
     cue = ", ".join(_keywords(user_history, 2) or ["general products"])
-    out = _block("user_profile", cue, "recent buys, newest first", "; ".join(lines) or "a mix of products")
-    if mode == "joint":
-        if item is None:
-            raise ValueError("history_template_completion(mode='joint') needs the item")
-        out += "\n" + _compact_item_block(item)
-    return out
+    user = _block("user_profile", cue, "recent buys, newest first", "; ".join(lines) or "a mix of products")
+    return _with_compact_item("history_template_completion", user, item, mode)
 
 
 def copy_template_completion(history_lines: Sequence[str], item: ItemInfo | None = None, mode: Mode = "joint") -> str:
@@ -406,13 +398,19 @@ def copy_template_completion(history_lines: Sequence[str], item: ItemInfo | None
     ``raw_history`` row ranks. A policy warm-started on it starts where the raw history is (where it copies
     exactly), so whatever RL then drops, reorders or adds is measured against the raw history itself."""
     _check_mode(mode)
-    cue = "purchase history"
-    out = _block("user_profile", cue, "the history as written", "; ".join(history_lines) or "a mix of products")
-    if mode == "joint":
-        if item is None:
-            raise ValueError("copy_template_completion(mode='joint') needs the item")
-        out += "\n" + _compact_item_block(item)
-    return out
+    user = _block(
+        "user_profile", "purchase history", "the history as written", "; ".join(history_lines) or "a mix of products"
+    )
+    return _with_compact_item("copy_template_completion", user, item, mode)
+
+
+def _with_compact_item(template: str, user_block: str, item: ItemInfo | None, mode: Mode) -> str:
+    """A compact template's completion: its user block, then in joint mode the item block."""
+    if mode != "joint":
+        return user_block
+    if item is None:
+        raise ValueError(f"{template}(mode='joint') needs the item")
+    return user_block + "\n" + _compact_item_block(item)
 
 
 def _compact_item_block(item: ItemInfo) -> str:
