@@ -393,14 +393,12 @@ def history_template_completion(
     return _with_compact_item("history_template_completion", user, item, mode)
 
 
-def copy_template_completion(history_lines: Sequence[str], item: ItemInfo | None = None, mode: Mode = "joint") -> str:
-    """The prompt's own history lines, oldest first, joined by "; " as the profile: the very text the eval's
-    ``raw_history`` row ranks. A policy warm-started on it starts where the raw history is (where it copies
-    exactly), so whatever RL then drops, reorders or adds is measured against the raw history itself."""
+def copy_template_completion(raw_history: str, item: ItemInfo | None = None, mode: Mode = "joint") -> str:
+    """``raw_history`` (``DuetEnv.raw_history_text``: the prompt's own history lines, oldest first) verbatim as the
+    profile: the very text the eval's ``raw_history`` row ranks. A policy warm-started on it starts where the raw
+    history is (where it copies exactly), so whatever RL then drops, reorders or adds is measured against it."""
     _check_mode(mode)
-    user = _block(
-        "user_profile", "purchase history", "the history as written", "; ".join(history_lines) or "a mix of products"
-    )
+    user = _block("user_profile", "purchase history", "the history as written", raw_history or "a mix of products")
     return _with_compact_item("copy_template_completion", user, item, mode)
 
 
@@ -813,6 +811,11 @@ class DuetEnv(Env):
             text = text[: self.args.prompt_item_chars].rsplit(" ", 1)[0] + "..."
         return f"{text} ({_clean(info.categories[-1])})" if info.categories else text
 
+    def raw_history_text(self, ex: DuetExample) -> str:
+        """The eval's ``raw_history`` profile: the prompt's history lines, oldest first, joined by "; " (also the
+        ``copy`` SFT template's profile)."""
+        return "; ".join(self._prompt_text(i) for i in ex.history)
+
     def shown_item(self, ex: DuetExample) -> str:
         """The item the joint prompt profiles: the target for the rating reward; the most recent history
         item for the ranker (a ranked user profile must never see the target)."""
@@ -893,12 +896,12 @@ class DuetEnv(Env):
         prompts, completions = [], []
         for j in range(n):
             ex = examples[j % len(examples)]
-            if self.args.sft_template == "copy":  # the prompt's lines, not the items: copied as the prompt shows them
-                history = [self._prompt_text(i) for i in ex.history]
-            else:
-                history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
             shown = items.get(self.shown_item(ex), ItemInfo()) if self.args.profile == "joint" else None
             prompts.append(self.messages(ex))
+            if self.args.sft_template == "copy":  # the eval's raw_history text: the lines as the prompt shows them
+                history: Any = self.raw_history_text(ex)
+            else:
+                history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
             completions.append(template(history, shown, mode=self.args.profile))
         return Dataset.from_dict({"prompt": prompts, "completion": completions})
 
@@ -955,7 +958,7 @@ class DuetEnv(Env):
         no_profile["num_users"] = len(examples)
         if predictor is not None:  # nothing to read: the predictor's fallback, the middle of the scale
             no_profile.update(self._rating_row(predictor, examples, none, none, data))
-        raw_user = ["; ".join(self._prompt_text(i) for i in e.history) for e in examples]
+        raw_user = [self.raw_history_text(e) for e in examples]
         raw_item = [self._prompt_text(e.target) for e in examples]
         ranks: dict[str, list[float]] = {}
         results: dict[str, Any] = {"no_profile": no_profile}

