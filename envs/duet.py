@@ -899,7 +899,7 @@ class DuetEnv(Env):
             shown = items.get(self.shown_item(ex), ItemInfo()) if self.args.profile == "joint" else None
             prompts.append(self.messages(ex))
             if self.args.sft_template == "copy":  # the eval's raw_history text: the lines as the prompt shows them
-                history: Any = self.raw_history_text(ex)
+                history: str | list[ItemInfo] = self.raw_history_text(ex)
             else:
                 history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
             completions.append(template(history, shown, mode=self.args.profile))
