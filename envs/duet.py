@@ -811,10 +811,14 @@ class DuetEnv(Env):
             text = text[: self.args.prompt_item_chars].rsplit(" ", 1)[0] + "..."
         return f"{text} ({_clean(info.categories[-1])})" if info.categories else text
 
+    def history_lines(self, ex: DuetExample) -> list[str]:
+        """The history as the prompt shows it: one ``_prompt_text`` line per item, oldest first."""
+        return [self._prompt_text(i) for i in ex.history]
+
     def raw_history_text(self, ex: DuetExample) -> str:
-        """The eval's ``raw_history`` profile: the prompt's history lines, oldest first, joined by "; " (also the
-        ``copy`` SFT template's profile)."""
-        return "; ".join(self._prompt_text(i) for i in ex.history)
+        """The eval's ``raw_history`` profile: the prompt's history lines joined by "; " (also the ``copy`` SFT
+        template's profile)."""
+        return "; ".join(self.history_lines(ex))
 
     def shown_item(self, ex: DuetExample) -> str:
         """The item the joint prompt profiles: the target for the rating reward; the most recent history
@@ -822,7 +826,7 @@ class DuetEnv(Env):
         return ex.target if self.args.reward == "rating" else ex.history[-1]
 
     def messages(self, ex: DuetExample) -> list[dict[str, str]]:
-        history = [self._prompt_text(i) for i in ex.history]
+        history = self.history_lines(ex)
         if self.args.profile == "user_only":
             out = build_messages(history, mode="user_only")
         else:
@@ -893,16 +897,18 @@ class DuetEnv(Env):
             "copy": copy_template_completion,
         }[self.args.sft_template]
         items = self.data.items
+
+        def item_infos(ex: DuetExample) -> list[ItemInfo]:
+            return [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
+
+        # what the template reads: the items, or for `copy` the eval's raw_history text (the lines as the prompt shows them)
+        history_of = self.raw_history_text if self.args.sft_template == "copy" else item_infos
         prompts, completions = [], []
         for j in range(n):
             ex = examples[j % len(examples)]
             shown = items.get(self.shown_item(ex), ItemInfo()) if self.args.profile == "joint" else None
             prompts.append(self.messages(ex))
-            if self.args.sft_template == "copy":  # the eval's raw_history text: the lines as the prompt shows them
-                history: str | list[ItemInfo] = self.raw_history_text(ex)
-            else:
-                history = [items.get(i, ItemInfo(title=f"item {i}")) for i in ex.history]
-            completions.append(template(history, shown, mode=self.args.profile))
+            completions.append(template(history_of(ex), shown, mode=self.args.profile))
         return Dataset.from_dict({"prompt": prompts, "completion": completions})
 
     # ------------------------------------------------------------ evaluation
