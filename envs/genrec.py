@@ -102,7 +102,11 @@ class GenRecArgs(EnvArgs):
         "8:1:1 over interactions (by timestamp, or by per-user order index without timestamps), history 10, "
         "50 beams, HR/NDCG@3/5/10.",
     )
-    method: Literal["rq_kmeans", "rq_vae"] = Field("rq_kmeans", description="Semantic-ID quantiser.")
+    method: Literal["rq_kmeans", "hkmeans", "rq_vae"] = Field(
+        "rq_kmeans",
+        description="Semantic-ID quantiser: rq_kmeans (residual k-means, TIGER/MiniOneRec style), hkmeans "
+        "(hierarchical k-means, DSI/P5: k-means within each parent cluster; nearly collision-free) or rq_vae.",
+    )
     levels: int = Field(3, ge=1, le=8, description="Code levels before the disambiguation level.")
     codebook_size: int | Literal["auto"] | None = Field(
         16,

@@ -5,9 +5,12 @@ embedding (MiniLM by default, L2-normalised) -> ``levels`` codes of ``codebook_s
 residual quantisation -> an extra *disambiguation level* when two items share all codes -> tokens
 ``<a_12><b_7><c_201>`` (level letters a, b, c, ...; the extra level takes the next letter).
 
-Quantisers (both deterministic for a seed on a fixed thread count):
+Quantisers (all deterministic for a seed on a fixed thread count):
 - ``rq_kmeans``: level 1 = k-means on the embeddings, level l = k-means on the residuals left by
   levels < l (sklearn ``KMeans`` or faiss ``Kmeans``).
+- ``hkmeans``: hierarchical k-means (DSI's semantic docids; P5's semantic item IDs, Hua et al. 2023): level
+  l = k-means *within* each level-(l-1) cluster, so a code means something only under its prefix, and a
+  cluster of at most K items gives each its own code: (nearly) no collisions once N <= K^levels.
 - ``rq_vae``: an MLP encoder/decoder with residual vector quantisation in the latent (TIGER's RQ-VAE):
   loss = reconstruction + codebook + beta * commitment, straight-through gradients, codebooks
   initialised by k-means on the first level's latents (avoids dead codes), trained full-batch.
@@ -42,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Method = Literal["rq_kmeans", "rq_vae"]
+Method = Literal["rq_kmeans", "hkmeans", "rq_vae"]
 KMeansBackend = Literal["sklearn", "faiss"]
 LEVEL_LETTERS = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"<([a-z])_(\d+)>")
@@ -170,6 +173,37 @@ def rq_kmeans(
             "semantic ids: k-means level %d/%d (K=%d, %s) in %.1f s", lvl + 1, levels, k, backend,
             time.perf_counter() - start,
         )  # fmt: skip
+    return codes
+
+
+def hierarchical_kmeans(
+    emb: np.ndarray,
+    levels: int = 3,
+    codebook_size: int | Sequence[int] = 256,
+    seed: int = 0,
+    backend: KMeansBackend = "sklearn",
+    n_iter: int = 100,
+) -> np.ndarray:
+    """Hierarchical k-means codes [N, levels] (int64): level 1 = k-means on the embeddings; level l splits each
+    level-(l-1) cluster by k-means on its own members into at most K clusters (K capped at its distinct points,
+    so a cluster of <= K items gives each its own code; a single point keeps code 0)."""
+    sizes = _sizes(codebook_size, levels)
+    x = np.asarray(emb, dtype=np.float32)  # [N, D]
+    codes = np.zeros((x.shape[0], levels), dtype=np.int64)
+    clusters = [np.arange(x.shape[0])]  # row indices of each cluster at the current level
+    for lvl in range(levels):
+        start = time.perf_counter()
+        children = []
+        for rows in clusters:
+            k = _effective_k(len(np.unique(x[rows], axis=0)), sizes[lvl])
+            labels = _kmeans(x[rows], k, seed + lvl, backend, n_iter)[1] if k > 1 else np.zeros(len(rows), np.int64)
+            codes[rows, lvl] = labels
+            children += [rows[labels == c] for c in range(k) if (labels == c).any()]
+        logger.info(
+            "semantic ids: hierarchical k-means level %d/%d (K<=%d, %d clusters split, %s) in %.1f s",
+            lvl + 1, levels, sizes[lvl], len(clusters), backend, time.perf_counter() - start,
+        )  # fmt: skip
+        clusters = children
     return codes
 
 
@@ -459,10 +493,12 @@ def build_semantic_index(
     sizes = _sizes(codebook_size, levels)
     if method == "rq_kmeans":
         base = rq_kmeans(embeddings, levels, sizes, seed, kmeans_backend)
+    elif method == "hkmeans":
+        base = hierarchical_kmeans(embeddings, levels, sizes, seed, kmeans_backend)
     elif method == "rq_vae":
         base = rq_vae(embeddings, levels, sizes, seed, rqvae)
     else:
-        raise ValueError(f"method {method!r}; use 'rq_kmeans' or 'rq_vae'")
+        raise ValueError(f"method {method!r}; use 'rq_kmeans', 'hkmeans' or 'rq_vae'")
     stats = code_stats(base, sizes)
     codes = disambiguate(base, extra_level)
     if codes.shape[1] > levels:
@@ -535,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Build a semantic-ID index for an LC-Rec dataset and print its stats")
     ap.add_argument("inter", help="LC-Rec X.inter.json (X.item.json next to it gives the texts)")
     ap.add_argument("--out", required=True, help="where to write the index JSON")
-    ap.add_argument("--method", choices=["rq_kmeans", "rq_vae"], default="rq_kmeans")
+    ap.add_argument("--method", choices=["rq_kmeans", "hkmeans", "rq_vae"], default="rq_kmeans")
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument(
         "--codebook-size",

@@ -73,11 +73,38 @@ def test_rq_kmeans_real_embeddings_deterministic_and_unique(items_and_emb):
     assert sim[same & off].mean() > sim[~same].mean() + 0.05
 
 
+def test_hkmeans_splits_within_each_parent_and_avoids_collisions(items_and_emb):
+    items, _, emb = items_and_emb
+    h = build_semantic_index(items, embeddings=emb, method="hkmeans", levels=3, codebook_size=8, seed=0)
+    again = build_semantic_index(items, embeddings=emb, method="hkmeans", levels=3, codebook_size=8, seed=0)
+    rq = rq_kmeans(emb, 3, 8, seed=0)
+    base = h.codes[:, :3]
+    assert np.array_equal(h.codes, again.codes) and h.meta["method"] == "hkmeans"
+    assert np.array_equal(base[:, 0], rq[:, 0])  # level 1 is the same k-means on the whole catalogue
+    # a parent with at most K distinct items gives each its own child code; only identical texts (the catalogue
+    # lists one product twice among these 120) cannot be split
+    for prefix in {tuple(r) for r in base[:, :2].tolist()}:
+        members = (base[:, :2] == prefix).all(axis=1)
+        distinct = len(np.unique(emb[members], axis=0))
+        assert distinct > 8 or len(np.unique(base[members, 2])) == distinct
+    duplicated = N_ITEMS - len(np.unique(emb, axis=0))
+    assert duplicated >= 1
+    assert h.stats()["collision_rate"] == 2 * duplicated / N_ITEMS < code_stats(rq, [8, 8, 8])["collision_rate"]
+    # level 2 clusters within a parent: items sharing two codes are closer than items sharing only the first
+    sim = emb @ emb.T
+    off = ~np.eye(N_ITEMS, dtype=bool)
+    same1 = base[:, 0][:, None] == base[:, 0][None, :]
+    same2 = same1 & (base[:, 1][:, None] == base[:, 1][None, :])
+    assert sim[same2 & off].mean() > sim[same1 & ~same2].mean() + 0.05
+
+
 def test_duplicate_items_get_an_extra_level(items_and_emb):
     items, texts, emb = items_and_emb
     dup_emb = np.concatenate([emb[:40], emb[:10]])  # 10 items duplicated exactly: must collide
     ids = items[:40] + [f"copy{i}" for i in range(10)]
     idx = build_semantic_index(ids, embeddings=dup_emb, levels=2, codebook_size=16, seed=0)
+    hk = build_semantic_index(ids, embeddings=dup_emb, method="hkmeans", levels=2, codebook_size=16, seed=0)
+    assert hk.stats()["collision_rate"] == 20 / 50  # identical embeddings cannot be split: only the copies collide
     assert idx.levels == 3 and idx.meta["extra_level"]
     assert idx.stats()["collision_rate"] >= 20 / 50
     assert len({tuple(r) for r in idx.codes.tolist()}) == 50
