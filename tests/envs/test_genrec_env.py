@@ -145,6 +145,15 @@ def test_index_stats_logged_on_cached_load(env, caplog):
     assert any("semantic index" in m and "collision rate" in m and "code usage" in m for m in lines), lines
 
 
+def test_method_hkmeans_builds_its_own_cached_index(env):
+    """env.args.method=hkmeans builds (from the cached item embeddings) and caches a hierarchical k-means index
+    beside the RQ-KMeans one; on the subset's 1,427 items it collides far less at the same 3 x 16."""
+    hk = build_env("genrec", {"method": "hkmeans"}, seed=0)
+    assert hk.index_file != env.index_file and hk.index.meta["method"] == "hkmeans"
+    assert hk.index.items == env.index.items
+    assert hk.index.stats()["collision_rate"] < env.index.stats()["collision_rate"] / 4
+
+
 def test_eval_table_prints_the_bootstrap_row():
     from rl.evaluate import format_table
 
