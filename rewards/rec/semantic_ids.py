@@ -198,7 +198,7 @@ def hierarchical_kmeans(
             k = _effective_k(len(np.unique(x[rows], axis=0)), sizes[lvl])
             labels = _kmeans(x[rows], k, seed + lvl, backend, n_iter)[1] if k > 1 else np.zeros(len(rows), np.int64)
             codes[rows, lvl] = labels
-            children += [rows[labels == c] for c in range(k) if (labels == c).any()]
+            children += [rows[labels == c] for c in np.unique(labels)]
         logger.info(
             "semantic ids: hierarchical k-means level %d/%d (K<=%d, %d clusters split, %s) in %.1f s",
             lvl + 1, levels, sizes[lvl], len(clusters), backend, time.perf_counter() - start,
