@@ -65,7 +65,7 @@ logger = logging.getLogger("relay")
 
 INDEX_FILE = "semantic_index.json"
 MODEL_DIR = "genrec_model"
-SFT_TASKS = ("next_item", "title_to_id", "id_to_title")
+SFT_TASKS = ("next_item", "sequence", "title_to_id", "id_to_title")
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_ALPHA = 0.05
 
@@ -148,7 +148,10 @@ class GenRecArgs(EnvArgs):
     eval_batch_size: int = Field(16, ge=1, description="Prompts per beam-search batch.")
     sft_tasks: dict[str, float] = Field(
         default_factory=lambda: {"next_item": 0.8, "title_to_id": 0.1, "id_to_title": 0.1},
-        description="SFT task mix (weights): next_item (history -> next ID), title_to_id, id_to_title (LC-Rec).",
+        description="SFT task mix (weights): next_item (history -> next ID; the loss on the next ID only), "
+        "sequence (one window of history_cap + 1 items of a user's train sequence, the loss on every item's ID "
+        "given the ones before it, as SASRec trains every position: each example teaches up to history_cap "
+        "next-item pairs for the cost of one), title_to_id, id_to_title (LC-Rec).",
     )
     rule_weight: float = Field(1.0, description="Weight of the rule reward (1 if the generated ID is the target).")
     ranking_weight: float = Field(1.0, description="Weight of MiniOneRec's ranking penalty of wrong samples.")
@@ -237,6 +240,17 @@ def train_examples(split: Split, cap: int | None = None) -> list[Example]:
     for seq in split.train.values():
         for t in range(1, len(seq)):
             out.append(Example(tuple(seq[:t]), seq[t]))
+    return out[:cap] if cap else out
+
+
+def sequence_examples(split: Split, history_cap: int, cap: int | None = None) -> list[Example]:
+    """The ``sequence`` SFT task's windows: each user's train sequence cut, from its end, into windows of
+    ``history_cap`` history items + the next one (the last window may be shorter); trained with the loss on
+    every ID of the window, together they cover each of ``train_examples``' (prefix, next item) pairs once."""
+    out = []
+    for seq in split.train.values():
+        for t in range(len(seq) - 1, 0, -history_cap):  # t: the window's target position
+            out.append(Example(tuple(seq[max(0, t - history_cap) : t]), seq[t]))
     return out[:cap] if cap else out
 
 
@@ -439,20 +453,28 @@ class GenRecEnv(Env):
         return self._rows(train_examples(self.split, self.args.num_train_examples))
 
     def sft_dataset(self, n: int):
-        """``n`` examples of the task mix: next-item examples cycle through the training examples, the
+        """``n`` examples of the task mix: next-item examples cycle through the training examples, sequence
+        examples through ``sequence_examples`` (column ``prompt_loss_from`` marks where their loss starts), the
         alignment tasks through the catalogue (seeded)."""
         from datasets import Dataset
 
-        examples = train_examples(self.split, self.args.num_train_examples)
+        from rewards.rec.genrec_eval import HISTORY_LEAD
+
+        examples = {
+            "next_item": train_examples(self.split, self.args.num_train_examples),
+            "sequence": sequence_examples(self.split, self.args.history_cap, self.args.num_train_examples),
+        }
         items = self.data.item_ids
         rng = random.Random(self.seed + 1)
         counters = {t: 0 for t in SFT_TASKS}
-        prompts, completions = [], []
+        prompts, completions, loss_from = [], [], []
         for task in task_plan(n, self.args.sft_tasks, self.seed):
             j = counters[task]
             counters[task] += 1
-            if task == "next_item":
-                ex = examples[j % len(examples)]
+            # sequence: the loss also covers the history's IDs after the prompt's lead-in (rl.learner.sft)
+            loss_from.append(HISTORY_LEAD if task == "sequence" else None)
+            if task in examples:
+                ex = examples[task][j % len(examples[task])]
                 prompts.append(self.prompt(ex))
                 completions.append(self.index.id_string(ex.target.item))
                 continue
@@ -465,7 +487,7 @@ class GenRecEnv(Env):
                     [{"role": "user", "content": f"What is the title of item {self.index.id_string(item)}?"}]
                 )
                 completions.append(short_title(self.data, item))
-        return Dataset.from_dict({"prompt": prompts, "completion": completions})
+        return Dataset.from_dict({"prompt": prompts, "completion": completions, "prompt_loss_from": loss_from})
 
     def eval_dataset(self):
         """The held-out users (``eval_split``), with the training rows' columns (eval.every_steps)."""

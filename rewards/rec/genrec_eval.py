@@ -43,10 +43,13 @@ logger = logging.getLogger(__name__)
 Prompt = str | list[dict[str, str]]
 
 
+HISTORY_LEAD = "The user bought, in order: "  # the prompt's text before the history's IDs
+
+
 def genrec_prompt(history: Sequence[str], index: SemanticIndex, history_cap: int = HISTORY_CAP) -> list[dict[str, str]]:
     """The default chat prompt: the user's last ``history_cap`` items as semantic IDs, oldest first."""
     ids = ", ".join(index.id_string(i) for i in list(history)[-history_cap:] if i in index)
-    return [{"role": "user", "content": f"The user bought, in order: {ids}. Recommend the next item."}]
+    return [{"role": "user", "content": f"{HISTORY_LEAD}{ids}. Recommend the next item."}]
 
 
 def build_trie(index: SemanticIndex, tokenizer: Any) -> tuple[CodeTrie, dict[tuple[int, ...], str]]:

@@ -50,6 +50,21 @@ def render_prompt(tokenizer, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def supervised_split(prompt: str, completion: str, marker: str | None) -> tuple[str, str]:
+    """(prompt, completion) as the SFT trains them: the loss covers the completion only. With a ``marker``
+    (an env's optional ``prompt_loss_from`` column), the rendered prompt's text after the marker's first
+    occurrence moves to the completion, so it is trained too: e.g. every history item's semantic ID given the
+    ones before it (genrec's ``sequence`` task), as SASRec trains every position of a sequence. The token
+    stream is unchanged; only where the loss starts moves."""
+    if not marker:
+        return prompt, completion
+    at = prompt.find(marker)
+    if at < 0:
+        raise ValueError(f"SFT row: prompt_loss_from {marker!r} is not in the rendered prompt {prompt[:200]!r}")
+    cut = at + len(marker)
+    return prompt[:cut], prompt[cut:] + completion
+
+
 def sft_lora_config(cfg, env, model_path: str):
     """The warm start's LoraConfig. When the env added tokens (``Env.trainable_token_ids``, e.g.
     semantic-ID codes) their embedding rows must learn, so the embedding matrix is trained in full
@@ -102,13 +117,14 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = env.sft_dataset(cfg.sft.num_examples)
     # Plain-text prompt/completion pairs: the prompt is rendered exactly as the rollout engine renders
-    # it, so SFT and RL see the same token boundary; the loss covers the completion only.
-    data = Dataset.from_dict(
-        {
-            "prompt": [render_prompt(tokenizer, m) for m in rows["prompt"]],
-            "completion": [c + tokenizer.eos_token for c in rows["completion"]],
-        }
-    )
+    # it, so SFT and RL see the same token boundary; the loss covers the completion (and, for rows with a
+    # ``prompt_loss_from`` marker, the prompt's text after it: see ``supervised_split``).
+    markers = rows["prompt_loss_from"] if "prompt_loss_from" in rows.column_names else [None] * len(rows)
+    pairs = [
+        supervised_split(render_prompt(tokenizer, m), c + tokenizer.eos_token, marker)
+        for m, c, marker in zip(rows["prompt"], rows["completion"], markers, strict=True)
+    ]
+    data = Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
     args = sft_training_args(cfg, out_dir.parent / "sft_trainer")
     trainer = SFTTrainer(
         model=model_path,
