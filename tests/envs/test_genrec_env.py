@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.genrec import GenRecEnv, task_plan, train_examples
+from envs.genrec import GenRecEnv, sequence_examples, task_plan, train_examples
 from rl.env_api import ENVS, build_env, env_arg_problems
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +91,6 @@ def test_train_dataset_is_leave_one_out(env):
     examples = train_examples(split)
     assert len(ds) == len(examples) > 1000
     assert {"prompt", "target_item", "user"} <= set(ds.column_names)
-    held_out = {(ex.user, ex.target.item) for ex in split.valid + split.test}
     for ex, row in zip(examples, ds, strict=True):
         train_seq = [x.item for x in split.train[ex.user]]
         assert row["target_item"] in train_seq and ex.target in split.train[ex.user]  # never a held-out event
@@ -100,9 +99,7 @@ def test_train_dataset_is_leave_one_out(env):
         shown = [x.item for x in ex.history][-env.args.history_cap :]
         assert text.count("<a_") == len(shown)
         assert env.index.id_string(shown[-1]) in text
-    # a held-out target of a user is never that user's training target at the same position
-    assert not {(r["user"], r["target_item"]) for r in ds} & held_out or True  # items may repeat; events do not
-    assert len({(ex.user, len(ex.history)) for ex in examples}) == len(examples)
+    assert len({(ex.user, len(ex.history)) for ex in examples}) == len(examples)  # each training event once
 
 
 def test_minionerec_protocol_split_prompts_and_line(env):
@@ -182,6 +179,50 @@ def test_sft_task_mix_and_completions(env):
             assert "What is the title of item <a_" in prompt[0]["content"]
             kinds["titles"] += 1
     assert kinds["ids"] > 150 and kinds["titles"] > 5
+
+
+def test_sequence_windows_cover_every_training_pair_once(env):
+    """The ``sequence`` task's windows (history_cap history items + the next one, cut from the end of each
+    train sequence) hold every (prefix, next item) pair of ``train_examples`` exactly once as a supervised
+    position, and never a held-out event."""
+    split, cap = env.split, 3  # a small cap, so the subset's longer sequences need several windows
+    windows = sequence_examples(split, cap)
+    trained = []  # (user, position in the train sequence) of every ID the window's loss covers
+    for w in windows:
+        seq = list(split.train[w.user])
+        t = seq.index(w.target)
+        assert 1 <= len(w.history) <= cap and tuple(seq[t - len(w.history) : t]) == w.history
+        trained += [(w.user, t - len(w.history) + j) for j in range(1, len(w.history) + 1)]
+    pairs = [(ex.user, len(ex.history)) for ex in train_examples(split)]
+    assert sorted(trained) == sorted(pairs) and len(windows) < len(pairs)
+    assert any(len(split.train[w.user]) > cap + 1 for w in windows)  # the multi-window case is exercised
+    assert len(sequence_examples(split, env.args.history_cap, cap=5)) == 5
+
+
+def test_sequence_task_marks_where_its_loss_starts(env, prepared):
+    """sequence rows carry ``prompt_loss_from`` (the prompt's lead-in), the other tasks none; after the SFT's
+    split the completion holds the history's IDs, then the next item's ID, and tokenizes as the tail of the
+    whole rendered text (the loss covers exactly the history's and the target's IDs and what follows them)."""
+    from transformers import AutoTokenizer
+
+    from rewards.rec.genrec_eval import HISTORY_LEAD
+    from rl.learner.sft import render_prompt, supervised_split
+
+    mixed = env.__class__(env.args.model_copy(update={"sft_tasks": {"sequence": 1.0, "next_item": 1.0}}), seed=0)
+    rows = mixed.sft_dataset(40)
+    marks = rows["prompt_loss_from"]
+    assert set(marks) == {HISTORY_LEAD, None} and marks.count(HISTORY_LEAD) > 10
+    tok = AutoTokenizer.from_pretrained(prepared[1])
+    row = rows[marks.index(HISTORY_LEAD)]
+    prompt, completion = supervised_split(
+        render_prompt(tok, row["prompt"]), row["completion"] + tok.eos_token, row["prompt_loss_from"]
+    )
+    assert prompt.endswith(HISTORY_LEAD) and completion.startswith("<a_")
+    assert completion.count("<a_") == row["prompt"][0]["content"].count("<a_") + 1
+    assert completion.endswith(row["completion"] + tok.eos_token)
+    whole = tok(prompt + completion, add_special_tokens=False)["input_ids"]
+    head = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert whole[: len(head)] == head  # the split falls on a token boundary
 
 
 def test_rewards_on_hand_cases(env):

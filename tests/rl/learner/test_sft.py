@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rl.config import load_config
-from rl.learner.sft import sft_training_args
+from rl.learner.sft import sft_training_args, supervised_split
 
 
 def test_schedule_and_warmup_reach_the_trainer(tmp_path):
@@ -67,3 +67,14 @@ def test_progress_lines_give_step_loss_and_time_left(capsys, caplog):
         assert len(logged) == 1 and logged[0].startswith("SFT step 5/10: loss 2.500, 0.0 min elapsed"), logged
         err = capsys.readouterr().err
         assert (logged[0] in err) is echo, err
+
+
+def test_supervised_split_moves_the_prompt_after_its_marker_into_the_loss():
+    import pytest
+
+    assert supervised_split("<u>bought: A, B. next?<a>", "C</s>", None) == ("<u>bought: A, B. next?<a>", "C</s>")
+    assert supervised_split("<u>bought: A, B. next?<a>", "C</s>", "bought: ") == ("<u>bought: ", "A, B. next?<a>C</s>")
+    p, c = supervised_split("x: 1 x: 2", "3", "x: ")  # the first occurrence
+    assert (p, c) == ("x: ", "1 x: 23")
+    with pytest.raises(ValueError, match="prompt_loss_from 'sold: ' is not in the rendered prompt"):
+        supervised_split("<u>bought: A", "C", "sold: ")
