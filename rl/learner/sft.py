@@ -105,6 +105,8 @@ def sft_training_args(cfg, output_dir: Path):
         disable_tqdm=not cfg.logging.progress_bar,
         dataset_num_proc=None,
         gradient_checkpointing=cfg.learner.gradient_checkpointing,
+        # sft.attention_dropout: the model is loaded with it for the warm start (warm_start saves it without)
+        model_init_kwargs={"attention_dropout": cfg.sft.attention_dropout} if cfg.sft.attention_dropout else None,
     )
 
 
@@ -139,6 +141,8 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     trainer.add_callback(sft_progress_callback(echo=not cfg.logging.progress_bar))
     runtime_s = trainer.train().metrics["train_runtime"]  # the Trainer's own wall time of the loop
     merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
+    if cfg.sft.attention_dropout:
+        merged.config.attention_dropout = 0.0  # dropout was the warm start's regulariser; RL and eval run without
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -410,6 +410,38 @@ def test_lora_warm_start_trains_new_token_rows(env, prepared, tmp_path, monkeypa
         warm_start(cfg, env, path, tmp_path / "sft_token_indices")
 
 
+def test_sft_attention_dropout_is_on_while_training_and_off_in_the_saved_model(env, prepared, tmp_path, monkeypatch):
+    """sft.attention_dropout: the warm start's model drops attention weights while it trains (the config it
+    trains with, and two forward passes in training mode differ), and the saved SFT model has no dropout."""
+    import torch
+    from transformers import AutoConfig, TrainerCallback
+
+    import rl.learner.sft as sft
+    from rl.config import load_config
+
+    seen = {}
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["dropout"] = model.config.attention_dropout
+            ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+            model.train()  # the mode the Trainer trains in
+            with torch.no_grad():
+                seen["differ"] = not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+    monkeypatch.setattr(sft, "sft_progress_callback", lambda echo: Probe())
+    cfg = load_config(
+        REPO / "configs" / "genrec.yaml",
+        ["sft.attention_dropout=0.3", "sft.steps=2", "sft.num_examples=16", "sft.batch_size=8",
+         "logging.progress_bar=false"],
+    )  # fmt: skip
+    assert sft.sft_training_args(cfg, tmp_path / "args").model_init_kwargs == {"attention_dropout": 0.3}
+    out = sft.warm_start(cfg, env, prepared[1], tmp_path / "sft_model")
+    assert seen == {"dropout": 0.3, "differ": True}
+    assert AutoConfig.from_pretrained(out).attention_dropout == 0.0
+    assert sft.sft_training_args(load_config(REPO / "configs" / "genrec.yaml", []), tmp_path).model_init_kwargs is None
+
+
 def test_rl_trains_code_rows_and_they_travel_with_the_adapter(env, prepared, tmp_path):
     """lora.train_env_tokens: the RL policy's PEFT model trains the code tokens' embedding rows besides the LoRA
     (the tied output rows with them, so a code's logit moves), no other row; the rows are in the adapter tensors
