@@ -245,7 +245,7 @@ def train_examples(split: Split, cap: int | None = None) -> list[Example]:
 
 def sequence_examples(split: Split, history_cap: int, cap: int | None = None) -> list[Example]:
     """The ``sequence`` SFT task's windows: each user's train sequence cut, from its end, into windows of
-    ``history_cap`` history items + the next one (the last window may be shorter); trained with the loss on
+    ``history_cap`` history items + the next one (the oldest window may be shorter); trained with the loss on
     every ID of the window, together they cover each of ``train_examples``' (prefix, next item) pairs once."""
     out = []
     for seq in split.train.values():
@@ -460,15 +460,17 @@ class GenRecEnv(Env):
 
         from rewards.rec.genrec_eval import HISTORY_LEAD
 
-        examples = {
-            "next_item": train_examples(self.split, self.args.num_train_examples),
-            "sequence": sequence_examples(self.split, self.args.history_cap, self.args.num_train_examples),
-        }
+        plan = task_plan(n, self.args.sft_tasks, self.seed)
+        examples = {}  # the history tasks' examples, built only for the tasks the plan draws
+        if "next_item" in plan:
+            examples["next_item"] = train_examples(self.split, self.args.num_train_examples)
+        if "sequence" in plan:
+            examples["sequence"] = sequence_examples(self.split, self.args.history_cap, self.args.num_train_examples)
         items = self.data.item_ids
         rng = random.Random(self.seed + 1)
         counters = {t: 0 for t in SFT_TASKS}
         prompts, completions, loss_from = [], [], []
-        for task in task_plan(n, self.args.sft_tasks, self.seed):
+        for task in plan:
             j = counters[task]
             counters[task] += 1
             # sequence: the loss also covers the history's IDs after the prompt's lead-in (rl.learner.sft)

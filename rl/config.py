@@ -444,7 +444,8 @@ class SFTConfig(_Section):
         lt=1,
         description="Dropout on the attention weights during the warm start only (models whose config has "
         "`attention_dropout`: Qwen2, Llama, the tiny model): a regulariser for a policy trained from scratch by a "
-        "long SFT (SASRec uses 0.5, TIGER 0.1). The saved SFT model has none, so RL's log-probs are the rollout's.",
+        "long SFT (SASRec uses 0.5, TIGER 0.1). The saved SFT model has none, so RL scores tokens as the rollout "
+        "engine does.",
     )
 
 
