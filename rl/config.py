@@ -447,6 +447,14 @@ class SFTConfig(_Section):
         "long SFT (SASRec uses 0.5, TIGER 0.1). The saved SFT model has none, so RL scores tokens as the rollout "
         "engine does.",
     )
+    hidden_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the input embeddings and on each layer's attention and MLP outputs during the warm "
+        "start only (SASRec's and GPT-2's embedding and residual dropout, which Qwen2 and Llama lack; forward hooks, "
+        "so the saved SFT model runs without it). SASRec uses 0.5 on Amazon data.",
+    )
 
 
 class EvalSamplingConfig(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,41 @@ def sft_training_args(cfg, output_dir: Path):
     )
 
 
+@contextmanager
+def hidden_dropout(model, p: float):
+    """Dropout ``p`` on the input embeddings and on each decoder layer's attention and MLP outputs (before
+    their residual add) while ``model`` trains: SASRec's and GPT-2's embedding and residual dropout, for
+    decoder classes that have none (Qwen2, Llama: only attention dropout). Forward hooks, removed on exit:
+    the weights and the saved config are untouched, so the saved model runs without dropout."""
+    if not p:
+        yield
+        return
+    import torch.nn.functional as F
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's own model
+    layers = base.get_decoder().layers
+    if not all(hasattr(layer, "self_attn") and hasattr(layer, "mlp") for layer in layers):
+        raise ValueError(
+            f"sft.hidden_dropout: {type(base).__name__}'s decoder layers have no self_attn/mlp submodules to "
+            "drop out after; set sft.hidden_dropout=0 for this model"
+        )
+
+    def drop(module, _args, output):  # attention returns (output, weights); embeddings and MLP a tensor
+        if not module.training:
+            return output
+        if isinstance(output, tuple):
+            return (F.dropout(output[0], p, training=True), *output[1:])
+        return F.dropout(output, p, training=True)
+
+    modules = [base.get_input_embeddings()] + [m for layer in layers for m in (layer.self_attn, layer.mlp)]
+    handles = [m.register_forward_hook(drop) for m in modules]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
     from datasets import Dataset
@@ -139,7 +175,8 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
 
     trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console: SFTProgress writes readable lines
     trainer.add_callback(sft_progress_callback(echo=not cfg.logging.progress_bar))
-    runtime_s = trainer.train().metrics["train_runtime"]  # the Trainer's own wall time of the loop
+    with hidden_dropout(trainer.model, cfg.sft.hidden_dropout):
+        runtime_s = trainer.train().metrics["train_runtime"]  # the Trainer's own wall time of the loop
     merged = trainer.model.merge_and_unload() if cfg.sft.lora else trainer.model
     if cfg.sft.attention_dropout:
         merged.config.attention_dropout = 0.0  # dropout was the warm start's regulariser; RL and eval run without

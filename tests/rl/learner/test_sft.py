@@ -78,3 +78,40 @@ def test_supervised_split_moves_the_prompt_after_its_marker_into_the_loss():
     assert (p, c) == ("x: ", "1 x: 23")
     with pytest.raises(ValueError, match="prompt_loss_from 'sold: ' is not in the rendered prompt"):
         supervised_split("<u>bought: A", "C", "sold: ")
+
+
+def test_hidden_dropout_acts_only_while_training_and_leaves_no_trace(tiny_model_dir):
+    """sft.hidden_dropout: inside the context two forwards in training mode differ (embedding and residual
+    dropout on a model class that has none), eval mode is untouched, and on exit the hooks are gone; a
+    PEFT-wrapped model gets the same hooks on its base model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rl.learner.sft import hidden_dropout
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+
+    def twice(m, train: bool):
+        m.train(train)
+        with torch.no_grad():
+            return m(input_ids=ids).logits, m(input_ids=ids).logits
+
+    clean = twice(model, False)[0]
+    a, b = twice(model, True)
+    assert torch.equal(a, b) and torch.equal(a, clean)  # the tiny Qwen2 has no dropout of its own
+    with hidden_dropout(model, 0.3):
+        a, b = twice(model, True)
+        assert not torch.equal(a, b)
+        assert torch.equal(twice(model, False)[0], clean)
+    assert torch.equal(twice(model, True)[0], clean)  # hooks removed
+    with hidden_dropout(model, 0.0):
+        assert torch.equal(twice(model, True)[0], clean)
+
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
+    with hidden_dropout(peft, 0.3):
+        a, b = twice(peft, True)
+        assert not torch.equal(a, b)
+    assert torch.equal(twice(peft, True)[0], clean)  # LoRA's B starts at 0, so the wrapped model is the same
