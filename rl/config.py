@@ -455,6 +455,13 @@ class SFTConfig(_Section):
         "start only (SASRec's and GPT-2's embedding and residual dropout, which Qwen2 and Llama lack; forward hooks, "
         "so the saved SFT model runs without it). SASRec uses 0.5 on Amazon data.",
     )
+    distill_coef: float = Field(
+        0.0,
+        ge=0,
+        description="Knowledge distillation during the warm start: weight of KL(m_T || policy) added to the SFT loss "
+        "at every code the loss covers, where m_T is the env's token teacher (Env.token_teacher: genrec's SASRec "
+        "through the ID trie) given the items before it. 0: off; the env must have a token teacher.",
+    )
 
 
 class EvalSamplingConfig(_Section):

@@ -126,6 +126,11 @@ def preflight(cfg: RelayConfig) -> Plan:
             f"algorithm.distill_coef ({cfg.algorithm.distill_coef}): env {cfg.env.name!r} has no token teacher "
             "to distil from (Env.token_teacher); set algorithm.distill_coef=0 or use an env that has one (genrec)"
         )
+    if cfg.sft.distill_coef > 0 and type(env).token_teacher is Env.token_teacher:
+        problems.append(
+            f"sft.distill_coef ({cfg.sft.distill_coef}): env {cfg.env.name!r} has no token teacher to distil from "
+            "(Env.token_teacher); set sft.distill_coef=0 or use an env that has one (genrec)"
+        )
     if cfg.lora.train_env_tokens and type(env).trainable_token_ids is Env.trainable_token_ids:
         problems.append(
             f"lora.train_env_tokens (True): env {cfg.env.name!r} adds no tokens of its own (Env.trainable_token_ids); "

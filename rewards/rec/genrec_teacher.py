@@ -57,10 +57,11 @@ class TrieTeacher:
             self.under.append(level)
         self.complete = {tuple(row) for row in self.tokens.tolist()}
 
-    def history_of(self, prompt_ids: Any) -> list[str]:
-        """The items a prompt lists, oldest first: every run of ``levels`` consecutive code tokens, level 0 first."""
-        items, run = [], []
-        for t in (int(x) for x in prompt_ids):
+    def item_runs(self, ids: Any) -> list[tuple[str, int]]:
+        """(item, position of its first code token) for every run of ``levels`` consecutive code tokens in
+        ``ids`` (level 0 first) that spells an item, in order."""
+        out, run = [], []
+        for pos, t in enumerate(int(x) for x in ids):
             lc = self.code_of_token.get(t)
             if lc is None or lc[0] != len(run):
                 run = [lc[1]] if lc is not None and lc[0] == 0 else []
@@ -69,9 +70,27 @@ class TrieTeacher:
             if len(run) == self.levels:
                 item = self.index.item_of(run)
                 if item is not None:
-                    items.append(item)
+                    out.append((item, pos - self.levels + 1))
                 run = []
-        return items
+        return out
+
+    def history_of(self, prompt_ids: Any) -> list[str]:
+        """The items a prompt lists, oldest first."""
+        return [item for item, _ in self.item_runs(prompt_ids)]
+
+    def _code_marginals(self, p: np.ndarray, prefix: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(child tokens, log m_T of each) at the trie node ``prefix`` for item probabilities ``p`` [N] in index
+        order; None when the node is not in the trie or the teacher gives it no mass."""
+        node = self.under[len(prefix)].get(prefix)
+        if node is None:
+            return None
+        items, kids, slot = node
+        mass = np.bincount(slot, weights=p[items], minlength=len(kids))  # [children]
+        total = mass.sum()
+        if total <= 0:
+            return None
+        with np.errstate(divide="ignore"):
+            return kids, np.log(mass / total)
 
     def item_log_probs(self, histories: list[list[str]]) -> np.ndarray:
         """log p_T(item | history) [B, N] in index order (``-inf`` for items the teacher does not know)."""
@@ -99,17 +118,38 @@ class TrieTeacher:
             p = np.exp(logp[row_of[histories[b]]])  # [N]
             for j in range(logits_to_keep):
                 prefix = tuple(comp[:j])
-                if j < self.levels and prefix in self.under[j]:
-                    items, kids, slot = self.under[j][prefix]
-                    mass = np.bincount(slot, weights=p[items], minlength=len(kids))  # [children]
-                    total = mass.sum()
-                    if total > 0:
-                        with np.errstate(divide="ignore"):
-                            out[b, j, torch.as_tensor(kids)] = torch.as_tensor(np.log(mass / total), dtype=out.dtype)
+                if j < self.levels:
+                    node = self._code_marginals(p, prefix)
+                    if node is not None:
+                        out[b, j, torch.as_tensor(node[0])] = torch.as_tensor(node[1], dtype=out.dtype)
                 elif j == self.levels and prefix in self.complete:
                     out[b, j, self.eos] = 0.0
                 if comp[j] == self.eos:
                     break  # the completion ended here: later positions are padding
+        return out
+
+    def forced_log_probs(self, input_ids: Any, vocab_size: int) -> Any:
+        """Teacher-forced targets for a supervised loss: input_ids [B, T] -> [B, T, V], where row t holds log m_T
+        of the token at t + 1 (aligned with a causal LM's logits at t) at every code of every item in the row
+        that has an item before it, given the items before it in the same row as the history and the item's
+        own earlier codes as the prefix; ``-inf`` elsewhere (no target)."""
+        import torch
+
+        ids = input_ids.detach().cpu().tolist()
+        runs = [self.item_runs(row) for row in ids]  # [B][(item, start)]
+        histories = [tuple(item for item, _ in r[:k]) for r in runs for k in range(1, len(r))]
+        unique = list(dict.fromkeys(histories))
+        row_of = {h: j for j, h in enumerate(unique)}
+        logp = self.item_log_probs([list(h) for h in unique]) if unique else None  # [U, N]
+        out = torch.full((len(ids), len(ids[0]) if ids else 0, vocab_size), float("-inf"))
+        for b, r in enumerate(runs):
+            for k in range(1, len(r)):
+                p = np.exp(logp[row_of[tuple(item for item, _ in r[:k])]])  # [N]
+                start = r[k][1]
+                for j in range(self.levels):
+                    node = self._code_marginals(p, tuple(ids[b][start : start + j]))
+                    if node is not None and start + j >= 1:
+                        out[b, start + j - 1, torch.as_tensor(node[0])] = torch.as_tensor(node[1], dtype=out.dtype)
         return out
 
 

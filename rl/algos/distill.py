@@ -79,3 +79,18 @@ def distill_loss(
     with torch.no_grad():
         kl_ref = (reverse_kl_per_token(policy_logits.detach(), logref, allowed) * m).sum() / denom
     return loss, {"kl_target": float(loss.detach()), "kl_ref": float(kl_ref)}
+
+
+def forward_kl_per_token(logits: Any, teacher_logp: Any) -> tuple[Any, Any]:
+    """KL(m_T || π_θ) at every position, for a teacher-forced (supervised) distillation loss, and where it
+    applies: Σ_c m_T(c) (log m_T(c) − log π_θ(c)) over the tokens the teacher gives mass.
+
+    logits [..., V] (with grad; softmax over the whole vocabulary), teacher_logp [..., V] (``-inf`` where the
+    teacher gives none; a position with no finite entry has no target) -> (kl [...], has_target [...] bool)."""
+    import torch
+
+    has = torch.isfinite(teacher_logp)  # [..., V]
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [..., V]
+    t = teacher_logp.float().masked_fill(~has, MASKED)
+    kl = torch.where(has, t.exp() * (t - logp), torch.zeros_like(logp)).sum(-1)  # [...]
+    return kl, has.any(-1)

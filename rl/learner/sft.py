@@ -146,6 +146,50 @@ def hidden_dropout(model, p: float):
             h.remove()
 
 
+class TeacherForcedLoss:
+    """``compute_loss_func`` of the warm start with ``sft.distill_coef`` > 0: the token-mean NLL of the labels
+    (what the SFTTrainer computes without it) plus ``coef`` x the mean KL(m_T || π_θ) over the label positions
+    where the env's token teacher has a target (``forced_log_probs``: genrec's SASRec through the ID trie, at
+    every code of every item that has items before it). Knowledge distillation along the data's own path.
+    ``input_ids`` is set per batch by ``_DistillSFTTrainer`` (the loss function itself only gets the labels)."""
+
+    def __init__(self, teacher, coef: float):
+        self.teacher, self.coef, self.input_ids = teacher, coef, None
+        self.last: dict[str, float] = {}
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        import torch
+        import torch.nn.functional as F
+
+        from rl.algos.distill import forward_kl_per_token
+
+        logits = outputs.logits[:, :-1]  # [B, T-1, V]: position t predicts token t + 1
+        target = labels[:, 1:]  # [B, T-1]
+        n = target.ne(-100).sum() if num_items_in_batch is None else num_items_in_batch
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100, reduction="sum"
+        ) / torch.as_tensor(n, device=logits.device).clamp(min=1)
+        teacher = self.teacher.forced_log_probs(self.input_ids, logits.shape[-1])[:, :-1].to(logits.device)
+        kl, has = forward_kl_per_token(logits, teacher)  # [B, T-1]
+        where = has & target.ne(-100)
+        kd = (kl * where).sum() / where.sum().clamp(min=1)
+        self.last = {"nll": float(nll.detach()), "kd": float(kd.detach()), "kd_positions": int(where.sum())}
+        return nll + self.coef * kd
+
+
+def _distill_trainer_class():
+    from trl import SFTTrainer
+
+    class _DistillSFTTrainer(SFTTrainer):
+        """An SFTTrainer that hands each batch's input ids to its ``TeacherForcedLoss``."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            self.compute_loss_func.input_ids = inputs["input_ids"]
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    return _DistillSFTTrainer
+
+
 def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
     from datasets import Dataset
@@ -164,12 +208,20 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     ]
     data = Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
     args = sft_training_args(cfg, out_dir.parent / "sft_trainer")
-    trainer = SFTTrainer(
+    loss_func, trainer_class = None, SFTTrainer
+    if cfg.sft.distill_coef > 0:  # preflight checked that the env has a token teacher
+        from rl.registry import import_object
+
+        target, kwargs = env.token_teacher(out_dir.parent)
+        teacher = import_object(target, what="env token_teacher")(tokenizer, **kwargs)
+        loss_func, trainer_class = TeacherForcedLoss(teacher, cfg.sft.distill_coef), _distill_trainer_class()
+    trainer = trainer_class(
         model=model_path,
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=sft_lora_config(cfg, env, model_path) if cfg.sft.lora else None,
+        compute_loss_func=loss_func,
     )
     from transformers import PrinterCallback
 
@@ -185,6 +237,8 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
     tokenizer.save_pretrained(out_dir)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     msg = f"SFT warm start: {cfg.sft.steps} steps in {runtime_s / 60:.1f} min, loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+    if loss_func is not None:
+        msg += f" (last batch: NLL {loss_func.last['nll']:.3f}, KL to the teacher {loss_func.last['kd']:.3f})"
     logger.info(msg)
     print(msg, file=sys.stderr)  # the stage's one line with its wall time, bar or no bar
     return str(out_dir)

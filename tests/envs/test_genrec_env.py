@@ -442,6 +442,45 @@ def test_sft_attention_dropout_is_on_while_training_and_off_in_the_saved_model(e
     assert sft.sft_training_args(load_config(REPO / "configs" / "genrec.yaml", []), tmp_path).model_init_kwargs is None
 
 
+def test_sft_distillation_adds_the_teachers_kl_at_every_code_the_loss_covers(env, prepared, tmp_path, monkeypatch):
+    """sft.distill_coef: the warm start's loss is the labels' NLL plus coef x KL(SASRec through the trie ||
+    policy) over the codes in the loss; with the sequence task that is every item after a window's first
+    (4 codes each), so a batch of 8 windows has hundreds of targeted positions, and the loss reported is the sum."""
+    import rl.learner.sft as sft
+    from rl.config import ConfigError, load_config
+    from rl.preflight import preflight
+
+    seen = []
+    real = sft.TeacherForcedLoss.__call__
+
+    def spy(self, outputs, labels, num_items_in_batch=None):
+        loss = real(self, outputs, labels, num_items_in_batch)
+        seen.append((float(loss.detach()), dict(self.last)))
+        return loss
+
+    monkeypatch.setattr(sft.TeacherForcedLoss, "__call__", spy)
+    args = {"sasrec_epochs": 2, "cache_dir": str(tmp_path), "index_path": str(env.index_file)}
+    t_env = build_env("genrec", {**args, "sft_tasks": {"sequence": 1.0}}, seed=0)
+    cfg = load_config(
+        REPO / "configs" / "genrec.yaml",
+        [
+            "sft.distill_coef=0.5",
+            "sft.steps=2",
+            "sft.num_examples=16",
+            "sft.batch_size=8",
+            "logging.progress_bar=false",
+        ],
+    )
+    out = sft.warm_start(cfg, t_env, prepared[1], tmp_path / "sft_model")
+    assert (tmp_path / "sft_model" / "config.json").is_file() and out == str(tmp_path / "sft_model")
+    assert len(seen) == 2
+    for loss, last in seen:
+        assert last["kd_positions"] >= 8 * 4 and last["kd"] > 0 and last["nll"] > 0
+        assert loss == pytest.approx(last["nll"] + 0.5 * last["kd"], rel=1e-5)
+    with pytest.raises(ConfigError, match=r"sft.distill_coef \(1.0\): env 'reprompt' has no token teacher"):
+        preflight(load_config(None, ["sft.distill_coef=1.0"]))  # the default env has none
+
+
 def test_rl_trains_code_rows_and_they_travel_with_the_adapter(env, prepared, tmp_path):
     """lora.train_env_tokens: the RL policy's PEFT model trains the code tokens' embedding rows besides the LoRA
     (the tied output rows with them, so a code's logit moves), no other row; the rows are in the adapter tensors

@@ -83,3 +83,27 @@ def test_rows_of_one_history_are_scored_once_and_items_outside_the_index_are_dro
     assert out[0, 1].exp()[tok.convert_tokens_to_ids("<b_0>")] == pytest.approx(1.0)  # w is <a_1>'s only child
     lp = teacher.item_log_probs([["z"]])
     assert np.exp(lp[0]).tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-6)  # index order, "unknown" dropped
+
+
+def test_forced_targets_sit_before_every_code_of_every_item_with_a_history(coded):
+    """forced_log_probs (the warm start's distillation targets): row t holds the teacher's marginals of the
+    token at t + 1, for each item after the first in the row, given the items before it; nothing elsewhere."""
+    index, tok = coded
+    recommender = _Scores()
+    teacher = TrieTeacher(index, tok, recommender)
+    prompt, completion = _row(index, tok, ["y", "w"], "x", pad_to=4)
+    ids = prompt + completion
+    out = teacher.forced_log_probs(torch.tensor([ids]), vocab_size=len(tok))  # [1, T, V]
+    assert out.shape == (1, len(ids), len(tok))
+    assert recommender.seen == [["y"], ["y", "w"]]  # w given y; x given y, w (y, the first item, has none)
+    runs = teacher.item_runs(ids)
+    assert [item for item, _ in runs] == ["y", "w", "x"]
+    w, x = runs[1][1], runs[2][1]  # positions of their first code tokens
+    targeted = torch.isfinite(out[0]).any(-1).nonzero().flatten().tolist()
+    assert targeted == [w - 1, w, w + 1, x - 1, x, x + 1]  # the logits that predict w's and x's codes
+    t = lambda name: tok.convert_tokens_to_ids(name)  # noqa: E731
+    p = out[0].exp()
+    assert p[w - 1, [t("<a_0>"), t("<a_1>")]].tolist() == pytest.approx([0.6, 0.4], abs=1e-6)
+    assert p[w, t("<b_0>")] == pytest.approx(1.0) and p[w + 1, t("<c_0>")] == pytest.approx(1.0)
+    chain = sum(out[0, x - 1 + j, ids[x + j]] for j in range(3))
+    assert float(chain) == pytest.approx(math.log(PROBS["x"]), abs=1e-6)  # the item teacher, factorised

@@ -65,3 +65,20 @@ def test_distill_loss_masks_padding_has_finite_gradients_and_moves_towards_the_t
         stepped = logits - 1.0 * logits.grad
     after, _ = distill_loss(stepped, ref, teacher, allowed, mask, lam=1.0)
     assert float(after) < float(loss)
+
+
+def test_forward_kl_matches_the_formula_and_skips_positions_without_a_target():
+    from rl.algos.distill import forward_kl_per_token
+
+    logits = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.0, 0.0, 0.0, 0.0]], requires_grad=True)  # [2, V=4]
+    inf = float("-inf")
+    teacher = torch.tensor([[math.log(0.25), math.log(0.75), inf, inf], [inf, inf, inf, inf]])
+    kl, has = forward_kl_per_token(logits, teacher)
+    logp = torch.log_softmax(logits.detach(), -1)[0]
+    want = 0.25 * (math.log(0.25) - logp[0]) + 0.75 * (math.log(0.75) - logp[1])
+    assert float(kl[0]) == pytest.approx(float(want), abs=1e-5)
+    assert has.tolist() == [True, False] and float(kl[1]) == 0.0
+    kl.sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[1].abs().sum() == 0  # no target, no gradient
+    at_target = torch.tensor([[math.log(0.25), math.log(0.75), -30.0, -30.0]])  # the policy already is the teacher
+    assert float(forward_kl_per_token(at_target, teacher[:1])[0][0]) == pytest.approx(0.0, abs=1e-6)
