@@ -123,11 +123,16 @@ def hidden_dropout(model, p: float):
     import torch.nn.functional as F
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's own model
-    layers = base.get_decoder().layers
-    if not all(hasattr(layer, "self_attn") and hasattr(layer, "mlp") for layer in layers):
-        raise ValueError(
-            f"sft.hidden_dropout: {type(base).__name__}'s decoder layers have no self_attn/mlp submodules to "
-            "drop out after; set sft.hidden_dropout=0 for this model"
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if layers is None or not all(hasattr(layer, "self_attn") and hasattr(layer, "mlp") for layer in layers):
+        from rl.config import ConfigError
+
+        raise ConfigError(
+            [
+                f"sft.hidden_dropout ({p}): {type(base).__name__}'s decoder has no layers with self_attn/mlp submodules "
+                "to drop out after; set sft.hidden_dropout=0 for this model"
+            ]
         )
 
     def drop(module, _args, output):  # attention returns (output, weights); embeddings and MLP a tensor

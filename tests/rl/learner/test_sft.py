@@ -115,3 +115,18 @@ def test_hidden_dropout_acts_only_while_training_and_leaves_no_trace(tiny_model_
         a, b = twice(peft, True)
         assert not torch.equal(a, b)
     assert torch.equal(twice(peft, True)[0], clean)  # LoRA's B starts at 0, so the wrapped model is the same
+
+
+def test_hidden_dropout_names_the_field_for_a_model_without_attention_and_mlp_modules():
+    import pytest
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rl.config import ConfigError
+    from rl.learner.sft import hidden_dropout
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32))
+    with pytest.raises(
+        ConfigError, match=r"sft.hidden_dropout \(0.2\): GPT2LMHeadModel's decoder .*set sft.hidden_dropout=0"
+    ):
+        with hidden_dropout(gpt2, 0.2):
+            pass
