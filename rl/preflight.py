@@ -86,6 +86,11 @@ def preflight(cfg: RelayConfig) -> Plan:
         raise ConfigError(problems)
     env = build_env(cfg.env.name, cfg.env.args, cfg.seed)
     components = reward_specs(cfg, env)  # may read the env's data (genrec: its index): DataError, exit 2
+    if not components:  # TRL's trainers refuse an empty reward list with a traceback
+        problems.append(
+            f"env {cfg.env.name!r}: no reward component is left (every reward weight in env.args is 0, and "
+            "rewards.functions is empty); give one reward a weight > 0 or list one under rewards.functions"
+        )
     runtime_envs = {f.name: f.runtime_env for f in cfg.rewards.functions}
     for i, comp in enumerate(components):
         field = f"rewards.functions.{i}" if cfg.rewards.functions else f"env {cfg.env.name!r} reward {comp.name!r}"

@@ -45,6 +45,18 @@ def test_registered_and_args_report_problems():
         _ = build_env("genrec", {"index_path": "/nonexistent/index.json"}, seed=0).index_file
 
 
+def test_every_reward_weight_zero_is_a_config_problem_not_a_trl_traceback(env):
+    """env.args with all of genrec's reward weights at 0 leave GRPO no reward: preflight names it and the fix
+    (TRL's trainer would raise 'No reward source provided' with a traceback)."""
+    from rl.config import ConfigError, load_config
+    from rl.preflight import preflight
+
+    zero = ["env.args.rule_weight=0", "env.args.ranking_weight=0", "env.args.validity_weight=0"]
+    cfg = load_config(REPO / "configs" / "genrec.yaml", [*zero, f"env.args.index_path={env.index_file}"])
+    with pytest.raises(ConfigError, match=r"env 'genrec': no reward component is left .* weight > 0"):
+        preflight(cfg)
+
+
 def test_protocols_set_and_refuse_their_fields():
     """Each protocol fixes history_cap and num_beams; an explicit value that contradicts it is refused,
     naming the field and the fix; the same value as the protocol's is accepted."""
