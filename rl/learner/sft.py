@@ -163,17 +163,14 @@ class TeacherForcedLoss:
         self.last: dict[str, float] = {}
 
     def __call__(self, outputs, labels, num_items_in_batch=None):
-        import torch
-        import torch.nn.functional as F
+        from transformers.loss.loss_utils import ForCausalLMLoss
 
         from rl.algos.distill import forward_kl_per_token
 
+        # the causal LM loss transformers' models compute (shifted, token mean, num_items_in_batch aware)
+        nll = ForCausalLMLoss(outputs.logits, labels, outputs.logits.shape[-1], num_items_in_batch=num_items_in_batch)
         logits = outputs.logits[:, :-1]  # [B, T-1, V]: position t predicts token t + 1
         target = labels[:, 1:]  # [B, T-1]
-        n = target.ne(-100).sum() if num_items_in_batch is None else num_items_in_batch
-        nll = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100, reduction="sum"
-        ) / torch.as_tensor(n, device=logits.device).clamp(min=1)
         teacher = self.teacher.forced_log_probs(self.input_ids, logits.shape[-1])[:, :-1].to(logits.device)
         kl, has = forward_kl_per_token(logits, teacher)  # [B, T-1]
         where = has & target.ne(-100)
