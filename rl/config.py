@@ -196,6 +196,12 @@ class AlgorithmConfig(_Section):
         description="The teacher's exponent in the distillation target q ∝ π_ref · m_T^λ (algorithm.distill_coef "
         "> 0 only): 0 distils the reference itself, 1 the product of the reference and the teacher.",
     )
+    distill_divergence: Literal["reverse", "forward"] = Field(
+        "reverse",
+        description="The divergence algorithm.distill_coef weights: reverse is KL(π_θ || q) to the tilted target "
+        "above (mode seeking: it sharpens the policy); forward is KL(m_T || π_θ) from the teacher itself at the "
+        "same rollout positions (mass covering, GKD's forward KL; no reference forward, distill_lambda unused).",
+    )
     ppo: PPOConfig = Field(default_factory=PPOConfig, description="PPO settings (algorithm.name=ppo only).")
 
 
@@ -914,6 +920,7 @@ _NOT_READ_BY_PPO = {
     "num_iterations": "use algorithm.ppo.ppo_epochs or remove it",
     "distill_coef": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
     "distill_lambda": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
+    "distill_divergence": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
 }
 
 
@@ -931,6 +938,12 @@ def _algorithm_field_problems(a: AlgorithmConfig) -> list[str]:
             )
         if a.distill_coef == 0:
             unused["distill_lambda"] = "it weights the teacher in on-policy distillation; set algorithm.distill_coef"
+            unused["distill_divergence"] = "it picks on-policy distillation's divergence; set algorithm.distill_coef"
+        elif a.distill_divergence == "forward":
+            unused["distill_lambda"] = (
+                "the forward divergence distils the teacher itself, with no tilt; remove it or set "
+                "algorithm.distill_divergence=reverse"
+            )
         if a.name != "grpo":
             unused["scale_rewards"] = f"{a.name} computes its own advantages; remove it or set algorithm.name=grpo"
     p = []

@@ -13,6 +13,12 @@ rollouts: on-policy, as in GKD / on-policy distillation. Thinking Machines' on-p
 the next token instead; with a small allowed set the sum is cheap and exact. ``q`` here is a per-token
 approximation of the sequence-level optimum (each token's tilt is renormalised at its prefix).
 
+``forward_distill_loss`` is the mass-covering alternative (``algorithm.distill_divergence: forward``): the
+forward KL(m_T || π_θ) from the teacher itself at the same on-policy positions, GKD's forward-KL variant. The
+reverse KL to the product π_ref · m_T is mode seeking (it sharpens the policy); the forward KL pulls every
+allowed token's mass towards the teacher's, on the prefixes the policy visits, which teacher-forced
+distillation along the data's own path never reaches.
+
 Pure torch; shapes in comments. ``MASKED`` marks forbidden tokens with a finite value so that ``0 · log 0``
 terms and their gradients stay 0 (an ``-inf`` there gives NaN gradients through ``where``).
 """
@@ -94,3 +100,24 @@ def forward_kl_per_token(logits: Any, teacher_logp: Any) -> tuple[Any, Any]:
     t = teacher_logp.float().masked_fill(~has, MASKED)
     kl = torch.where(has, t.exp() * (t - logp), torch.zeros_like(logp)).sum(-1)  # [...]
     return kl, has.any(-1)
+
+
+def forward_distill_loss(
+    policy_logits: Any, teacher_logp: Any, allowed: Any, mask: Any
+) -> tuple[Any, dict[str, float]]:
+    """Mean KL(m_T || π_θ) over the completion tokens where the teacher gives an allowed token mass, with both
+    distributions renormalised over the allowed tokens (the constrained policy the rollouts sample from).
+
+    policy_logits, teacher_logp [B, L, V] (``-inf`` where the teacher gives none); allowed [B, L, V] bool;
+    mask [B, L] (1 = a completion token). Returns (loss scalar, {"kl_teacher": the loss, "target_frac": the
+    share of completion tokens that had a target})."""
+    import torch
+
+    t = teacher_logp.float().masked_fill(~allowed, float("-inf"))  # [B, L, V]
+    lse = torch.logsumexp(t, dim=-1, keepdim=True)  # [B, L, 1]: -inf where the teacher is silent
+    t = torch.where(torch.isfinite(lse), t - lse, t)
+    kl, has = forward_kl_per_token(policy_logits.float().masked_fill(~allowed, MASKED), t)  # [B, L] each
+    m = mask.float() * has.float()
+    loss = (kl * m).sum() / m.sum().clamp(min=1.0)
+    frac = float(m.sum() / mask.float().sum().clamp(min=1.0))
+    return loss, {"kl_teacher": float(loss.detach()), "target_frac": frac}

@@ -112,6 +112,7 @@ class RelayGRPOTrainer(GRPOTrainer):
         token_teacher: Any = None,
         distill_coef: float = 0.0,
         distill_lambda: float = 1.0,
+        distill_divergence: str = "reverse",
         **kwargs: Any,
     ):
         """TRL's arguments, plus Relay's options:
@@ -126,7 +127,8 @@ class RelayGRPOTrainer(GRPOTrainer):
         ``logit_constraints``: the rollout engines' processor factories (``rl.rollout.processors``, e.g. the
         genrec trie): the learner's log-probs are then taken under the same masks (``_constrained_logps``);
         ``token_teacher``/``distill_coef``/``distill_lambda``: on-policy distillation (``rl.algos.distill``): the
-        loss adds ``distill_coef`` x the per-token KL(π_θ || π_ref · teacher^distill_lambda) on the rollouts.
+        loss adds ``distill_coef`` x the per-token KL(π_θ || π_ref · teacher^distill_lambda) on the rollouts,
+        or, with ``distill_divergence="forward"``, KL(teacher || π_θ).
         """
         super().__init__(*args, **kwargs)
         self.relay_stats = relay_stats
@@ -137,6 +139,7 @@ class RelayGRPOTrainer(GRPOTrainer):
         self.is_cap = is_cap
         self.logit_constraints = list(logit_constraints)
         self.token_teacher, self.distill_coef, self.distill_lambda = token_teacher, distill_coef, distill_lambda
+        self.distill_divergence = distill_divergence
 
     def _get_train_sampler(self, dataset=None):
         if self.step_sampler is not None:  # training only: evaluation has its own _get_eval_sampler
@@ -179,11 +182,12 @@ class RelayGRPOTrainer(GRPOTrainer):
         return loss
 
     def _distill_loss(self, model, inputs):
-        """Per-token reverse KL to π_ref tilted by the env's token teacher, on this batch's completions
-        (``rl.algos.distill``). Costs one more policy forward and a reference forward (adapter off)."""
+        """Per-token reverse KL to π_ref tilted by the env's token teacher (or the forward KL from the teacher),
+        on this batch's completions (``rl.algos.distill``). Costs one more policy forward, and for the reverse
+        KL a reference forward (adapter off)."""
         import torch
 
-        from rl.algos.distill import distill_loss
+        from rl.algos.distill import distill_loss, forward_distill_loss
         from rl.rollout.processors import disallowed_tokens
 
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)  # [B, T]
@@ -195,12 +199,15 @@ class RelayGRPOTrainer(GRPOTrainer):
             return out[:, :-1].float() / self.temperature
 
         policy = logits_of(model)
-        with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
-            ref = logits_of(model)
         vocab = policy.size(-1)
         allowed = ~disallowed_tokens(self.logit_constraints, ids, width, vocab)  # [B, L, V]
         teacher = self.token_teacher.log_probs(ids, width, vocab).to(policy.device)  # [B, L, V]
-        loss, stats = distill_loss(policy, ref, teacher, allowed, inputs["completion_mask"], self.distill_lambda)
+        if self.distill_divergence == "forward":
+            loss, stats = forward_distill_loss(policy, teacher, allowed, inputs["completion_mask"])
+        else:
+            with torch.no_grad(), self.accelerator.unwrap_model(model).disable_adapter():
+                ref = logits_of(model)
+            loss, stats = distill_loss(policy, ref, teacher, allowed, inputs["completion_mask"], self.distill_lambda)
         for key, value in stats.items():
             self.relay_stats.add(f"distill/{key}", value)
         return loss

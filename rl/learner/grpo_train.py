@@ -90,6 +90,7 @@ def train_grpo(session: Session, world_size: int = 1) -> dict[str, Any] | None:
             token_teacher=import_object(target, what="env token_teacher")(tokenizer, **kwargs),
             distill_coef=cfg.algorithm.distill_coef,
             distill_lambda=cfg.algorithm.distill_lambda,
+            distill_divergence=cfg.algorithm.distill_divergence,
         )
     trainer = RelayGRPOTrainer(
         model=model_path,

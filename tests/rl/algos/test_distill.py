@@ -82,3 +82,27 @@ def test_forward_kl_matches_the_formula_and_skips_positions_without_a_target():
     assert torch.isfinite(logits.grad).all() and logits.grad[1].abs().sum() == 0  # no target, no gradient
     at_target = torch.tensor([[math.log(0.25), math.log(0.75), -30.0, -30.0]])  # the policy already is the teacher
     assert float(forward_kl_per_token(at_target, teacher[:1])[0][0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_forward_distill_loss_is_the_teachers_kl_to_the_constrained_policy_over_positions_with_a_target():
+    from rl.algos.distill import forward_distill_loss
+
+    allowed = torch.tensor([[[True, True, False], [True, True, True], [True, True, True]]])  # [B=1, L=3, V=3]
+    # position 0: the teacher's mass on the forbidden token is dropped and the rest renormalised (.2, .6 -> .25,
+    # .75); position 1: the teacher is silent (no target); position 2: padding
+    teacher = torch.tensor([[[math.log(0.2), math.log(0.6), math.log(0.2)], [NEG, NEG, NEG], [0.0, NEG, NEG]]])
+    mask = torch.tensor([[1, 1, 0]])
+    logits = torch.tensor([[[0.0, math.log(3.0), 9.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]], requires_grad=True)
+    loss, stats = forward_distill_loss(logits, teacher, allowed, mask)
+    # the constrained policy at position 0 is (.25, .75): it already is the renormalised teacher
+    assert float(loss) == pytest.approx(0.0, abs=1e-6) and stats["target_frac"] == pytest.approx(0.5)
+    loss.backward()
+    assert logits.grad.abs().max() < 1e-6  # at the target the gradient vanishes; elsewhere there is no term
+
+    off = torch.tensor([[[0.0, 0.0, 9.0], [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]], requires_grad=True)  # policy (.5, .5)
+    loss, stats = forward_distill_loss(off, teacher, allowed, mask)
+    want = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)  # one position with a target
+    assert float(loss) == pytest.approx(want, abs=1e-5) and stats["kl_teacher"] == pytest.approx(want, abs=1e-5)
+    loss.backward()
+    assert off.grad[0, 1:].abs().sum() == 0 and off.grad[0, 0, 2] == 0  # silent, padding, forbidden: no gradient
+    assert off.grad[0, 0, 1] < 0 < off.grad[0, 0, 0]  # descent raises the token the teacher prefers
