@@ -126,9 +126,9 @@ class RelayGRPOTrainer(GRPOTrainer):
         IS weights;
         ``logit_constraints``: the rollout engines' processor factories (``rl.rollout.processors``, e.g. the
         genrec trie): the learner's log-probs are then taken under the same masks (``_constrained_logps``);
-        ``token_teacher``/``distill_coef``/``distill_lambda``: on-policy distillation (``rl.algos.distill``): the
-        loss adds ``distill_coef`` x the per-token KL(π_θ || π_ref · teacher^distill_lambda) on the rollouts,
-        or, with ``distill_divergence="forward"``, KL(teacher || π_θ).
+        ``token_teacher``/``distill_coef``/``distill_lambda``/``distill_divergence``: on-policy distillation
+        (``rl.algos.distill``): the loss adds ``distill_coef`` x the per-token KL(π_θ || π_ref ·
+        teacher^distill_lambda) on the rollouts, or, with ``distill_divergence="forward"``, KL(teacher || π_θ).
         """
         super().__init__(*args, **kwargs)
         self.relay_stats = relay_stats
