@@ -918,9 +918,10 @@ _NOT_READ_BY_PPO = {
     "loss_type": "PPO's loss is its own clipped token mean; remove it",
     "scale_rewards": "use algorithm.ppo.whiten_advantages or remove it",
     "num_iterations": "use algorithm.ppo.ppo_epochs or remove it",
-    "distill_coef": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
-    "distill_lambda": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
-    "distill_divergence": "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
+    **dict.fromkeys(
+        ("distill_coef", "distill_lambda", "distill_divergence"),
+        "on-policy distillation runs in the GRPO-family learner; pick one (e.g. grpo) or remove it",
+    ),
 }
 
 
