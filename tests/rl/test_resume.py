@@ -27,6 +27,13 @@ OVERRIDES = [
     "logging.tensorboard=false",
 ]
 COMPARED = ("reward", "loss", "kl", "grad_norm", "rollout/token_hash", "rewards/letter_fraction/mean")
+# What identifies the batches and their making (tokens, prompts, adapter versions, counts) must be equal.
+# The learner's float metrics agree within float32 noise: bit-identical in repeated runs on one machine,
+# but one CI run's uninterrupted pass gave step 1 grad_norm 1.927577 against 1.927728 for its resumed pass
+# and for every local pass (rel 8e-5, batches and tokens the same). rel 1e-3 still tells a learning rate 0.2%
+# off apart: that moves loss and kl by 2e-3 to 9e-3 from step 2 on (measured on this async config).
+EXACT = ("hash", "staleness", "adapter_version", "completions/", "num_tokens", "rollout/tokens", "sync_bytes",
+         "/n_", "epoch", "learning_rate")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,16 @@ def uninterrupted(tmp_path_factory) -> dict[int, dict]:
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _metrics(run_dir)
+
+
+def _assert_same(a: dict, b: dict, keys, step: int) -> None:
+    """Step ``step``'s metrics of two runs agree: ``EXACT`` keys equal, float metrics within float32 noise."""
+    for key in keys:
+        x, y = a[key], b[key]
+        if any(e in key for e in EXACT) or not (isinstance(x, float) or isinstance(y, float)):
+            assert x == y, f"step {step} {key}: {x} vs {y}"
+        else:
+            assert x == pytest.approx(y, rel=1e-3, abs=1e-5), f"step {step} {key}: {x} vs {y}"
 
 
 @pytest.mark.long
@@ -57,14 +74,12 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, uninterrupt
     resumed = _metrics(run_dir)
     assert sorted(resumed) == [1, 2, 3, 4, 5, 6]  # every step exactly once
     for step in range(1, 7):
-        for key in COMPARED:
-            a, b = uninterrupted[step][key], resumed[step][key]
-            assert a == pytest.approx(b, rel=1e-5, abs=1e-7), f"step {step} {key}: {a} vs {b}"
+        _assert_same(uninterrupted[step], resumed[step], COMPARED, step)
 
 
 ASYNC_OVERRIDES = [*OVERRIDES[2:], "learner.max_steps=5", "checkpoint.every_steps=1", "rollout.mode=async",
                    "rollout.max_staleness=2"]  # fmt: skip
-# Wall-clock measurements differ between any two runs; everything else must be identical.
+# Wall-clock measurements differ between any two runs; everything else must agree.
 TIMINGS = ("seconds", "per_second", "runtime", "step_time")
 
 
@@ -105,12 +120,7 @@ def test_async_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
         a, b = uninterrupted[step], resumed[step]
         keys = {k for k in a.keys() | b.keys() if not any(t in k for t in TIMINGS)}
         assert {k for k in keys if k not in b} == set() and {k for k in keys if k not in a} == set(), step
-        for key in sorted(keys):
-            x, y = a[key], b[key]
-            if isinstance(x, float) or isinstance(y, float):
-                assert x == pytest.approx(y, rel=1e-5, abs=1e-7), f"step {step} {key}: {x} vs {y}"
-            else:
-                assert x == y, f"step {step} {key}: {x} vs {y}"
+        _assert_same(a, b, sorted(keys), step)
         assert a["rollout/token_hash"] == b["rollout/token_hash"]  # the generated tokens, exactly
 
 
