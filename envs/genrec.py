@@ -131,6 +131,12 @@ class GenRecArgs(EnvArgs):
         None, ge=1, description="Most recent history items in a prompt: set by the protocol (tiger 20, minionerec "
         "10); an explicit different value is refused.",
     )  # fmt: skip
+    history_item_tokens: bool = Field(
+        False,
+        description="Write each history item's own token (<item_K>, one new token per catalogue item) after its "
+        "semantic ID in the prompt, so the policy reads item identities as SASRec does; input only: it still "
+        "answers with the ID's codes under the trie.",
+    )
     num_train_examples: int | None = Field(
         None,
         ge=1,
@@ -431,9 +437,13 @@ class GenRecEnv(Env):
 
     # ---- datasets
     def prompt(self, ex: Example) -> list[dict[str, str]]:
+        return self.prompt_of([x.item for x in ex.history], self.index, self.args.history_cap)
+
+    def prompt_of(self, history: list[str], index, history_cap: int) -> list[dict[str, str]]:
+        """``genrec_prompt`` with this env's ``history_item_tokens`` (the ``prompt_fn`` of the beam search)."""
         from rewards.rec.genrec_eval import genrec_prompt
 
-        return genrec_prompt([x.item for x in ex.history], self.index, self.args.history_cap)
+        return genrec_prompt(history, index, history_cap, item_tokens=self.args.history_item_tokens)
 
     def _rows(self, examples: list[Example]):
         """The GRPO columns of ``examples`` (training and held-out rows alike): prompt, target_item, user,
@@ -551,11 +561,11 @@ class GenRecEnv(Env):
             return str(target)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         model = AutoModelForCausalLM.from_pretrained(model_path)
-        ids = add_code_tokens(tokenizer, model, index, seed=self.seed)
+        ids = add_code_tokens(tokenizer, model, index, seed=self.seed, item_tokens=self.args.history_item_tokens)
         with atomic_path(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        logger.info("genrec: %d code tokens added; prepared model %s", len(ids), target)
+        logger.info("genrec: %d code (and item) tokens added; prepared model %s", len(ids), target)
         return str(target)
 
     def trainable_token_ids(self, model_path: str) -> list[int]:
@@ -690,6 +700,7 @@ class GenRecEnv(Env):
                 num_beams=self.args.num_beams,
                 history_cap=self.args.history_cap,
                 batch_size=self.args.eval_batch_size,
+                prompt_fn=self.prompt_of,
                 progress=sys.stderr.isatty(),
                 desc=f"genrec beam search {row}",
             )

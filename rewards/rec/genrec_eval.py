@@ -46,9 +46,13 @@ Prompt = str | list[dict[str, str]]
 HISTORY_LEAD = "The user bought, in order: "  # the prompt's text before the history's IDs
 
 
-def genrec_prompt(history: Sequence[str], index: SemanticIndex, history_cap: int = HISTORY_CAP) -> list[dict[str, str]]:
-    """The default chat prompt: the user's last ``history_cap`` items as semantic IDs, oldest first."""
-    ids = ", ".join(index.id_string(i) for i in list(history)[-history_cap:] if i in index)
+def genrec_prompt(
+    history: Sequence[str], index: SemanticIndex, history_cap: int = HISTORY_CAP, item_tokens: bool = False
+) -> list[dict[str, str]]:
+    """The default chat prompt: the user's last ``history_cap`` items as semantic IDs, oldest first; with
+    ``item_tokens`` each ID is followed by the item's own token (``SemanticIndex.item_token``)."""
+    shown = [i for i in list(history)[-history_cap:] if i in index]
+    ids = ", ".join(index.id_string(i) + (index.item_token(i) if item_tokens else "") for i in shown)
     return [{"role": "user", "content": f"{HISTORY_LEAD}{ids}. Recommend the next item."}]
 
 

@@ -378,6 +378,7 @@ class SemanticIndex:
             raise ValueError("SemanticIndex: a code is outside [0, codebook_size) of its level")
         self._code_of = {item: tuple(row) for item, row in zip(self.items, self.codes.tolist(), strict=True)}
         self._item_of = {c: i for i, c in self._code_of.items()}
+        self._position = {item: k for k, item in enumerate(self.items)}  # item -> its index in items
         if len(self._item_of) != len(self.items):
             raise ValueError("SemanticIndex: two items share a code; disambiguate() the codes first")
 
@@ -404,6 +405,15 @@ class SemanticIndex:
 
     def id_tokens(self, item: str) -> list[str]:
         return [code_token(lvl, c) for lvl, c in enumerate(self.code_of(item))]
+
+    def item_token(self, item: str) -> str:
+        """``"<item_17>"``: the item's own token (its position in ``items``), for prompts that name each
+        history item beside its ID (``env.args.history_item_tokens``); never part of an ID."""
+        return f"<item_{self._position[str(item)]}>"
+
+    def item_tokens(self) -> list[str]:
+        """Every item's token, in ``items`` order."""
+        return [f"<item_{k}>" for k in range(len(self.items))]
 
     def item_of_text(self, text: str) -> str | None:
         """The item a completion names, or None (malformed, or a well-formed code no item has)."""
@@ -529,10 +539,16 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def add_code_tokens(
-    tokenizer: Any, model: Any, index: SemanticIndex, seed: int = 0, init_std: float | None = None
+    tokenizer: Any,
+    model: Any,
+    index: SemanticIndex,
+    seed: int = 0,
+    init_std: float | None = None,
+    item_tokens: bool = False,
 ) -> list[int]:
     """Add every code token to ``tokenizer`` (as normal added tokens, so decoding keeps them) and give
-    ``model`` embedding rows for them; returns the ids of the code tokens, level-major.
+    ``model`` embedding rows for them; returns the ids of the code tokens, level-major (then, with
+    ``item_tokens``, every item's own token, ``SemanticIndex.item_tokens``).
 
     New rows start at the mean of the existing input embeddings plus seeded noise of the rows' std
     (``init_std`` overrides), so code tokens are distinguishable but in-distribution. Tied output
@@ -541,7 +557,7 @@ def add_code_tokens(
     """
     import torch
 
-    tokens = index.all_tokens()
+    tokens = index.all_tokens() + (index.item_tokens() if item_tokens else [])
     old = len(tokenizer)
     tokenizer.add_tokens(tokens, special_tokens=False)
     ids = [int(i) for i in tokenizer.convert_tokens_to_ids(tokens)]
