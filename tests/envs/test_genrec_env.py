@@ -326,6 +326,40 @@ def test_prepare_model_adds_code_tokens_once(env, prepared, tiny_model_dir):
     assert (Path(path) / "config.json").stat().st_mtime_ns == stamp
 
 
+def test_history_item_tokens_reach_the_model_the_prompts_and_the_eval(env, tiny_model_dir, tmp_path, monkeypatch):
+    """env.args.history_item_tokens: the prepared model gets one token per item after the codes, every prompt
+    follows each history ID with its item's token, and the beam-search eval builds its prompts the same way."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    import rewards.rec.genrec_eval as genrec_eval
+    from rewards.rec.genrec_eval import _render
+
+    with_items = build_env("genrec", {"history_item_tokens": True}, seed=0)
+    path = with_items.prepare_model(str(tiny_model_dir), tmp_path)
+    tok, base = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(tiny_model_dir)
+    index = with_items.index
+    assert len(tok) == len(base) + len(index.all_tokens()) + len(index)
+    ex = next(e for e in with_items.eval_examples() if len(e.history) >= 2)
+    ids = _render(tok, with_items.prompt(ex))
+    shown = [x.item for x in ex.history][-with_items.args.history_cap :]
+    item_ids = tok.convert_tokens_to_ids([index.item_token(i) for i in shown])
+    assert [i for i in ids if i in set(item_ids)] == item_ids  # each history item's token, in order
+    for item, item_id in zip(shown, item_ids, strict=True):  # ... right after that item's codes
+        at = ids.index(item_id)
+        assert ids[at - index.levels : at] == tok.convert_tokens_to_ids(index.id_tokens(item))
+    assert env.prompt(ex) != with_items.prompt(ex)  # the default env writes IDs only
+
+    seen = []
+    monkeypatch.setattr(genrec_eval, "genrec_ranks", lambda *a, prompt_fn, **k: seen.append(prompt_fn) or [1.0])
+    monkeypatch.setattr(type(with_items), "baselines", lambda self, examples: {})
+    engine = SimpleNamespace(model=None, tokenizer=tok)
+    with_items.evaluate({"start": SimpleNamespace(engine=engine, model_path=path)}, tmp_path, max_prompts=1)
+    history = [x.item for x in ex.history]
+    assert seen and seen[0](history, index, with_items.args.history_cap) == with_items.prompt(ex)
+
+
 def _prompts(env, n):
     return [env.prompt(ex) for ex in env.eval_examples()[:n]]
 

@@ -107,3 +107,29 @@ def test_forced_targets_sit_before_every_code_of_every_item_with_a_history(coded
     assert p[w, t("<b_0>")] == pytest.approx(1.0) and p[w + 1, t("<c_0>")] == pytest.approx(1.0)
     chain = sum(out[0, x - 1 + j, ids[x + j]] for j in range(3))
     assert float(chain) == pytest.approx(math.log(PROBS["x"]), abs=1e-6)  # the item teacher, factorised
+
+
+def test_item_tokens_between_ids_leave_the_histories_and_targets_where_the_codes_put_them(tiny_model_dir):
+    """env.args.history_item_tokens: an <item_K> token after each history ID is not a code, so the teacher
+    reads the same items and targets the same codes (each item's first code one position later per item
+    token before it)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    index = SemanticIndex(["x", "y", "z", "w"], np.array([[0, 1, 2], [0, 1, 3], [0, 2, 0], [1, 0, 0]]), [2, 3, 4])
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    add_code_tokens(tok, AutoModelForCausalLM.from_pretrained(tiny_model_dir), index, item_tokens=True)
+    completion = tok.convert_tokens_to_ids(index.id_tokens("x")) + [tok.eos_token_id]
+    rows = {}
+    for with_items in (False, True):
+        prompt = _render(tok, genrec_prompt(["y", "w"], index, item_tokens=with_items))
+        recommender = _Scores()
+        out = TrieTeacher(index, tok, recommender).forced_log_probs(torch.tensor([prompt + completion]), len(tok))
+        assert recommender.seen == [["y"], ["y", "w"]]
+        runs = TrieTeacher(index, tok, recommender).item_runs(prompt + completion)
+        assert [item for item, _ in runs] == ["y", "w", "x"]
+        targeted = torch.isfinite(out[0]).any(-1).nonzero().flatten().tolist()
+        rows[with_items] = (runs, targeted, out)
+    (plain_runs, plain_at, plain), (item_runs, item_at, items) = rows[False], rows[True]
+    assert [p + k for k, (_, p) in enumerate(plain_runs)] == [p for _, p in item_runs]  # shifted by the item tokens
+    assert item_at == [a + 1 for a in plain_at[:3]] + [a + 2 for a in plain_at[3:]]  # w's codes, then x's
+    assert torch.equal(plain[0, plain_at], items[0, item_at])  # the same targets, at the shifted positions

@@ -151,3 +151,19 @@ def test_add_code_tokens_to_tiny_qwen(tiny_model_dir):
     assert idx.token_sequences(tok)[1] == [i for i in enc if i in ids]
     assert tok.decode(idx.token_sequences(tok)[2], skip_special_tokens=True) == "<a_3><b_0><c_0>"
     assert add_code_tokens(tok, model, idx) == ids and len(tok) == old_vocab + 10  # idempotent
+
+
+def test_item_tokens_name_each_item_by_its_position_and_are_added_after_the_codes(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    idx = SemanticIndex(["x", "y", "z"], np.array([[1, 2, 0], [1, 2, 1], [3, 0, 0]]), [4, 4, 2])
+    assert [idx.item_token(i) for i in ("z", "x")] == ["<item_2>", "<item_0>"]
+    assert idx.item_tokens() == ["<item_0>", "<item_1>", "<item_2>"]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    old_vocab = len(tok)
+    ids = add_code_tokens(tok, model, idx, item_tokens=True)
+    assert ids == list(range(old_vocab, old_vocab + 13)) and model.get_input_embeddings().weight.shape[0] == len(tok)
+    enc = tok("<a_1><b_2><c_1><item_1>, <a_3><b_0><c_0><item_2>", add_special_tokens=False)["input_ids"]
+    seqs = idx.token_sequences(tok)
+    assert [i for i in enc if i in ids] == [*seqs[1], ids[11], *seqs[2], ids[12]]  # an item token is one token
