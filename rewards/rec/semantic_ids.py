@@ -413,7 +413,7 @@ class SemanticIndex:
 
     def item_tokens(self) -> list[str]:
         """Every item's token, in ``items`` order."""
-        return [f"<item_{k}>" for k in range(len(self.items))]
+        return [self.item_token(item) for item in self.items]
 
     def item_of_text(self, text: str) -> str | None:
         """The item a completion names, or None (malformed, or a well-formed code no item has)."""

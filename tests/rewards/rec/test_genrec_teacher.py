@@ -123,9 +123,10 @@ def test_item_tokens_between_ids_leave_the_histories_and_targets_where_the_codes
     for with_items in (False, True):
         prompt = _render(tok, genrec_prompt(["y", "w"], index, item_tokens=with_items))
         recommender = _Scores()
-        out = TrieTeacher(index, tok, recommender).forced_log_probs(torch.tensor([prompt + completion]), len(tok))
+        teacher = TrieTeacher(index, tok, recommender)
+        out = teacher.forced_log_probs(torch.tensor([prompt + completion]), len(tok))
         assert recommender.seen == [["y"], ["y", "w"]]
-        runs = TrieTeacher(index, tok, recommender).item_runs(prompt + completion)
+        runs = teacher.item_runs(prompt + completion)
         assert [item for item, _ in runs] == ["y", "w", "x"]
         targeted = torch.isfinite(out[0]).any(-1).nonzero().flatten().tolist()
         rows[with_items] = (runs, targeted, out)
