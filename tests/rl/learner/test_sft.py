@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rl.config import load_config
 from rl.learner.sft import sft_training_args, supervised_split
 
@@ -130,3 +132,45 @@ def test_hidden_dropout_names_the_field_for_a_model_without_attention_and_mlp_mo
     ):
         with hidden_dropout(gpt2, 0.2):
             pass
+
+
+def test_teacher_forced_loss_is_the_nll_plus_the_dense_kl_over_the_labelled_targeted_positions():
+    """TeacherForcedLoss computes the KL at the N positions that have a label and a teacher target only; it must
+    equal the dense reference: the KL at every position, masked, averaged over those positions."""
+    import torch
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from rl.algos.distill import forward_kl_per_token
+    from rl.learner.sft import TeacherForcedLoss
+
+    B, T, V = 3, 7, 11
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.full((B, T, V), float("-inf"))
+    teacher[0, 1, [2, 5]] = torch.tensor([0.3, 0.7]).log()  # labelled below
+    teacher[1, 3, [1, 4, 9]] = torch.tensor([0.2, 0.5, 0.3]).log()  # labelled below
+    teacher[2, 4, 6] = 0.0  # a target at a prompt position (label -100): not in the loss
+    teacher[2, 6, 3] = 0.0  # the last position: no next token, dropped by the shift
+
+    class Teacher:
+        def forced_log_probs(self, input_ids, vocab_size):
+            assert input_ids.shape == (B, T) and vocab_size == V
+            return teacher
+
+    labels = torch.full((B, T), -100)
+    labels[0, 2], labels[1, 4], labels[1, 5], labels[2, 1] = 5, 4, 7, 2  # loss positions (shifted: t - 1)
+    logits = torch.randn(B, T, V, generator=g, requires_grad=True)
+    outputs = type("Out", (), {"logits": logits})()
+    loss_fn = TeacherForcedLoss(Teacher(), coef=0.5)
+    loss_fn.input_ids = torch.zeros(B, T, dtype=torch.long)
+    loss = loss_fn(outputs, labels)
+
+    kl, has = forward_kl_per_token(logits[:, :-1], teacher[:, :-1])  # the dense reference: [B, T-1]
+    where = has & labels[:, 1:].ne(-100)
+    assert int(where.sum()) == 2 and loss_fn.last["kd_positions"] == 2  # (0, 1) and (1, 3) only
+    kd = (kl * where).sum() / where.sum()
+    nll = ForCausalLMLoss(logits, labels, V)
+    assert float(loss) == pytest.approx(float(nll + 0.5 * kd), rel=1e-6)
+    assert loss_fn.last["kd"] == pytest.approx(float(kd), rel=1e-6) and float(kd) > 0
+    (grad,) = torch.autograd.grad(loss, logits)
+    (ref_grad,) = torch.autograd.grad(nll + 0.5 * kd, logits)
+    assert torch.allclose(grad, ref_grad, atol=1e-7)
