@@ -700,6 +700,18 @@ ENGINE_OVERRIDES = {
     "hf": ["lora.train_env_tokens=true"],  # the code rows train too (hf only: vLLM loads no embedding rows)
     "vllm": ["rollout.engine=vllm", "model.tiny.num_attention_heads=2", "model.tiny.num_key_value_heads=1"],
 }
+# a recipe shortened to two SFT and two RL steps, 8 eval users and a 2-epoch SASRec; the eval is run by the test
+SHORT_RUN = [
+    "learner.max_steps=2",
+    "learner.batch_size=16",
+    "sft.steps=2",
+    "sft.num_examples=32",
+    "env.args.num_train_examples=64",
+    "env.args.num_eval_users=8",
+    "env.args.sasrec_epochs=2",
+    "eval.after_train=false",
+    "logging.progress_bar=false",
+]
 
 
 @pytest.mark.slow
@@ -716,17 +728,9 @@ def test_recipe_runs_two_steps_and_evaluates(tmp_path, ray_cluster, engine):
         REPO / "configs" / "genrec.yaml",
         [
             *ENGINE_OVERRIDES[engine],
-            "learner.max_steps=2",
-            "learner.batch_size=16",
-            "sft.steps=2",
-            "sft.num_examples=32",
+            *SHORT_RUN,
             "model.tiny.hidden_size=64",
             "model.tiny.intermediate_size=128",
-            "env.args.num_train_examples=64",
-            "env.args.num_eval_users=8",
-            "env.args.sasrec_epochs=2",
-            "eval.after_train=false",
-            "logging.progress_bar=false",
             "algorithm.distill_coef=1.0",  # on-policy distillation towards SASRec through the trie, on top
         ],
     )
@@ -806,18 +810,10 @@ def test_scientific_recipe_runs_its_distilled_sft_and_rl_in_one_command(tmp_path
     cfg = load_config(
         REPO / "configs" / "genrec_scientific.yaml",
         [
+            *SHORT_RUN,
             "env.args.data.path=envs/data/scientific300/Scientific300.inter.json",
-            "sft.steps=2",
-            "sft.num_examples=32",
             "sft.batch_size=16",
-            "learner.max_steps=2",
-            "learner.batch_size=16",
-            "env.args.num_train_examples=64",
-            "env.args.num_eval_users=8",
-            "env.args.sasrec_epochs=2",
             f"env.args.cache_dir={tmp_path / 'cache'}",
-            "eval.after_train=false",
-            "logging.progress_bar=false",
         ],
     )
     assert cfg.env.args["history_item_tokens"] and cfg.sft.distill_coef > 0 and cfg.algorithm.distill_coef > 0
