@@ -184,6 +184,13 @@ class GenRecArgs(EnvArgs):
         "log-probability of the item, any rank (with algorithm.beta=1 and scale_rewards=none the optimum is the "
         "start policy times the teacher; docs/genrec.md).",
     )
+    teacher_seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="SASRec seeds whose ensemble (the mean of their log probabilities over the catalogue) is the "
+        "teacher of the distillation terms and the teacher reward; each is trained once and cached, and the eval "
+        "adds a sasrec_ensemble row. None = the run's own SASRec (seed), the eval's sasrec row.",
+    )
     sasrec_epochs: int = Field(
         300,
         ge=1,
@@ -199,6 +206,13 @@ class GenRecArgs(EnvArgs):
             raise ValueError(f"unknown SFT task(s) {unknown}; use {', '.join(SFT_TASKS)}")
         if any(w < 0 for w in v.values()) or sum(v.values()) <= 0:
             raise ValueError("task weights must be >= 0 with a positive sum, e.g. {next_item: 1}")
+        return v
+
+    @field_validator("teacher_seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat in {v}; list each SASRec seed once, e.g. [0, 1, 2]")
         return v
 
     @field_validator("codebook_size")
@@ -523,7 +537,7 @@ class GenRecEnv(Env):
         ]
         if self.args.teacher_weight:
             teacher = {
-                "teacher_path": str(self.sasrec_file),
+                "teacher_path": self.teacher_path,
                 "k": self.args.teacher_k,
                 "credit": self.args.teacher_credit,
             }
@@ -582,13 +596,21 @@ class GenRecEnv(Env):
         return [("rewards.rec.trie:trie_constraint", {"index_path": str(self.run_index_file(run_dir).resolve())})]
 
     def token_teacher(self, run_dir: Path) -> tuple[str, dict[str, Any]]:
-        """SASRec (``sasrec_file``, trained once on the training split) through the ID trie, for
-        ``algorithm.distill_coef`` (``rewards.rec.genrec_teacher``)."""
+        """SASRec (``teacher_path``: the run's own, or the ensemble of ``teacher_seeds``) through the ID trie,
+        for ``algorithm.distill_coef`` and ``sft.distill_coef`` (``rewards.rec.genrec_teacher``)."""
         index_path = str(self.run_index_file(run_dir).resolve())
         return (
             "rewards.rec.genrec_teacher:trie_teacher",
-            {"index_path": index_path, "teacher_path": str(self.sasrec_file)},
+            {"index_path": index_path, "teacher_path": self.teacher_path},
         )
+
+    @property
+    def teacher_path(self) -> str | list[str]:
+        """The teacher's SASRec file, or the files of its ensemble (``teacher_seeds``), trained if not cached."""
+        seeds = self.args.teacher_seeds
+        if seeds is None:
+            return str(self.sasrec_file)
+        return [str(self._sasrec_file(s)) for s in seeds]
 
     # ---- evaluation
     def _rename(self, row: dict[str, float]) -> dict[str, float]:
@@ -599,18 +621,24 @@ class GenRecEnv(Env):
     @cached_property
     def sasrec_file(self) -> Path:
         """SASRec trained on this split's training part (early-stopped on validation), cached per (data,
-        protocol, seed, epochs): the eval's ``sasrec`` row and the teacher reward's judge."""
+        protocol, seed, epochs): the eval's ``sasrec`` row and, unless ``teacher_seeds``, the teacher."""
+        return self._sasrec_file(self.seed)
+
+    def _sasrec_file(self, seed: int) -> Path:
         from rewards.rec.baselines import SASRecBaseline, SASRecConfig
 
-        settings = [self._data_key, self.args.protocol, self.seed, self.args.sasrec_epochs]
+        settings = [self._data_key, self.args.protocol, seed, self.args.sasrec_epochs]
         key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"sasrec-{key}.pt"
         if path.is_file():
             return path
-        msg = f"genrec: training SASRec on the {self.args.protocol} split's training part (max {self.args.sasrec_epochs} epochs)"
+        msg = (
+            f"genrec: training SASRec (seed {seed}) on the {self.args.protocol} split's training part "
+            f"(max {self.args.sasrec_epochs} epochs)"
+        )
         print(msg, file=sys.stderr)
         logger.info(msg)
-        sas = SASRecBaseline(self.data.item_ids, SASRecConfig(max_epochs=self.args.sasrec_epochs, seed=self.seed))
+        sas = SASRecBaseline(self.data.item_ids, SASRecConfig(max_epochs=self.args.sasrec_epochs, seed=seed))
         with _stage_lines_on_stderr("rewards.rec.baselines"):  # one line per epoch
             sas.fit(self.split.train, self.split.valid)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -622,18 +650,25 @@ class GenRecEnv(Env):
         return path
 
     def baselines(self, examples: list[Example]) -> dict[str, dict[str, float]]:
-        """Popularity and SASRec (early-stopped on validation, ``sasrec_file``) on the same split, full catalogue."""
-        from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, evaluate_scores
+        """Popularity and SASRec (early-stopped on validation, ``sasrec_file``) on the same split, full catalogue;
+        with ``teacher_seeds``, also ``sasrec_ensemble`` (the teacher)."""
+        from rewards.rec.baselines import PopularityBaseline, SASRecBaseline, evaluate_scores, load_teacher
 
         catalog = self.data.item_ids
         pop = PopularityBaseline(catalog).fit(self.split.train)
         sas = SASRecBaseline.load(self.sasrec_file)
         cap, ks = self.args.history_cap, self.args.spec.ks
-        return {
+        out = {
             "popularity": self._rename(evaluate_scores(pop.scores, examples, catalog, ks=ks, history_cap=cap)),
             # SASRec reads up to its own max_len (50) items, as RecBole runs it; the prompt cap is the LLM's
             "sasrec": self._rename(evaluate_scores(sas.scores, examples, catalog, ks=ks, history_cap=None)),
         }
+        if self.args.teacher_seeds is not None:
+            ens = load_teacher(self.teacher_path)
+            out["sasrec_ensemble"] = self._rename(
+                evaluate_scores(ens.scores, examples, catalog, ks=ks, history_cap=None)
+            )
+        return out
 
     def eval_protocol(self, max_prompts: int | None = None) -> str:
         """One line: protocol, split, eval split and its size, ranking, history cap, metrics."""

@@ -353,6 +353,35 @@ class SASRecBaseline:
         return np.concatenate(out) if out else np.zeros((0, len(self.catalog)), dtype=np.float32)
 
 
+class ScoreEnsemble:
+    """Recommenders over one catalogue as one: ``scores`` is the mean of the members' log-softmax over the
+    catalogue, whose softmax is their item distributions' normalised geometric mean (a product of experts). On
+    full Scientific three SASRec seeds score validation Recall@10 0.127 together against 0.122-0.125 alone
+    (docs/genrec.md), a stronger teacher for the generative model's distillation."""
+
+    def __init__(self, members: Sequence[Any]):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.catalog = list(members[0].catalog)
+        for i, m in enumerate(members[1:], 1):
+            if list(m.catalog) != self.catalog:
+                raise ValueError(f"ensemble member {i} ranks another catalogue than member 0; train them on one data")
+        self.members = list(members)
+
+    def scores(self, histories: list[list[str]]) -> np.ndarray:
+        """Mean member log-probability [B, len(catalog)] of each item."""
+        logp = [torch.log_softmax(torch.as_tensor(m.scores(histories), dtype=torch.float32), -1) for m in self.members]
+        return torch.stack(logp).mean(0).numpy()
+
+
+def load_teacher(path: str | Path | Sequence[str | Path]) -> SASRecBaseline | ScoreEnsemble:
+    """A saved ``SASRecBaseline`` (one path) or the ``ScoreEnsemble`` of several (a list of paths)."""
+    if isinstance(path, (str, Path)):
+        return SASRecBaseline.load(path)
+    paths = list(path)
+    return SASRecBaseline.load(paths[0]) if len(paths) == 1 else ScoreEnsemble([SASRecBaseline.load(p) for p in paths])
+
+
 # -------------------------------------------------------------------------------------------- run + CLI
 
 PROTOCOL = (

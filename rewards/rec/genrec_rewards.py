@@ -377,15 +377,16 @@ class GenRecTeacherReward(_GenRecReward):
     product of the start policy and the teacher (``teacher_rank_credit``).
 
     ``teacher_path``: a file written by ``rewards.rec.baselines.SASRecBaseline.save`` (the env trains
-    and caches one on the training split). A completion naming no catalogue item gets ``invalid``
-    (None = excluded, the default). Rows that share a history are scored once.
+    and caches one on the training split), or a list of them (their ``ScoreEnsemble``). A completion naming
+    no catalogue item gets ``invalid`` (None = excluded, the default). Rows that share a history are scored
+    once.
     """
 
     def __init__(
         self,
         index_path: str | Path | None = None,
         index: SemanticIndex | None = None,
-        teacher_path: str | Path | None = None,
+        teacher_path: str | Path | list[str] | None = None,
         teacher: Any = None,
         k: int = 50,
         invalid: float | None = None,
@@ -404,9 +405,9 @@ class GenRecTeacherReward(_GenRecReward):
         if teacher is None:
             if teacher_path is None:
                 raise ValueError(f"{self.__name__} needs the teacher; pass teacher_path= (SASRecBaseline.save)")
-            from rewards.rec.baselines import SASRecBaseline
+            from rewards.rec.baselines import load_teacher
 
-            teacher = SASRecBaseline.load(teacher_path)
+            teacher = load_teacher(teacher_path)
         self.teacher = teacher
         self.column = {item: i for i, item in enumerate(teacher.catalog)}
         self.k, self.invalid, self.credit = k, invalid, credit

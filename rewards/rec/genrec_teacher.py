@@ -153,8 +153,9 @@ class TrieTeacher:
         return out
 
 
-def trie_teacher(tokenizer: Any, index_path: str | Path, teacher_path: str | Path) -> TrieTeacher:
-    """Factory for ``Env.token_teacher`` specs: the index and a saved ``SASRecBaseline`` (``teacher_path``)."""
-    from rewards.rec.baselines import SASRecBaseline
+def trie_teacher(tokenizer: Any, index_path: str | Path, teacher_path: str | Path | list[str]) -> TrieTeacher:
+    """Factory for ``Env.token_teacher`` specs: the index and a saved ``SASRecBaseline`` (``teacher_path``), or
+    the ensemble of several (a list of paths, ``rewards.rec.baselines.ScoreEnsemble``)."""
+    from rewards.rec.baselines import load_teacher
 
-    return TrieTeacher(SemanticIndex.load(index_path), tokenizer, SASRecBaseline.load(teacher_path))
+    return TrieTeacher(SemanticIndex.load(index_path), tokenizer, load_teacher(teacher_path))

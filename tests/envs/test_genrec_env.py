@@ -305,6 +305,28 @@ def test_teacher_reward_is_wired_to_a_cached_sasrec(env, tmp_path):
     assert out == [1.0, 0.0, None]
 
 
+def test_teacher_seeds_make_the_ensemble_the_teacher_and_an_eval_row(env, tmp_path):
+    """teacher_seeds: each seed's SASRec is trained once and cached; the teacher reward and the token teacher get
+    the list of files (their ScoreEnsemble), the eval adds sasrec_ensemble beside the run's own sasrec row."""
+    from rewards.rec.baselines import ScoreEnsemble, load_teacher
+
+    assert env_arg_problems(GenRecEnv, {"teacher_seeds": [0, 0]})  # a repeated seed is refused
+    assert env_arg_problems(GenRecEnv, {"teacher_seeds": []})
+    args = {"sasrec_epochs": 2, "cache_dir": str(tmp_path), "index_path": str(env.index_file)}
+    own = build_env("genrec", args, seed=1)
+    assert own.teacher_path == str(own.sasrec_file)  # default: the run's own SASRec
+    ens_env = build_env("genrec", {**args, "teacher_seeds": [0, 1], "teacher_weight": 0.5}, seed=1)
+    files = ens_env.teacher_path
+    assert files[1] == str(own.sasrec_file) and files[0] == str(build_env("genrec", args, seed=0).sasrec_file)
+    assert files[0] != files[1] and all(Path(f).is_file() for f in files)
+    assert next(c for c in ens_env.rewards() if c.name == "genrec_teacher").kwargs["teacher_path"] == files
+    assert ens_env.token_teacher(tmp_path)[1]["teacher_path"] == files
+    assert isinstance(load_teacher(files), ScoreEnsemble)
+    rows = ens_env.baselines(ens_env.eval_examples()[:40])
+    assert list(rows) == ["popularity", "sasrec", "sasrec_ensemble"]
+    assert rows["sasrec_ensemble"].keys() == rows["sasrec"].keys() and rows["sasrec_ensemble"]["n"] == 40
+
+
 def test_prepare_model_adds_code_tokens_once(env, prepared, tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

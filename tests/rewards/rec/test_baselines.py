@@ -13,8 +13,10 @@ from rewards.rec.baselines import (
     SASRec,
     SASRecBaseline,
     SASRecConfig,
+    ScoreEnsemble,
     evaluate_scores,
     format_table,
+    load_teacher,
     main,
     pad_right,
     prefix_pairs,
@@ -121,6 +123,33 @@ def test_save_and_load_give_the_same_scores(tmp_path):
     hist = [["i1", "i2"], ["i9"], []]
     np.testing.assert_allclose(back.scores(hist), model.scores(hist), atol=1e-6)
     assert back.catalog == catalog and back.cfg.max_len == 4 and back.best_epoch == 7 and back.log == model.log
+
+
+def test_score_ensemble_is_the_mean_member_log_probability(tmp_path):
+    """Two SASRec seeds as one teacher: scores = mean of their log-softmax over the catalogue, so its softmax is
+    their normalised geometric mean; load_teacher reads one path as the model, a list as the ensemble."""
+    catalog = [f"i{k}" for k in range(10)]
+    members = [SASRecBaseline(catalog, SASRecConfig(max_len=4, hidden_size=16, inner_size=32, seed=s)) for s in (1, 2)]
+    hist = [["i1", "i2"], ["i9"], []]
+    logp = [torch.log_softmax(torch.as_tensor(m.scores(hist)), -1).numpy() for m in members]  # [3, 10] each
+    ens = ScoreEnsemble(members)
+    np.testing.assert_allclose(ens.scores(hist), (logp[0] + logp[1]) / 2, atol=1e-6)
+    p = torch.softmax(torch.as_tensor(ens.scores(hist)), -1).numpy()
+    geo = np.sqrt(np.exp(logp[0]) * np.exp(logp[1]))
+    np.testing.assert_allclose(p, geo / geo.sum(-1, keepdims=True), atol=1e-6)
+    assert not np.allclose(ens.scores(hist), logp[0], atol=1e-3)  # both members count
+
+    for k, m in enumerate(members):
+        m.save(tmp_path / f"s{k}.pt")
+    assert isinstance(load_teacher(tmp_path / "s0.pt"), SASRecBaseline)
+    assert isinstance(load_teacher([str(tmp_path / "s0.pt")]), SASRecBaseline)
+    both = load_teacher([str(tmp_path / "s0.pt"), str(tmp_path / "s1.pt")])
+    assert isinstance(both, ScoreEnsemble) and both.catalog == catalog
+    np.testing.assert_allclose(both.scores(hist), ens.scores(hist), atol=1e-6)
+
+    other = SASRecBaseline(catalog[::-1], SASRecConfig(max_len=4, hidden_size=16, inner_size=32))
+    with pytest.raises(ValueError, match="member 1 ranks another catalogue"):
+        ScoreEnsemble([members[0], other])
 
 
 def test_early_stopping_restores_the_best_epoch(monkeypatch):
