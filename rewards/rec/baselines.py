@@ -376,10 +376,8 @@ class ScoreEnsemble:
 
 def load_teacher(path: str | Path | Sequence[str | Path]) -> SASRecBaseline | ScoreEnsemble:
     """A saved ``SASRecBaseline`` (one path) or the ``ScoreEnsemble`` of several (a list of paths)."""
-    if isinstance(path, (str, Path)):
-        return SASRecBaseline.load(path)
-    paths = list(path)
-    return SASRecBaseline.load(paths[0]) if len(paths) == 1 else ScoreEnsemble([SASRecBaseline.load(p) for p in paths])
+    models = [SASRecBaseline.load(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+    return models[0] if len(models) == 1 else ScoreEnsemble(models)
 
 
 # -------------------------------------------------------------------------------------------- run + CLI
