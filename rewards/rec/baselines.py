@@ -7,7 +7,8 @@
   causal mask -> the hidden state at the last real position, scored against every item embedding.
   Training data is RecBole's prefix augmentation: every prefix of a user's training sequence (its
   last ``max_len`` items) predicts the item that follows it; full-softmax cross-entropy over the
-  catalogue; Adam; early stopping on validation NDCG@10, restoring the best epoch's weights. Defaults
+  catalogue (``loss_type`` BPR or BCE: one sampled negative a pair instead, the latter the original
+  paper's loss); Adam; early stopping on validation NDCG@10, restoring the best epoch's weights. Defaults
   are RecBole's (see ``SASRecConfig``). A compact torch implementation rather than RecBole itself:
   RecBole 1.2.1 does not install cleanly here (it pins ``ray<=2.6.3``, ``colorlog==4.7.2``, and
   uses ``np.float``, removed in numpy 2).
@@ -118,6 +119,11 @@ class SASRecConfig:
     max_len: int = 50  # RecBole MAX_ITEM_LIST_LENGTH: most recent items the model reads (not the LLM's cap)
     lr: float = 1e-3  # RecBole learning_rate (Adam, no weight decay)
     batch_size: int = 2048  # RecBole train_batch_size: (prefix, next item) pairs per step
+    # RecBole loss_type. CE (RecBole's default): softmax cross-entropy over the whole catalogue. BPR (RecBole's
+    # other choice): -log sigmoid(target score - negative score), one negative a pair. BCE (the original
+    # SASRec paper's): -log sigmoid(target score) - log sigmoid(-negative score). Negatives are sampled
+    # uniformly from the catalogue's other items, a fresh one for each pair each epoch.
+    loss_type: Literal["CE", "BPR", "BCE"] = "CE"
     max_epochs: int = 300  # RecBole epochs: upper bound; early stopping usually ends training first
     patience: int = 10  # RecBole stopping_step: stop after more than this many epochs without a better valid NDCG@10
     # An epoch improves when valid NDCG@10 >= best + min_delta (a tie counts when 0). RecBole's master
@@ -141,6 +147,8 @@ class SASRecConfig:
                 out.append(f"{name} ({getattr(self, name)}) must be in [0, 1)")
         if self.hidden_act not in ("gelu", "relu"):
             out.append(f"hidden_act ({self.hidden_act!r}) must be 'gelu' or 'relu'")
+        if self.loss_type not in ("CE", "BPR", "BCE"):
+            out.append(f"loss_type ({self.loss_type!r}) must be 'CE', 'BPR' or 'BCE'")
         if self.min_delta < 0:
             out.append(f"min_delta ({self.min_delta}) must be >= 0")
         if self.max_epochs < 0 or self.patience < 0:
@@ -229,6 +237,24 @@ def prefix_pairs(sequences: Sequence[Sequence[int]], max_len: int) -> tuple[list
     return inputs, targets
 
 
+def sample_negatives(targets: torch.Tensor, num_items: int, gen: torch.Generator) -> torch.Tensor:
+    """targets [P] (ids 1..N) -> one id per pair drawn uniformly from the other N - 1 items, [P]."""
+    r = torch.randint(1, num_items, targets.shape, generator=gen).to(targets.device)  # [P] in 1..N-1
+    return r + (r >= targets).long()  # skip the target: ids below it stay, the rest shift up by one
+
+
+def sasrec_loss(model: SASRec, h: torch.Tensor, targets: torch.Tensor, loss_type: str, gen: torch.Generator):
+    """User vectors h [P, D], targets [P] (ids 1..N) -> the mean training loss of ``loss_type``
+    (see ``SASRecConfig.loss_type``)."""
+    if loss_type == "CE":
+        return F.cross_entropy(model.logits(h), targets - 1)
+    neg = sample_negatives(targets, model.item.num_embeddings - 1, gen)  # [P]
+    pos_s, neg_s = (h * model.item(targets)).sum(-1), (h * model.item(neg)).sum(-1)  # [P], [P]
+    if loss_type == "BPR":
+        return -F.logsigmoid(pos_s - neg_s).mean()
+    return -(F.logsigmoid(pos_s) + F.logsigmoid(-neg_s)).mean()
+
+
 def pad_right(rows: Sequence[Sequence[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of ids (each at most ``length``) -> seq [B, length] right-padded with 0, lengths [B] (>= 1;
     an empty row reads the padding slot alone)."""
@@ -279,7 +305,8 @@ class SASRecBaseline:
             total = 0.0
             for s in range(0, len(y), c.batch_size):
                 idx = order[s : s + c.batch_size]
-                loss = F.cross_entropy(self.model.logits(self.model.encode(seq[idx], lengths[idx])), y[idx] - 1)
+                h = self.model.encode(seq[idx], lengths[idx])  # [B, D]
+                loss = sasrec_loss(self.model, h, y[idx], c.loss_type, gen)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -441,6 +468,7 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--max-len", type=int, default=d.max_len)
+    ap.add_argument("--loss-type", choices=("CE", "BPR", "BCE"), default=d.loss_type, help="SASRecConfig.loss_type")
     ap.add_argument("--max-seconds", type=float, default=None)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=d.device)
@@ -455,6 +483,7 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
             batch_size=args.batch_size,
             lr=args.lr,
             max_len=args.max_len,
+            loss_type=args.loss_type,
             max_seconds=args.max_seconds,
             seed=args.seed,
             device=args.device,
@@ -480,7 +509,7 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
     print(f"protocol: {PROTOCOL}")
     print(
         f"sasrec: {int(s['epochs'])} epochs, best epoch {int(s['best_epoch'])}, {s['train_seconds']:.0f}s training; "
-        f"seed {args.seed}, device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"loss {args.loss_type}, seed {args.seed}, device {args.device}, torch threads {torch.get_num_threads()}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, total {time.perf_counter() - start:.0f}s"
     )
     print(format_table(res))

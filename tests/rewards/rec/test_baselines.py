@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from rewards.rec.baselines import (
     main,
     pad_right,
     prefix_pairs,
+    sample_negatives,
+    sasrec_loss,
 )
 from rewards.rec.data import Example, Interaction, RecData, leave_one_out
 
@@ -49,9 +52,10 @@ def test_popularity_baseline():
     assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0
 
 
-def test_sasrec_learns_a_sequential_pattern():
+@pytest.mark.parametrize("loss_type", ["CE", "BPR", "BCE"])
+def test_sasrec_learns_a_sequential_pattern(loss_type):
     """Users walk a cycle of 20 items from random starts; SASRec must learn 'next = current + 1'
-    (popularity cannot: every item is equally popular)."""
+    (popularity cannot: every item is equally popular), with each training loss."""
     rng = np.random.default_rng(0)
     n = 20
     inter = {}
@@ -63,7 +67,7 @@ def test_sasrec_learns_a_sequential_pattern():
     catalog = data.item_ids
     cfg = SASRecConfig(
         hidden_size=32, n_layers=1, inner_size=64, max_epochs=12, lr=1e-2, batch_size=64, hidden_dropout=0.1,
-        attn_dropout=0.1,
+        attn_dropout=0.1, loss_type=loss_type,
     )  # fmt: skip
     model = SASRecBaseline(catalog, cfg).fit(split.train, split.valid)
     m = evaluate_scores(model.scores, split.test, catalog, ks=(1, 10))
@@ -223,3 +227,35 @@ def test_bench_reward_signal_hand_computed():
     assert out["similarity"] == pytest.approx({"mean": 0.95, "informative_groups": 0.5, "group_std": 0.05})
     # neighbour@1: item 2's nearest is itself, then 1 (0.8) -> the target 1 ranks 2 > k -> 0
     assert out["neighbour@1"] == pytest.approx({"mean": 0.75, "informative_groups": 0.5, "group_std": 0.25})
+
+
+def test_sampled_negatives_are_uniform_over_the_other_items():
+    targets = torch.tensor([1, 3, 5] * 4000)
+    neg = sample_negatives(targets, 5, torch.Generator().manual_seed(0))
+    assert neg.shape == targets.shape
+    assert not (neg == targets).any() and int(neg.min()) >= 1 and int(neg.max()) <= 5
+    for t in (1, 3, 5):  # each of the 4 other items about 1/4 of the time
+        counts = torch.bincount(neg[targets == t], minlength=6)[1:].float() / 4000
+        assert counts[t - 1] == 0
+        assert torch.allclose(counts[torch.arange(5) != t - 1], torch.full((4,), 0.25), atol=0.03), (t, counts)
+
+
+def test_sampled_losses_hand_computed():
+    model = SASRec(3, SASRecConfig(hidden_size=2, n_heads=1))
+    with torch.no_grad():  # item rows 1..3 (row 0 = padding)
+        model.item.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    h, y = torch.tensor([[2.0, 1.0]]), torch.tensor([1])
+    torch.set_grad_enabled(False)  # plain numbers; restored below
+    ce = sasrec_loss(model, h, y, "CE", torch.Generator())
+    assert math.isclose(float(ce), -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(-2))), rel_tol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    neg = int(sample_negatives(y, 3, torch.Generator().manual_seed(0)))
+    neg_score = {2: 1.0, 3: -2.0}[neg]
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert math.isclose(float(sasrec_loss(model, h, y, "BPR", gen)), -math.log(sig(2.0 - neg_score)), rel_tol=1e-6)
+    gen = torch.Generator().manual_seed(0)
+    bce = float(sasrec_loss(model, h, y, "BCE", gen))
+    torch.set_grad_enabled(True)
+    assert math.isclose(bce, -math.log(sig(2.0)) - math.log(sig(-neg_score)), rel_tol=1e-6)
+    with pytest.raises(ValueError, match=r"loss_type \('MSE'\) must be 'CE', 'BPR' or 'BCE'"):
+        SASRecBaseline(["a"], SASRecConfig(loss_type="MSE"))
