@@ -205,8 +205,10 @@ def _distill_trainer_class():
     return _DistillSFTTrainer
 
 
-def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
-    """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
+def sft_trainer(cfg, env, model_path: str, trainer_dir: Path, *, loss_class=None, trainer_class=None):
+    """The warm start's ``SFTTrainer`` on ``env.sft_dataset`` and its loss function (None without
+    ``sft.distill_coef``). ``loss_class`` / ``trainer_class`` replace the distilled step's two parts
+    (``TeacherForcedLoss``, ``_DistillSFTTrainer``): ``bench/distill_sft_step.py`` times the alternatives."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTTrainer
@@ -222,22 +224,30 @@ def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
         for m, c, marker in zip(rows["prompt"], rows["completion"], markers, strict=True)
     ]
     data = Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
-    args = sft_training_args(cfg, out_dir.parent / "sft_trainer")
-    loss_func, trainer_class = None, SFTTrainer
+    loss_func = None
     if cfg.sft.distill_coef > 0:  # preflight checked that the env has a token teacher
         from rl.registry import import_object
 
-        target, kwargs = env.token_teacher(out_dir.parent)
+        target, kwargs = env.token_teacher(trainer_dir.parent)
         teacher = import_object(target, what="env token_teacher")(tokenizer, **kwargs)
-        loss_func, trainer_class = TeacherForcedLoss(teacher, cfg.sft.distill_coef), _distill_trainer_class()
+        loss_func = (loss_class or TeacherForcedLoss)(teacher, cfg.sft.distill_coef)
+    if trainer_class is None:
+        trainer_class = SFTTrainer if loss_func is None else _distill_trainer_class()
     trainer = trainer_class(
         model=model_path,
-        args=args,
+        args=sft_training_args(cfg, trainer_dir),
         train_dataset=data,
         processing_class=tokenizer,
         peft_config=sft_lora_config(cfg, env, model_path) if cfg.sft.lora else None,
         compute_loss_func=loss_func,
     )
+    return trainer, loss_func
+
+
+def warm_start(cfg, env, model_path: str, out_dir: Path) -> str:
+    """SFT ``model_path`` on ``env.sft_dataset``; save the merged model + tokenizer to ``out_dir``."""
+    trainer, loss_func = sft_trainer(cfg, env, model_path, out_dir.parent / "sft_trainer")
+    tokenizer = trainer.processing_class
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console: SFTProgress writes readable lines
