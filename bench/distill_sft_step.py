@@ -83,6 +83,9 @@ def one_run(cfg, env, model_path: str, variant: str, out: Path) -> dict:
         "shipped": {},
     }[variant]
     trainer, _ = sft_trainer(cfg, env, model_path, out / f"sft_trainer_{variant}", **parts)
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console, as in the warm start
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.train()
@@ -135,7 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch threads "
         f"{__import__('torch').get_num_threads()}, 1-min load {load[0]:.2f} -> {os.getloadavg()[0]:.2f}; "
         f"{(time.perf_counter() - start) / 60:.1f} min in all). Median optimizer-step time of each run after its "
-        "first 2 steps; runs alternate.",
+        "first 2 steps; runs alternate (dense, positions, shipped, then reversed). The three variants: `dense` = "
+        "the KL to the teacher at every position of the [B, T, V] logits, masked, inside TRL's "
+        "`SFTTrainer.compute_loss` (which runs a second, no-grad forward for its metrics); `positions` = the KL at "
+        "the labelled positions only, still in TRL's `compute_loss`; `shipped` = `TeacherForcedLoss` in "
+        "`_DistillSFTTrainer` (one forward a step). Equal losses across a row's runs and across the variants "
+        "mean the same computation.",
         "",
         "| step | median step time, each run | mean | speed-up over dense | first -> last loss, each run |",
         "|---|---|---|---|---|",
