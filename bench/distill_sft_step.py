@@ -75,6 +75,8 @@ def trl_compute_loss_class():
 
 def one_run(cfg, env, model_path: str, variant: str, out: Path) -> dict:
     """Median step seconds (after 2) and the first / last logged loss of ``cfg.sft.steps`` steps of ``variant``."""
+    from transformers import PrinterCallback
+
     from rl.learner.sft import sft_trainer
 
     parts = {
@@ -83,8 +85,6 @@ def one_run(cfg, env, model_path: str, variant: str, out: Path) -> dict:
         "shipped": {},
     }[variant]
     trainer, _ = sft_trainer(cfg, env, model_path, out / f"sft_trainer_{variant}", **parts)
-    from transformers import PrinterCallback
-
     trainer.remove_callback(PrinterCallback)  # no raw loss dicts on the console, as in the warm start
     timer = StepTimer()
     trainer.add_callback(timer)
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", default=str(REPO / "docs" / "benchmarks.md"), help="where the section goes")
     ap.add_argument("overrides", nargs="*", help="dotted.key=value, as for relay train")
     args = ap.parse_args(argv)
+
+    import torch
+    from transformers import AutoTokenizer
 
     from rl.base_model import resolve_model
     from rl.config import ConfigError, load_config
@@ -121,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(tempfile.mkdtemp(prefix="distill-sft-step-"))
     model_path = env.prepare_model(resolve_model(cfg, out), out)
-    from transformers import AutoTokenizer
-
     vocab = len(AutoTokenizer.from_pretrained(model_path))
     load = os.getloadavg()
     start = time.perf_counter()
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python bench/distill_sft_step.py --steps {args.steps} --repeats {args.repeats} {' '.join(args.overrides)}` "
         f"(config {Path(args.config).name}, seed {cfg.seed}, batch {cfg.sft.batch_size}, vocabulary {vocab}; "
         f"{time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, torch threads "
-        f"{__import__('torch').get_num_threads()}, 1-min load {load[0]:.2f} -> {os.getloadavg()[0]:.2f}; "
+        f"{torch.get_num_threads()}, 1-min load {load[0]:.2f} -> {os.getloadavg()[0]:.2f}; "
         f"{(time.perf_counter() - start) / 60:.1f} min in all). Median optimizer-step time of each run after its "
         "first 2 steps; runs alternate (dense, positions, shipped, then reversed). The three variants: `dense` = "
         "the KL to the teacher at every position of the [B, T, V] logits, masked, inside TRL's "
