@@ -38,24 +38,15 @@ VARIANTS = ("dense", "positions", "shipped")
 
 
 def dense_loss_class():
-    """``TeacherForcedLoss`` computed the first way: the KL at every position of [B, T-1, V], then masked."""
-    from transformers.loss.loss_utils import ForCausalLMLoss
-
+    """``TeacherForcedLoss`` with its KL computed the first way: at every position of [B, T-1, V], then masked."""
     from rl.algos.distill import forward_kl_per_token
     from rl.learner.sft import TeacherForcedLoss
 
     class DenseTeacherForcedLoss(TeacherForcedLoss):
-        def __call__(self, outputs, labels, num_items_in_batch=None):
-            nll = ForCausalLMLoss(
-                outputs.logits, labels, outputs.logits.shape[-1], num_items_in_batch=num_items_in_batch
-            )
-            logits = outputs.logits[:, :-1]  # [B, T-1, V]
-            teacher = self.teacher.forced_log_probs(self.input_ids, logits.shape[-1])[:, :-1].to(logits.device)
-            kl, has = forward_kl_per_token(logits, teacher)  # [B, T-1]: every position
-            where = has & labels[:, 1:].ne(-100)  # [B, T-1]
-            kd = (kl * where).sum() / where.sum().clamp(min=1)
-            self.last = {"nll": float(nll.detach()), "kd": float(kd.detach()), "kd_positions": int(where.sum())}
-            return nll + self.coef * kd
+        @staticmethod
+        def mean_kl(logits, teacher, where):
+            kl, _ = forward_kl_per_token(logits, teacher)  # [B, T-1]: every position
+            return (kl * where).sum() / where.sum().clamp(min=1)
 
     return DenseTeacherForcedLoss
 

@@ -101,6 +101,8 @@ class PopularityBaseline:
 
 # ----------------------------------------------------------------------------------------------- SASRec
 
+SASREC_LOSSES = ("CE", "BPR", "BCE")  # SASRecConfig.loss_type's choices
+
 
 @dataclass
 class SASRecConfig:
@@ -147,7 +149,7 @@ class SASRecConfig:
                 out.append(f"{name} ({getattr(self, name)}) must be in [0, 1)")
         if self.hidden_act not in ("gelu", "relu"):
             out.append(f"hidden_act ({self.hidden_act!r}) must be 'gelu' or 'relu'")
-        if self.loss_type not in ("CE", "BPR", "BCE"):
+        if self.loss_type not in SASREC_LOSSES:
             out.append(f"loss_type ({self.loss_type!r}) must be 'CE', 'BPR' or 'BCE'")
         if self.min_delta < 0:
             out.append(f"min_delta ({self.min_delta}) must be >= 0")
@@ -468,7 +470,7 @@ def main(argv: Sequence[str] | None = None, models: dict[str, Any] | None = None
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--max-len", type=int, default=d.max_len)
-    ap.add_argument("--loss-type", choices=("CE", "BPR", "BCE"), default=d.loss_type, help="SASRecConfig.loss_type")
+    ap.add_argument("--loss-type", choices=SASREC_LOSSES, default=d.loss_type, help="SASRecConfig.loss_type")
     ap.add_argument("--max-seconds", type=float, default=None)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--device", default=d.device)

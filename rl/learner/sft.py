@@ -166,20 +166,25 @@ class TeacherForcedLoss:
         import torch
         from transformers.loss.loss_utils import ForCausalLMLoss
 
-        from rl.algos.distill import forward_kl_per_token
-
         # the causal LM loss transformers' models compute (shifted, token mean, num_items_in_batch aware)
         nll = ForCausalLMLoss(outputs.logits, labels, outputs.logits.shape[-1], num_items_in_batch=num_items_in_batch)
         logits = outputs.logits[:, :-1]  # [B, T-1, V]: position t predicts token t + 1
         target = labels[:, 1:]  # [B, T-1]
         teacher = self.teacher.forced_log_probs(self.input_ids, logits.shape[-1])[:, :-1].to(logits.device)
         where = torch.isfinite(teacher).any(-1) & target.ne(-100)  # [B, T-1]: a label the teacher has a target for
-        # the KL at those N positions only ([N, V]; a fraction of B x T): the same sum, without the softmax,
-        # exp and backward over every position of the vocabulary-wide logits
-        kl, _ = forward_kl_per_token(logits[where], teacher[where])  # [N]
-        kd = kl.sum() / where.sum().clamp(min=1)
+        kd = self.mean_kl(logits, teacher, where)
         self.last = {"nll": float(nll.detach()), "kd": float(kd.detach()), "kd_positions": int(where.sum())}
         return nll + self.coef * kd
+
+    @staticmethod
+    def mean_kl(logits, teacher, where):
+        """logits, teacher [B, T-1, V], where [B, T-1] -> the mean KL(teacher || policy) over the ``where`` positions,
+        computed at those N positions only ([N, V]; a fraction of B x T): the same sum, without the softmax, exp
+        and backward over every position of the vocabulary-wide logits."""
+        from rl.algos.distill import forward_kl_per_token
+
+        kl, _ = forward_kl_per_token(logits[where], teacher[where])  # [N]
+        return kl.sum() / where.sum().clamp(min=1)
 
 
 def _distill_trainer_class():

@@ -245,17 +245,15 @@ def test_sampled_losses_hand_computed():
     with torch.no_grad():  # item rows 1..3 (row 0 = padding)
         model.item.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
     h, y = torch.tensor([[2.0, 1.0]]), torch.tensor([1])
-    torch.set_grad_enabled(False)  # plain numbers; restored below
-    ce = sasrec_loss(model, h, y, "CE", torch.Generator())
-    assert math.isclose(float(ce), -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(-2))), rel_tol=1e-6)
-    gen = torch.Generator().manual_seed(0)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     neg = int(sample_negatives(y, 3, torch.Generator().manual_seed(0)))
     neg_score = {2: 1.0, 3: -2.0}[neg]
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    assert math.isclose(float(sasrec_loss(model, h, y, "BPR", gen)), -math.log(sig(2.0 - neg_score)), rel_tol=1e-6)
-    gen = torch.Generator().manual_seed(0)
-    bce = float(sasrec_loss(model, h, y, "BCE", gen))
-    torch.set_grad_enabled(True)
+    with torch.no_grad():  # plain numbers
+        ce = float(sasrec_loss(model, h, y, "CE", torch.Generator()))
+        bpr = float(sasrec_loss(model, h, y, "BPR", torch.Generator().manual_seed(0)))
+        bce = float(sasrec_loss(model, h, y, "BCE", torch.Generator().manual_seed(0)))
+    assert math.isclose(ce, -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(-2))), rel_tol=1e-6)
+    assert math.isclose(bpr, -math.log(sig(2.0 - neg_score)), rel_tol=1e-6)
     assert math.isclose(bce, -math.log(sig(2.0)) - math.log(sig(-neg_score)), rel_tol=1e-6)
     with pytest.raises(ValueError, match=r"loss_type \('MSE'\) must be 'CE', 'BPR' or 'BCE'"):
         SASRecBaseline(["a"], SASRecConfig(loss_type="MSE"))
