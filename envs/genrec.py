@@ -38,12 +38,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -60,6 +60,9 @@ from rewards.rec.data import (
 from rewards.spec import RewardSpec
 from rl.atomic import atomic_path, atomic_write_text
 from rl.env_api import Env, EnvArgs
+
+if TYPE_CHECKING:
+    from rewards.rec.baselines import SASRecBaseline
 
 logger = logging.getLogger("relay")
 
@@ -127,6 +130,12 @@ class GenRecArgs(EnvArgs):
         None, description="Where built indexes and item embeddings are cached (default: <tmp>/relay-genrec)."
     )
     embed_model: str | None = Field(None, description="sentence-transformers directory; None = packaged MiniLM.")
+    id_embeddings: Literal["text", "sasrec"] = Field(
+        "text",
+        description="What the semantic IDs quantise: text (the items' MiniLM text embeddings, TIGER and LC-Rec) or "
+        "sasrec (the item embedding table of the run's SASRec, trained first and cached, rows scaled to unit "
+        "length: collaborative IDs, for data without item texts such as a P5 user_sequence.txt alone).",
+    )
     history_cap: int | None = Field(
         None, ge=1, description="Most recent history items in a prompt: set by the protocol (tiger 20, minionerec "
         "10); an explicit different value is refused.",
@@ -287,6 +296,16 @@ def short_title(data: RecData, item: str, max_chars: int = 60) -> str:
     return title if len(title) <= max_chars else title[:max_chars].rsplit(" ", 1)[0]
 
 
+def sasrec_item_embeddings(sasrec: SASRecBaseline, items: Sequence[str]):
+    """A trained SASRec's item embedding rows for ``items`` ([N, D] float32), each scaled to unit length: the
+    directions its next-item scores (h . e) compare, without the norm that carries popularity."""
+    import numpy as np
+
+    table = sasrec.model.item.weight.detach().float().cpu().numpy()  # [1 + n_catalog, D], row 0 = padding
+    rows = table[[sasrec.pos[i] for i in items]]  # [N, D]
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 @contextmanager
 def _stage_lines_on_stderr(name: str = "rewards.rec.semantic_ids") -> Iterator[None]:
     """Show logger ``name``'s INFO stage lines (with wall times) on stderr for the block: the index and the
@@ -379,6 +398,7 @@ class GenRecEnv(Env):
             a.kmeans_backend,
             self.seed,
             a.embed_model,
+            *([a.id_embeddings] if a.id_embeddings != "text" else []),  # text: the keys of earlier builds
         ]
         key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
         path = self._cache_dir() / f"index-{key}.json"
@@ -428,8 +448,18 @@ class GenRecEnv(Env):
         return path
 
     def _embeddings(self, items: list[str]):
+        """[len(items), D] float32: what ``id_embeddings`` names, rows in ``items``' order."""
         import numpy as np
 
+        if self.args.id_embeddings == "sasrec":
+            from rewards.rec.baselines import SASRecBaseline
+
+            return sasrec_item_embeddings(SASRecBaseline.load(self.sasrec_file), items)
+        if not self.data.items:
+            logger.warning(
+                "genrec: the data has no item texts, so the semantic IDs quantise embeddings of 'item <id>' "
+                "strings; give env.args.data.item_path or set env.args.id_embeddings=sasrec"
+            )
         return np.load(self._embeddings_file(items))
 
     @cached_property

