@@ -299,11 +299,10 @@ def short_title(data: RecData, item: str, max_chars: int = 60) -> str:
 def sasrec_item_embeddings(sasrec: SASRecBaseline, items: Sequence[str]):
     """A trained SASRec's item embedding rows for ``items`` ([N, D] float32), each scaled to unit length: the
     directions its next-item scores (h . e) compare, without the norm that carries popularity."""
-    import numpy as np
+    from sklearn.preprocessing import normalize
 
     table = sasrec.model.item.weight.detach().float().cpu().numpy()  # [1 + n_catalog, D], row 0 = padding
-    rows = table[[sasrec.pos[i] for i in items]]  # [N, D]
-    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return normalize(table[[sasrec.pos[i] for i in items]])  # [N, D] float32, unit rows
 
 
 @contextmanager

@@ -228,9 +228,9 @@ def load_item_embeddings(
                 f"(e.g. {missing[:5]}); use the item file of the data the index was built from"
             )
         emb = embed_texts([item_text(infos[i]) for i in index.items], embed_model)
-    emb = np.asarray(emb, dtype=np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)  # [N, 1]
-    return emb / np.maximum(norms, 1e-12)
+    from sklearn.preprocessing import normalize
+
+    return normalize(np.asarray(emb, dtype=np.float32))  # [N, D], unit rows (a zero row stays zero)
 
 
 def cosine_of_pairs(emb: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -272,7 +272,9 @@ class _EmbeddingReward(_GenRecReward):
             e = np.asarray(embeddings, dtype=np.float32)
             if e.shape[0] != len(self.index):
                 raise ValueError(f"embeddings has {e.shape[0]} rows for {len(self.index)} index items")
-            self.emb = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+            from sklearn.preprocessing import normalize
+
+            self.emb = normalize(e)  # unit rows
         else:
             self.emb = load_item_embeddings(self.index, embeddings_path, item_texts_path, embed_model)
         self.row = {item: i for i, item in enumerate(self.index.items)}
